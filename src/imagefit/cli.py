@@ -1,0 +1,114 @@
+"""`imagefit` on the command line: a thin layer over the Python API.
+
+Every `train` option is a TrainConfig key (`--batch-size` for `batch_size`), generated from the
+dataclass so the two can never drift apart; `--config FILE.yaml` gives the same keys and the
+command line overrides the file.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from .config import CHOICES, TrainConfig
+from .errors import UserError
+
+HELP = {
+    "dataset": "digits, cifar10, cifar100, mnist, fashion-mnist, or a path to an image folder or .zip",
+    "model": "seed-cnn, resnet9, resnet9-small or any timm architecture (trained from scratch)",
+    "image_size": "side in pixels (default: from the data, its median side capped at 128)",
+    "lr": "learning rate (default: 1e-3 for adam/adamw, 0.05 for sgd)",
+    "precision": "auto: bf16 autocast on CPUs with native bf16 and on CUDA, else 32",
+    "name": "run folder name under --runs-dir (default: <dataset>-<model>-<time>)",
+}
+
+
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kwargs = {"default": argparse.SUPPRESS, "dest": f.name, "help": HELP.get(f.name)}
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+            continue
+        if f.name in CHOICES:
+            kwargs["choices"] = CHOICES[f.name]
+        parser.add_argument(flag, metavar=f.name.upper(), **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imagefit", description="Train, evaluate and report image classifiers.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model and write runs/<name>/ with curves, metrics and a report")
+    p.add_argument("--config", dest="config_file", metavar="FILE.yaml", help="a config file (e.g. runs/<name>/config.yaml)")
+    add_config_options(p)
+
+    p = sub.add_parser("report", help="rebuild a run's report files from what the run saved")
+    p.add_argument("run_dir", type=Path)
+
+    sub.add_parser("models", help="list the architectures imagefit can train")
+    sub.add_parser("datasets", help="list the named data sets")
+    return parser
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import train
+
+    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "config_file")}
+    if args.config_file:
+        cfg = TrainConfig.load(args.config_file, overrides)
+    else:
+        cfg = TrainConfig.from_dict(overrides, source="the command line")
+    run = train(cfg)
+    if run.metrics:
+        m = run.metrics
+        top5 = f", top-5 {m['test_top5_accuracy']:.4f}" if "test_top5_accuracy" in m else ""
+        state = " (interrupted)" if m.get("interrupted") else ""
+        print(f"test accuracy {m['test_accuracy']:.4f}{top5}, test loss {m['test_loss']:.4f}{state}; "
+              f"{m['epochs_run']} epochs in {m['wall_seconds']:.0f} s")
+        print(f"report: {run.dir / 'report.md'}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report.run_report import rebuild_report
+
+    print(f"report: {rebuild_report(args.run_dir)}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    import timm
+
+    from .models import OWN_MODELS
+
+    for name, (_, about) in OWN_MODELS.items():
+        print(f"{name:16s} {about}")
+    print(f"... and {len(timm.list_models())} timm architectures, trained from scratch (timm.list_models() names them)")
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from .data.sources import DATASETS
+
+    for name, about in DATASETS.items():
+        print(f"{name:14s} {about}")
+    print(f"{'PATH':14s} a folder or .zip of images: train/<class>/* (optional val/, test/) or <class>/* at the top")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="imagefit: %(message)s")
+    commands = {"train": cmd_train, "report": cmd_report, "models": cmd_models, "datasets": cmd_datasets}
+    try:
+        return commands[args.command](args)
+    except UserError as e:
+        print(f"imagefit: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

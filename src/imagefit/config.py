@@ -1,0 +1,147 @@
+"""One typed configuration per run.
+
+`TrainConfig` is the single source of truth for a run: the CLI builds it from `--config FILE.yaml`
+plus command-line overrides, the run saves it whole as `config.yaml`, and
+`imagefit train --config runs/<name>/config.yaml` repeats the run from that file alone.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from . import atomic
+from .errors import UserError
+
+CHOICES = {
+    "augment": ("none", "basic"),
+    "optimizer": ("sgd", "adam", "adamw"),
+    "scheduler": ("none", "cosine", "onecycle"),
+    "precision": ("auto", "32", "bf16-mixed", "16-mixed"),
+    "loader": ("auto", "memory", "stream"),
+}
+
+
+@dataclass
+class TrainConfig:
+    # data
+    dataset: str = "digits"
+    data_dir: str = "~/.cache/imagefit/data"
+    cache_dir: str = "~/.cache/imagefit/cache"
+    image_size: int | None = None  # None: chosen from the data (median side, capped at 128)
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2  # only used when the source has no test split
+    augment: str = "basic"
+    loader: str = "auto"  # memory (uint8 tensor in RAM) or stream (memory-mapped, DataLoader workers)
+    num_workers: int = 2
+    # model
+    model: str = "seed-cnn"
+    # optimisation
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "adam"
+    lr: float | None = None  # None: the optimizer's usual default (adam/adamw 1e-3, sgd 0.05)
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    label_smoothing: float = 0.0
+    scheduler: str = "none"
+    precision: str = "auto"  # auto: bf16-mixed on CPUs with native bf16, 16-mixed on CUDA, else 32
+    seed: int = 0
+    # bookkeeping
+    name: str | None = None  # None: <dataset>-<model>-<time>
+    runs_dir: str = "runs"
+    accelerator: str = "auto"
+    devices: str | int = "auto"
+    progress: bool = True
+    limit_train_batches: int | None = None  # for smoke tests and benchmarks
+
+    # ---- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        for key in values:
+            if key not in known:
+                close = difflib.get_close_matches(key.replace("-", "_"), known, n=1)
+                hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(sorted(known))}"
+                raise UserError(f"unknown config key '{key}' in {source}", hint)
+        cfg = cls(**{k: _coerce(cls, k, v, source) for k, v in values.items()})
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def load(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> "TrainConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"config file not found: {path}", "check the path passed to --config")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise UserError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}", "fix its syntax") from None
+        if not isinstance(values, dict):
+            raise UserError(f"config file {path} must be a mapping of keys to values", "write one 'key: value' a line")
+        values.update(overrides or {})
+        return cls.from_dict(values, source=str(path))
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> None:
+        for key, allowed in CHOICES.items():
+            value = str(getattr(self, key))
+            if value not in allowed:
+                raise UserError(f"{key} '{value}' is not one of {', '.join(allowed)}", f"pass --{key.replace('_', '-')} {allowed[0]}")
+        if self.epochs < 1:
+            raise UserError(f"epochs must be at least 1, got {self.epochs}", "pass --epochs 10")
+        if self.batch_size < 1:
+            raise UserError(f"batch_size must be at least 1, got {self.batch_size}", "pass --batch-size 128")
+        if not 0 <= self.val_fraction < 1:
+            raise UserError(f"val_fraction must be in [0, 1), got {self.val_fraction}", "pass --val-fraction 0.1")
+        if not 0 < self.test_fraction < 1:
+            raise UserError(f"test_fraction must be in (0, 1), got {self.test_fraction}", "pass --test-fraction 0.2")
+        if self.image_size is not None and self.image_size < 4:
+            raise UserError(f"image_size must be at least 4 pixels, got {self.image_size}", "pass --image-size 32")
+        if not 0 <= self.label_smoothing < 1:
+            raise UserError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}", "pass --label-smoothing 0.1")
+
+    # ---- derived values -----------------------------------------------------------------------
+    @property
+    def learning_rate(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        return 0.05 if self.optimizer == "sgd" else 1e-3
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        atomic.write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _coerce(cls: type, key: str, value: Any, source: str) -> Any:
+    """Accept what YAML or a command line gives ('3' for an int, '1e-3' for a float) and check the type."""
+    hint = get_type_hints(cls)[key]
+    if value is None:
+        return None
+    kinds = getattr(hint, "__args__", (hint,))
+    if isinstance(value, bool) and bool not in kinds:
+        raise UserError(f"config key '{key}' in {source} must be a {hint}, got {value!r}", f"give '{key}' a value of that type")
+    for kind in kinds:
+        if kind is type(None):
+            continue
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+                return str(value).lower() in ("true", "yes", "1", "on")
+            continue
+        try:
+            if kind is int and isinstance(value, float) and not value.is_integer():
+                continue
+            return kind(value)
+        except (TypeError, ValueError):
+            continue
+    raise UserError(f"config key '{key}' in {source} must be a {hint}, got {value!r}", f"give '{key}' a value of that type")

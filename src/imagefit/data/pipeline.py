@@ -1,0 +1,114 @@
+"""From a config to the three splits the loop needs, with every choice written down.
+
+Validation is carved from train (stratified, seeded) unless the source has its own; test is
+carved only when the source has none, and never used for any choice. Per-channel mean and std
+are measured on train alone and travel with the model, so a saved model takes raw uint8 images.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+import torch
+
+from ..config import TrainConfig
+from .split import carve
+from .types import ImageSet, SourceData
+
+log = logging.getLogger("imagefit")
+
+
+@dataclass
+class PreparedData:
+    name: str
+    class_names: list[str]
+    train: ImageSet
+    val: ImageSet | None
+    test: ImageSet
+    mean: list[float]
+    std: list[float]
+    loader: str  # "memory" or "stream"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def channels(self) -> int:
+        return int(self.train.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.train.shape[-1])
+
+
+def available_memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def choose_loader(cfg: TrainConfig, nbytes: int) -> tuple[str, str]:
+    """Memory when the decoded uint8 data fits in half of the free RAM, else stream from disk."""
+    free = available_memory_bytes()
+    if cfg.loader != "auto":
+        return cfg.loader, f"loader '{cfg.loader}' as configured ({nbytes / 2**20:.0f} MiB of decoded images)"
+    if nbytes <= free // 2:
+        return "memory", f"in-memory tensor loader: {nbytes / 2**20:.0f} MiB of decoded images fit in RAM ({free / 2**30:.1f} GiB free)"
+    return "stream", (f"streaming from a memory-mapped cache with {cfg.num_workers} DataLoader workers: "
+                      f"{nbytes / 2**30:.1f} GiB of decoded images exceed half the free RAM ({free / 2**30:.1f} GiB)")
+
+
+def channel_stats(data: ImageSet, chunk: int = 4096) -> tuple[list[float], list[float]]:
+    c = data.images.shape[1]
+    total = torch.zeros(c, dtype=torch.float64)
+    total_sq = torch.zeros(c, dtype=torch.float64)
+    count = 0
+    for start in range(0, len(data), chunk):
+        x = data.take(start, start + chunk).to(torch.float64) / 255
+        total += x.sum(dim=(0, 2, 3))
+        total_sq += (x * x).sum(dim=(0, 2, 3))
+        count += x.numel() // c
+    mean = total / count
+    std = (total_sq / count - mean**2).clamp_min(1e-12).sqrt().clamp_min(1e-3)
+    return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
+
+
+def prepare_data(cfg: TrainConfig) -> PreparedData:
+    from .sources import load_source  # heavy imports (PIL, pools) only when data is needed
+
+    source: SourceData = load_source(cfg.dataset, data_dir=cfg.data_dir, cache_dir=cfg.cache_dir,
+                                     image_size=cfg.image_size, test_fraction=cfg.test_fraction,
+                                     seed=cfg.seed, mmap=cfg.loader != "memory")
+    notes = list(source.notes)
+    train, val, test = source.train, source.val, source.test
+    nbytes = sum(s.images.numel() for s in (train, val, test) if s is not None)
+    mode, why = choose_loader(cfg, nbytes)
+    log.info(why)
+    lazy = mode == "stream"
+    if test is None:
+        train, test = carve(train, cfg.test_fraction, seed=cfg.seed + 1, lazy=lazy)
+        notes.append(f"The source has no test split: a stratified {cfg.test_fraction:.0%} of its images "
+                     f"({len(test)}) was set aside as test with seed {cfg.seed + 1}, before anything else.")
+    if val is None and cfg.val_fraction > 0:
+        train, val = carve(train, cfg.val_fraction, seed=cfg.seed, lazy=lazy)
+        notes.append(f"Validation: a stratified {cfg.val_fraction:.0%} of train ({len(val)} images), seed {cfg.seed}.")
+    elif val is not None:
+        notes.append(f"Validation: the source's own split ({len(val)} images).")
+    if len(train) == 0:
+        raise_empty(cfg)
+    if not lazy:  # one private in-memory copy per split; the memory map is dropped
+        train, val, test = (s.materialize() if s is not None else None for s in (train, val, test))
+    notes.append(why[0].upper() + why[1:] + ".")
+    mean, std = channel_stats(train)
+    return PreparedData(source.name, source.class_names, train, val, test, mean, std, mode, notes)
+
+
+def raise_empty(cfg: TrainConfig):
+    from ..errors import UserError
+
+    raise UserError(f"data set '{cfg.dataset}' has no training images left after the splits",
+                    "add images or lower --val-fraction/--test-fraction")

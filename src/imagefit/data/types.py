@@ -1,0 +1,73 @@
+"""The shapes data takes on its way from a source to the training loop."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class ImageSet:
+    """Decoded images of one split: uint8 (N, C, H, W) and int64 labels (N,).
+
+    With `index` set, the set is a lazy view: item i is images[index[i]]. That keeps a memory-mapped
+    data set on disk when it is split, instead of copying it into RAM.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    index: torch.Tensor | None = None
+
+    def __post_init__(self):
+        assert self.images.dtype == torch.uint8 and self.images.ndim == 4, (self.images.dtype, self.images.shape)
+        n = len(self.images) if self.index is None else len(self.index)
+        assert self.labels.dtype == torch.int64 and len(self.labels) == n
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self),) + tuple(self.images.shape[1:])
+
+    def subset(self, index: torch.Tensor, lazy: bool = False) -> "ImageSet":
+        if self.index is not None:
+            return ImageSet(self.images, self.labels[index], self.index[index])
+        if lazy:
+            return ImageSet(self.images, self.labels[index], index)
+        return ImageSet(self.images[index], self.labels[index])
+
+    def take(self, start: int, stop: int) -> torch.Tensor:
+        """Images start..stop as a real tensor, whatever the storage."""
+        if self.index is None:
+            return self.images[start:stop]
+        return self.images[self.index[start:stop]]
+
+    def materialize(self) -> "ImageSet":
+        """A plain in-memory copy (reads a memory-mapped set into RAM once)."""
+        images = self.images[self.index] if self.index is not None else self.images.clone()
+        return ImageSet(images, self.labels.clone())
+
+
+@dataclass
+class SourceData:
+    """What a data source yields: its own splits, before imagefit carves validation or test from train.
+
+    `val` and `test` are None when the source has no such split. `notes` are plain sentences for
+    the report (where the files came from, how images were resized, what was carved out).
+    """
+
+    name: str
+    class_names: list[str]
+    train: ImageSet
+    val: ImageSet | None = None
+    test: ImageSet | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.train.images.shape[-1])
+
+    @property
+    def channels(self) -> int:
+        return int(self.train.images.shape[1])

@@ -1,0 +1,3 @@
+from .registry import OWN_MODELS, ImageClassifier, count_parameters, create_model
+
+__all__ = ["OWN_MODELS", "ImageClassifier", "count_parameters", "create_model"]

@@ -1,0 +1,3 @@
+from .run import Run, train
+
+__all__ = ["Run", "train"]

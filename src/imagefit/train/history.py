@@ -1,0 +1,65 @@
+"""`history.csv`, one row per epoch, rewritten atomically at the end of every epoch."""
+from __future__ import annotations
+
+import csv
+import io
+import time
+from pathlib import Path
+
+import lightning as L
+
+from .. import atomic
+
+COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
+
+
+class HistoryWriter(L.Callback):
+    def __init__(self, path: Path):
+        self.path = path
+        self.rows: list[dict] = []
+        self.train_seconds = 0.0  # time in training batches only: what images/s is measured on
+        self._epoch_start = self._train_start = 0.0
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._epoch_start = self._train_start = time.perf_counter()
+
+    def on_validation_epoch_start(self, trainer, pl_module):
+        if trainer.training:
+            self.train_seconds += time.perf_counter() - self._train_start
+            self._train_start = None
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if self._train_start is not None:  # no validation this epoch
+            self.train_seconds += time.perf_counter() - self._train_start
+        m = trainer.callback_metrics
+
+        def value(key):
+            return round(float(m[key]), 6) if key in m else ""
+
+        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else ""
+        self.rows.append({
+            "epoch": trainer.current_epoch + 1,
+            "train_loss": value("train_loss"), "train_acc": value("train_acc"),
+            "val_loss": value("val_loss"), "val_acc": value("val_acc"),
+            "lr": f"{lr:.6g}" if lr != "" else "", "seconds": round(time.perf_counter() - self._epoch_start, 3),
+        })
+        if trainer.is_global_zero:
+            write_history(self.path, self.rows)
+
+
+def write_history(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic.write_text(path, buf.getvalue())
+
+
+def read_history(path: Path) -> list[dict]:
+    def parse(key, text):
+        if text in ("", None):
+            return None
+        return int(text) if key == "epoch" else float(text)
+
+    with open(path, newline="") as f:
+        return [{k: parse(k, v) for k, v in row.items()} for row in csv.DictReader(f)]

@@ -1,0 +1,67 @@
+"""The LightningModule: loss, accuracy, augmentation and optimizer wiring around an ImageClassifier."""
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchmetrics.classification import MulticlassAccuracy
+
+from ..config import TrainConfig
+from ..data.augment import AUGMENTATIONS
+from .optim import build_optimizer, build_scheduler
+
+
+class ClassifierModule(L.LightningModule):
+    def __init__(self, model: torch.nn.Module, cfg: TrainConfig, num_classes: int, steps_per_epoch: int):
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+        self.steps_per_epoch = steps_per_epoch
+        self.augment = AUGMENTATIONS[cfg.augment]
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.aug_gen: torch.Generator | None = None
+        self.channels_last = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.model(x)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        x, y = batch
+        if self.trainer.training and self.augment is not None:
+            if self.aug_gen is None or self.aug_gen.device != x.device:
+                self.aug_gen = torch.Generator(device=x.device).manual_seed(self.cfg.seed + 7919 * self.global_rank)
+            x = self.augment(x, self.aug_gen)
+        return x, y
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)
+        self.train_acc(logits.detach(), y)
+        self.log("train_loss", loss.detach(), on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
+        self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(y))
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        self.val_acc(logits, y)
+        self.log("val_loss", loss, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
+        self.log("val_acc", self.val_acc, on_step=False, on_epoch=True, batch_size=len(y), prog_bar=True)
+
+    def predict_step(self, batch, batch_idx):
+        x, y = batch
+        return self(x).float(), y
+
+    def configure_optimizers(self):
+        optimizer = build_optimizer(self.cfg, self.model.parameters())
+        scheduler = build_scheduler(self.cfg, optimizer, self.steps_per_epoch * self.cfg.epochs)
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

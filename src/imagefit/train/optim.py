@@ -1,0 +1,27 @@
+"""Optimizers and learning-rate schedules by name, stepped per batch."""
+from __future__ import annotations
+
+import torch
+
+from ..config import TrainConfig
+
+
+def build_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+    lr, wd = cfg.learning_rate, cfg.weight_decay
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, weight_decay=wd)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+
+
+def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int):
+    """None, cosine decay to zero, or one-cycle (warm-up for the first 25%, then anneal)."""
+    total_steps = max(1, total_steps)
+    if cfg.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    if cfg.scheduler == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.learning_rate, total_steps=total_steps,
+                                                   pct_start=0.25, anneal_strategy="linear",
+                                                   cycle_momentum=cfg.optimizer == "sgd")
+    return None

@@ -1,0 +1,47 @@
+import pytest
+
+from imagefit.config import TrainConfig
+from imagefit.errors import UserError
+
+
+def test_round_trip_through_yaml(tmp_path):
+    cfg = TrainConfig(dataset="cifar10", model="resnet9", epochs=3, lr=0.02, image_size=24)
+    cfg.save(tmp_path / "c.yaml")
+    assert TrainConfig.load(tmp_path / "c.yaml") == cfg
+
+
+def test_command_line_overrides_file_and_strings_are_coerced(tmp_path):
+    (tmp_path / "c.yaml").write_text("epochs: 3\nmodel: resnet9\n")
+    cfg = TrainConfig.load(tmp_path / "c.yaml", {"epochs": "7", "lr": "1e-2", "progress": "false"})
+    assert (cfg.epochs, cfg.model, cfg.lr, cfg.progress) == (7, "resnet9", 0.01, False)
+
+
+def test_unknown_key_names_the_key_and_suggests(tmp_path):
+    (tmp_path / "c.yaml").write_text("epoch: 3\n")
+    with pytest.raises(UserError, match="unknown config key 'epoch'.*did you mean 'epochs'"):
+        TrainConfig.load(tmp_path / "c.yaml")
+
+
+@pytest.mark.parametrize("values, match", [
+    ({"optimizer": "rmsprop"}, "optimizer 'rmsprop' is not one of"),
+    ({"epochs": 0}, "epochs must be at least 1"),
+    ({"val_fraction": 1.5}, "val_fraction"),
+    ({"epochs": "many"}, "must be a"),
+])
+def test_bad_values_are_user_errors(values, match):
+    with pytest.raises(UserError, match=match):
+        TrainConfig.from_dict(values)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(UserError, match="config file not found"):
+        TrainConfig.load(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("- a list\n")
+    with pytest.raises(UserError, match="mapping"):
+        TrainConfig.load(tmp_path / "bad.yaml")
+
+
+def test_default_learning_rate_follows_the_optimizer():
+    assert TrainConfig(optimizer="adam").learning_rate == 1e-3
+    assert TrainConfig(optimizer="sgd").learning_rate == 0.05
+    assert TrainConfig(optimizer="sgd", lr=0.2).learning_rate == 0.2
