@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from dataclasses import fields
 from pathlib import Path
 
@@ -100,6 +101,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # lightning's own, about torch's pytree
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="imagefit: %(message)s")
     commands = {"train": cmd_train, "report": cmd_report, "models": cmd_models, "datasets": cmd_datasets}

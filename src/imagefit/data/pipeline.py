@@ -82,7 +82,7 @@ def prepare_data(cfg: TrainConfig) -> PreparedData:
 
     source: SourceData = load_source(cfg.dataset, data_dir=cfg.data_dir, cache_dir=cfg.cache_dir,
                                      image_size=cfg.image_size, test_fraction=cfg.test_fraction,
-                                     seed=cfg.seed, mmap=cfg.loader != "memory")
+                                     seed=cfg.seed, mmap=cfg.loader != "memory", workers=cfg.num_workers)
     notes = list(source.notes)
     train, val, test = source.train, source.val, source.test
     nbytes = sum(s.images.numel() for s in (train, val, test) if s is not None)

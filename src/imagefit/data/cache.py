@@ -1,0 +1,96 @@
+"""Decoded data kept on disk, keyed by what it was made from, so a second run starts in seconds.
+
+An entry is a folder of plain .npy files plus meta.json. It is built in a temp folder beside its
+final name and renamed into place, so readers see a whole entry or none; when two processes race,
+the loser drops its copy and uses the winner's. An entry that fails to load is rebuilt.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .types import ImageSet, SourceData
+
+FORMAT = 1
+SPLITS = ("train", "val", "test")
+
+
+def entry_dir(cache_dir: Path, key: dict) -> Path:
+    blob = json.dumps(key, sort_keys=True, default=str)
+    digest = hashlib.sha256(blob.encode()).hexdigest()[:16]
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", str(key.get("dataset", "data")).rsplit("/", 1)[-1])[:40].strip("-.") or "data"
+    return Path(cache_dir).expanduser() / f"{slug}-{digest}"
+
+
+def _write(folder: Path, source: SourceData, key: dict) -> None:
+    sizes = {}
+    for split in SPLITS:
+        part = getattr(source, split)
+        if part is None:
+            continue
+        np.save(folder / f"{split}_images.npy", part.images.numpy())
+        np.save(folder / f"{split}_labels.npy", part.labels.numpy())
+        sizes[split] = len(part)
+    meta = {"format": FORMAT, "name": source.name, "class_names": source.class_names, "notes": source.notes, "key": key, "sizes": sizes}
+    (folder / "meta.json").write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
+
+
+def _read(folder: Path, key: dict, mmap: bool) -> SourceData:
+    meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    if meta.get("format") != FORMAT or meta.get("key") != json.loads(json.dumps(key, default=str)):
+        raise ValueError("cache entry does not match its key")
+    splits = {}
+    for split, n in meta["sizes"].items():
+        # mmap_mode="c": copy-on-write pages, so torch gets a writable array and the file is never changed
+        images = np.load(folder / f"{split}_images.npy", mmap_mode="c" if mmap else None)
+        labels = np.load(folder / f"{split}_labels.npy")
+        if images.dtype != np.uint8 or images.ndim != 4 or len(images) != n or labels.shape != (n,) or labels.dtype != np.int64:
+            raise ValueError(f"cache entry split {split} has the wrong shape")
+        splits[split] = ImageSet(torch.from_numpy(images), torch.from_numpy(labels))
+    return SourceData(name=meta["name"], class_names=meta["class_names"], train=splits["train"], val=splits.get("val"), test=splits.get("test"), notes=meta["notes"])
+
+
+def _remove(folder: Path) -> None:
+    # Rename first so no reader can see a half-deleted entry.
+    trash = folder.with_name(f".trash-{folder.name}-{uuid.uuid4().hex[:8]}")
+    with contextlib.suppress(OSError):
+        os.rename(folder, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def cached_source(cache_dir: Path, key: dict, build: Callable[[], SourceData], mmap: bool = False) -> SourceData:
+    final = entry_dir(cache_dir, key)
+    if final.is_dir():
+        try:
+            return _read(final, key, mmap)
+        except Exception:  # truncated, half-deleted or foreign: rebuild it
+            _remove(final)
+    source = build()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide a shared cache from other users
+    try:
+        try:
+            _write(tmp, source, key)
+        except OSError as e:  # a full or read-only cache disk costs speed next time, not this run
+            source.notes.append(f"decoded data not cached in {final.parent} ({e.strerror or e}).")
+            return source
+        try:
+            os.rename(tmp, final)
+        except OSError:  # another process finished first
+            if not final.is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return _read(final, key, mmap) if mmap else source

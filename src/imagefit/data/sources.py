@@ -1,0 +1,120 @@
+"""One entry point from a data set name or path to decoded uint8 tensors, cached where it pays."""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import UserError
+from .cache import cached_source
+from .types import ImageSet, SourceData
+
+DATASETS = {
+    "digits": "scikit-learn's 8x8 handwritten digits, 1,797 images, 10 classes; bundled, no download",
+    "mnist": "MNIST handwritten digits, 28x28 grayscale, 60,000 train + 10,000 test, 10 classes",
+    "fashion-mnist": "Fashion-MNIST clothing, 28x28 grayscale, 60,000 train + 10,000 test, 10 classes",
+    "cifar10": "CIFAR-10 photos, 32x32 RGB, 50,000 train + 10,000 test, 10 classes",
+    "cifar100": "CIFAR-100 photos, 32x32 RGB, 50,000 train + 10,000 test, 100 fine classes",
+}
+CACHE_FORMAT = 1
+_RESIZE_CHUNK = 2048
+
+
+def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize uint8 (N,C,H,W) in chunks, so the float copy never holds a whole data set."""
+    out = torch.empty((len(images), images.shape[1], size, size), dtype=torch.uint8)
+    for s in range(0, len(images), _RESIZE_CHUNK):
+        x = images[s : s + _RESIZE_CHUNK].float()
+        y = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        out[s : s + _RESIZE_CHUNK] = y.round_().clamp_(0, 255).to(torch.uint8)
+    return out
+
+
+def _resized(source: SourceData, size: int | None) -> SourceData:
+    if size is None or size == source.image_size:
+        return source
+    old = source.image_size
+    for split in ("train", "val", "test"):
+        part = getattr(source, split)
+        if part is not None:
+            setattr(source, split, ImageSet(resize_images(part.images, size), part.labels))
+    source.notes.append(f"{source.name}: images resized from {old}x{old} to {size}x{size} (bilinear, antialiased).")
+    return source
+
+
+def _fingerprint(path: Path) -> str:
+    """Changes when any file is added, removed, resized or touched; cheap next to decoding."""
+    if path.is_file():
+        st = path.stat()
+        return f"{st.st_size}-{st.st_mtime_ns}"
+    h = hashlib.sha256()
+    rows = []
+    for dirpath, _, filenames in os.walk(path, followlinks=True):
+        for name in filenames:
+            full = os.path.join(dirpath, name)
+            st = os.stat(full)
+            rows.append(f"{os.path.relpath(full, path)}\0{st.st_size}\0{st.st_mtime_ns}\n")
+    for row in sorted(rows):
+        h.update(row.encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
+
+
+def load_source(
+    dataset: str,
+    data_dir: str | Path,
+    cache_dir: str | Path,
+    image_size: int | None,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    mmap: bool = False,
+    download: bool = True,
+    workers: int = 2,
+) -> SourceData:
+    if image_size is not None and image_size < 1:
+        raise UserError(f"image size must be positive, got {image_size}", "pass an image size such as 32 or 64")
+    data_dir = Path(data_dir).expanduser()
+    cache_dir = Path(cache_dir).expanduser()
+    name = str(dataset).strip().lower()
+
+    if name == "digits":  # decodes in milliseconds: not worth a cache entry
+        from .digits import load_digits
+
+        return _resized(load_digits(), image_size)
+
+    if name in DATASETS:
+        if name.startswith("cifar"):
+            from .cifar import load_cifar
+
+            build = lambda: load_cifar(name, data_dir, download)  # noqa: E731
+        else:
+            from .mnist import load_mnist
+
+            build = lambda: load_mnist(name, data_dir, download)  # noqa: E731
+        key = {"format": CACHE_FORMAT, "dataset": name, "data_dir": str(data_dir.resolve()), "image_size": image_size}
+        return cached_source(cache_dir, key, lambda: _resized(build(), image_size), mmap=mmap)
+
+    path = Path(str(dataset)).expanduser()
+    if not path.exists():
+        looks_like_path = any(c in str(dataset) for c in "/\\~") or name.endswith(".zip") or str(dataset).startswith(".")
+        if looks_like_path:
+            raise UserError(f"data set path not found: {path}", "check the path to the image folder or .zip")
+        close = difflib.get_close_matches(name, list(DATASETS), n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise UserError(f"unknown data set '{dataset}'", f"{hint}use one of {', '.join(DATASETS)} or a path to an image folder or .zip")
+
+    from .folder import load_folder
+
+    path = path.resolve()
+    key = {
+        "format": CACHE_FORMAT,
+        "dataset": path.name,
+        "kind": "folder",
+        "path": str(path),
+        "fingerprint": _fingerprint(path),
+        "image_size": image_size,
+    }  # not test_fraction or seed: the test split is carved after the cache, so changing them re-decodes nothing
+    return cached_source(cache_dir, key, lambda: load_folder(path, image_size, test_fraction, seed, workers), mmap=mmap)

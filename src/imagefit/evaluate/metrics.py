@@ -1,0 +1,134 @@
+"""Test-set metrics and the evaluation files of a run, computed from saved logits alone.
+
+Everything here depends only on (logits, labels, class names), so `imagefit report` can rebuild
+the files from `predictions.safetensors` without the model, and the numbers in `metrics.json`, the
+text report and the CSVs always agree because they come from the same arrays.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import classification_report, confusion_matrix, precision_recall_fscore_support
+
+from .. import atomic
+from ..errors import UserError
+
+TOP_CONFUSIONS = 10
+
+
+def _check(logits: torch.Tensor, labels: torch.Tensor, class_names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    logits = torch.as_tensor(logits).detach().cpu()
+    labels = torch.as_tensor(labels).detach().cpu().long()
+    if logits.ndim != 2 or labels.ndim != 1 or len(logits) != len(labels):
+        raise ValueError(f"expected logits (N, K) and labels (N,), got {tuple(logits.shape)} and {tuple(labels.shape)}")
+    if logits.shape[1] != len(class_names):
+        raise ValueError(f"logits have {logits.shape[1]} classes but there are {len(class_names)} class names")
+    if len(labels) == 0:
+        raise UserError("there are no test predictions to evaluate", "check that the test split is not empty")
+    if labels.min() < 0 or labels.max() >= len(class_names):
+        raise ValueError(f"labels must lie in [0, {len(class_names)}), got {int(labels.min())}..{int(labels.max())}")
+    return logits, labels
+
+
+def _confusion(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> np.ndarray:
+    return confusion_matrix(y_true, y_pred, labels=list(range(k)))
+
+
+def _top_confusions(cm: np.ndarray, class_names: list[str], n: int = TOP_CONFUSIONS) -> list[dict]:
+    rows = cm.sum(axis=1)
+    cells = [(int(cm[i, j]), i, j) for i in range(len(cm)) for j in range(len(cm)) if i != j and cm[i, j] > 0]
+    cells.sort(key=lambda c: (-c[0], c[1], c[2]))  # ties in a stable, readable order
+    return [
+        {"true": class_names[i], "predicted": class_names[j], "count": count, "share_of_true": float(count / rows[i])}
+        for count, i, j in cells[:n]
+    ]
+
+
+def test_metrics(logits: torch.Tensor, labels: torch.Tensor, class_names: list[str]) -> dict:
+    """Plain floats and ints only, so the dict merges straight into metrics.json."""
+    logits, labels = _check(logits, labels, class_names)
+    k = len(class_names)
+    y_true = labels.numpy()
+    y_pred = logits.argmax(dim=1).numpy()
+    every = list(range(k))
+    out: dict = {
+        "test_accuracy": float((y_true == y_pred).mean()),
+        # float64: a float16/bf16 or large-K float32 sum loses digits the report prints
+        "test_loss": float(F.cross_entropy(logits.double(), labels)),
+    }
+    if k > 5:
+        top5 = logits.topk(5, dim=1).indices
+        out["test_top5_accuracy"] = float((top5 == labels[:, None]).any(dim=1).double().mean())
+    for average in ("macro", "weighted"):
+        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=every, average=average, zero_division=0)
+        out[f"precision_{average}"] = float(p)
+        out[f"recall_{average}"] = float(r)
+        out[f"f1_{average}"] = float(f)
+    out["test_images"] = int(len(y_true))
+    out["top_confusions"] = _top_confusions(_confusion(y_true, y_pred, k), class_names)
+    return out
+
+
+test_metrics.__test__ = False  # its name would make pytest collect it wherever a test imports it
+
+
+def _csv_text(rows: list[list]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue()
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.6f}"
+
+
+def write_evaluation(run_dir: Path, logits: torch.Tensor, labels: torch.Tensor, class_names: list[str]) -> dict:
+    """Write every evaluation file of a run and return the metrics they were built from."""
+    from .plots import plot_confusion  # matplotlib is slow to import; only pay for it when writing
+
+    run_dir = Path(run_dir)
+    logits, labels = _check(logits, labels, class_names)
+    k = len(class_names)
+    every = list(range(k))
+    y_true = labels.numpy()
+    predicted = logits.argmax(dim=1)  # the same argmax as test_metrics, so ties break the same way
+    confidence = torch.softmax(logits.double(), dim=1).gather(1, predicted[:, None])[:, 0]
+    y_pred = predicted.numpy()
+    names = [str(n) for n in class_names]
+
+    text = classification_report(y_true, y_pred, labels=every, target_names=names, digits=4, zero_division=0)
+    atomic.write_text(run_dir / "classification_report.txt", text)
+
+    # Per-class rows from the arrays, not the dict, so duplicate class names cannot collapse rows.
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=every, zero_division=0)
+    report = classification_report(y_true, y_pred, labels=every, target_names=names, zero_division=0, output_dict=True)
+    rows = [["class", "precision", "recall", "f1-score", "support"]]
+    rows += [[names[i], _fmt(p[i]), _fmt(r[i]), _fmt(f[i]), int(s[i])] for i in every]
+    rows.append(["accuracy", "", "", _fmt(report["accuracy"]), int(s.sum())])
+    for avg in ("macro avg", "weighted avg"):
+        d = report[avg]
+        rows.append([avg, _fmt(d["precision"]), _fmt(d["recall"]), _fmt(d["f1-score"]), int(d["support"])])
+    atomic.write_text(run_dir / "classification_report.csv", _csv_text(rows))
+
+    cm = _confusion(y_true, y_pred, k)
+    cm_rows = [["true\\predicted", *names]] + [[names[i], *map(int, cm[i])] for i in every]
+    atomic.write_text(run_dir / "confusion_matrix.csv", _csv_text(cm_rows))
+    plot_confusion(cm, names, run_dir / "confusion_matrix.png")
+
+    metrics = test_metrics(logits, labels, names)
+    conf_rows = [["true", "predicted", "count", "share_of_true"]]
+    conf_rows += [[c["true"], c["predicted"], c["count"], _fmt(c["share_of_true"])] for c in metrics["top_confusions"]]
+    atomic.write_text(run_dir / "top_confusions.csv", _csv_text(conf_rows))
+
+    pred_rows = [["index", "label", "label_name", "predicted", "predicted_name", "confidence"]]
+    pred_rows += [
+        [i, int(t), names[t], int(q), names[q], _fmt(float(c))]
+        for i, (t, q, c) in enumerate(zip(y_true.tolist(), y_pred.tolist(), confidence.tolist()))
+    ]
+    atomic.write_text(run_dir / "predictions.csv", _csv_text(pred_rows))
+    return metrics

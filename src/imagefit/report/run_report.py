@@ -1,0 +1,407 @@
+"""`report.md`: one readable page per run, built only from the files in the run folder.
+
+Reading files rather than live objects means the report can be rebuilt at any time, by
+`imagefit report runs/<name>`, and that every number on the page can be traced to an artifact. The
+"What the numbers say" sentences are computed from those numbers with fixed thresholds, never
+written by hand, so two runs are described by the same rules.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .. import atomic
+from ..config import TrainConfig
+from ..errors import UserError
+
+# Train-minus-validation accuracy gaps (as fractions) that separate the overfitting verdicts.
+GAP_NONE, GAP_MILD = 0.03, 0.10
+# How far test accuracy may sit from the best validation accuracy and still count as "close".
+TEST_VAL_CLOSE = 0.02
+
+ARTIFACTS = {
+    "config.yaml": "the full configuration; `imagefit train --config` repeats the run",
+    "history.csv": "per-epoch losses, accuracies, learning rate and time",
+    "metrics.json": "every number on this page",
+    "curves.png": "learning curves",
+    "model.safetensors": "the trained weights, with class names and image size in its metadata",
+    "predictions.safetensors": "test-set logits and labels",
+    "predictions.csv": "one row per test image: label, prediction, confidence",
+    "classification_report.txt": "scikit-learn's per-class report",
+    "classification_report.csv": "the same, as a table",
+    "confusion_matrix.csv": "counts, true class by row",
+    "confusion_matrix.png": "the confusion matrix, row-normalized",
+    "top_confusions.csv": "the most frequent mistakes",
+}
+
+
+# ---- reading the run folder ------------------------------------------------------------------
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path} is not valid JSON ({e.msg})", "rerun `imagefit report` or the training run") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError:
+        raise UserError(f"{path} is not valid YAML", "restore it from the run's original config") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _read_csv(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _num(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(x) else x
+
+
+def read_history(path: Path) -> list[dict]:
+    """history.csv with numbers as floats and empty cells (no validation split) as None."""
+    rows = []
+    for row in _read_csv(path):
+        parsed = {k: _num(v) for k, v in row.items()}
+        if parsed.get("epoch") is not None:
+            parsed["epoch"] = int(parsed["epoch"])
+            rows.append(parsed)
+    return rows
+
+
+# ---- formatting --------------------------------------------------------------------------------
+def _f(x: Any, digits: int = 4) -> str:
+    x = _num(x)
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def _int(x: Any) -> str:
+    x = _num(x)
+    return "–" if x is None else f"{int(x):,}"
+
+
+def _pct(x: Any) -> str:
+    x = _num(x)
+    return "–" if x is None else f"{100 * x:.1f}%"
+
+
+def _duration(seconds: Any) -> str:
+    s = _num(seconds)
+    if s is None:
+        return "–"
+    if s < 60:
+        return f"{s:.1f} s"
+    m, s = divmod(round(s), 60)
+    h, m = divmod(m, 60)
+    return f"{h} h {m} min {s} s" if h else f"{m} min {s} s"
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return lines + [""]
+
+
+# ---- the sentences -----------------------------------------------------------------------------
+def overfitting_sentence(train_acc: float, val_acc: float) -> str:
+    gap = train_acc - val_acc
+    if gap < GAP_NONE:
+        verdict = "no sign of overfitting"
+    elif gap < GAP_MILD:
+        verdict = "a sign of mild overfitting"
+    else:
+        verdict = "a sign of heavy overfitting"
+    head = f"At the last epoch train accuracy was {train_acc:.3f} and validation accuracy {val_acc:.3f}"
+    if gap <= -GAP_NONE:
+        return (f"{head}: validation was {-gap:.3f} points higher, {verdict} (train accuracy is averaged over "
+                f"the epoch while the model was still improving, and augmentation or dropout make it harder).")
+    if gap < 0:
+        return f"{head}: validation was {-gap:.3f} points higher, {verdict}."
+    return f"{head}: a gap of {gap:.3f} points, {verdict}."
+
+
+def val_loss_sentence(history: list[dict], best_epoch: int | None) -> str | None:
+    points = [(r["epoch"], r["val_loss"]) for r in history if r.get("val_loss") is not None]
+    if not points:
+        return None
+    if len(points) == 1:
+        return f"Only one epoch ran (validation loss {points[0][1]:.4f}), so the curves show no trend yet."
+    losses = dict(points)
+    if best_epoch not in losses:
+        best_epoch = min(points, key=lambda p: (p[1], p[0]))[0]
+    best, (last_epoch, last) = losses[best_epoch], points[-1]
+    if best_epoch == last_epoch:
+        return (f"Validation loss was lowest at the last epoch, {last_epoch} ({best:.4f}): "
+                f"it was still falling, so more epochs may help.")
+    rise = last - best
+    if rise <= 0:
+        return (f"Validation loss was lowest at epoch {best_epoch} ({best:.4f}) and was {last:.4f} "
+                f"at the last epoch, {last_epoch}.")
+    return (f"Validation loss was lowest at epoch {best_epoch} ({best:.4f}) and rose by {rise:.4f} to {last:.4f} "
+            f"by epoch {last_epoch}: training past epoch {best_epoch} did not help validation loss.")
+
+
+def compare_test_val_sentence(test_acc: float, best_val_acc: float, val_images: Any = None) -> str:
+    diff = test_acc - best_val_acc
+    head = f"Test accuracy {test_acc:.3f}"
+    if abs(diff) < TEST_VAL_CLOSE:
+        return (f"{head} is close to the best validation accuracy {best_val_acc:.3f} ({diff:+.3f}), "
+                f"so validation was a fair guide to unseen images.")
+    size = f" ({_int(val_images)} images)" if _num(val_images) else ""
+    if diff < 0:
+        return (f"{head} is {-diff:.3f} below the best validation accuracy {best_val_acc:.3f}: validation flattered "
+                f"the model (it was used to choose the epoch), or it is too small a sample{size}.")
+    return (f"{head} is {diff:.3f} above the best validation accuracy {best_val_acc:.3f}: the validation split "
+            f"was harder than the test set, or too small to measure finely{size}.")
+
+
+def weakest_class_sentence(class_rows: list[dict], confusion_rows: dict[str, dict[str, int]]) -> str | None:
+    scored = [(r, _num(r.get("f1-score"))) for r in class_rows]
+    scored = [(r, f) for r, f in scored if f is not None]
+    if len(scored) < 2:
+        return None
+    row, f1 = min(scored, key=lambda rf: rf[1])
+    name = row["class"]
+    text = (f"The weakest class is {name} (F1 {f1:.3f}: precision {_f(row.get('precision'), 3)}, "
+            f"recall {_f(row.get('recall'), 3)}, {_int(row.get('support'))} test images)")
+    mistakes = {p: c for p, c in confusion_rows.get(name, {}).items() if p != name and c > 0}
+    if mistakes:
+        other, count = max(mistakes.items(), key=lambda pc: pc[1])
+        support = _num(row.get("support")) or sum(confusion_rows[name].values())
+        text += f"; it is most often mistaken for {other} ({count} times, {_pct(count / support)} of {name})"
+    return text + "."
+
+
+def _confusion_rows(run_dir: Path, top: list[dict]) -> dict[str, dict[str, int]]:
+    """true -> predicted -> count, from the full matrix when present, else the top confusions."""
+    path = run_dir / "confusion_matrix.csv"
+    if path.is_file():
+        with path.open(newline="", encoding="utf-8") as f:
+            table = list(csv.reader(f))
+        if table:
+            names = table[0][1:]
+            return {row[0]: {n: int(c) for n, c in zip(names, row[1:])} for row in table[1:] if row}
+    out: dict[str, dict[str, int]] = {}
+    for c in top:
+        out.setdefault(c["true"], {})[c["predicted"]] = int(_num(c["count"]) or 0)
+    return out
+
+
+def observations(metrics: dict, history: list[dict], class_rows: list[dict], confusions: dict) -> list[str]:
+    """The plain-language reading of the numbers, in the order a reader asks the questions."""
+    out = []
+    last = history[-1] if history else {}
+    train_acc = _num(metrics.get("final_train_acc"))
+    train_acc = train_acc if train_acc is not None else last.get("train_acc")
+    val_acc = _num(metrics.get("final_val_acc"))
+    val_acc = val_acc if val_acc is not None else last.get("val_acc")
+    test_acc = _num(metrics.get("test_accuracy"))
+    if train_acc is not None and val_acc is not None:
+        out.append(overfitting_sentence(train_acc, val_acc))
+    elif train_acc is not None:
+        tail = (f" with the test accuracy {test_acc:.3f} instead (a gap of {train_acc - test_acc:.3f} points)"
+                if test_acc is not None else " with accuracy on held-out images")
+        out.append(f"This run had no validation split, so overfitting cannot be read from the curves: "
+                   f"compare the last train accuracy {train_acc:.3f}{tail}.")
+    best_epoch = _num(metrics.get("best_epoch"))
+    sentence = val_loss_sentence(history, int(best_epoch) if best_epoch is not None else None)
+    if sentence:
+        out.append(sentence)
+    best_val = _num(metrics.get("best_val_acc"))
+    if test_acc is not None and best_val is not None:
+        out.append(compare_test_val_sentence(test_acc, best_val, metrics.get("val_images")))
+    k = _num(metrics.get("num_classes")) or len(class_rows)
+    if test_acc is not None and k and k >= 2 and test_acc < 2 / k:
+        out.append(f"Test accuracy {test_acc:.3f} is less than twice chance level ({1 / k:.3f} for {int(k)} "
+                   f"classes): the model has learned little.")
+    sentence = weakest_class_sentence(class_rows, confusions)
+    if sentence:
+        out.append(sentence)
+    return out
+
+
+# ---- the page ----------------------------------------------------------------------------------
+def _setup_rows(config: dict, metrics: dict) -> list[list[str]]:
+    dataset = metrics.get("dataset") or config.get("dataset", "–")
+    sizes = ", ".join(f"{_int(metrics.get(f'{s}_images'))} {s}" for s in ("train", "val", "test")
+                      if metrics.get(f"{s}_images") is not None)
+    k = metrics.get("num_classes") or len(metrics.get("class_names") or [])
+    data = f"{dataset}" + (f" ({sizes}; {k} classes)" if sizes else f" ({k} classes)" if k else "")
+    size = metrics.get("image_size") or config.get("image_size")
+    optimizer = config.get("optimizer")
+    lr = config.get("lr")
+    if optimizer and lr is None and optimizer in ("sgd", "adam", "adamw"):
+        lr_text = f"{TrainConfig(optimizer=optimizer).learning_rate:g} (the optimizer's default)"
+    else:
+        lr_text = f"{_num(lr):g}" if _num(lr) is not None else "–"
+    params = metrics.get("params")
+    trainable = metrics.get("trainable_params")
+    model = metrics.get("model") or config.get("model", "–")
+    if params is not None:
+        model += f" ({_int(params)} parameters" + (
+            f", {_int(trainable)} trainable)" if trainable is not None and trainable != params else ")")
+    epochs = f"{metrics.get('epochs', config.get('epochs', '–'))} configured"
+    if metrics.get("epochs_run") is not None:
+        epochs += f", {metrics['epochs_run']} run"
+    rows = [
+        ["Data set", data],
+        ["Image size", f"{size}×{size} px" if size else "–"],
+        ["Model", model],
+        ["Optimizer", f"{optimizer or '–'}, lr {lr_text}, weight decay {config.get('weight_decay', '–')}"],
+        ["Scheduler", config.get("scheduler", "–")],
+        ["Augmentation", config.get("augment", "–")],
+        ["Label smoothing", config.get("label_smoothing", "–")],
+        ["Epochs", epochs],
+        ["Batch size", config.get("batch_size", "–")],
+        ["Precision", metrics.get("precision") or config.get("precision", "–")],
+        ["Seed", config.get("seed", "–")],
+    ]
+    return [[a, str(b)] for a, b in rows]
+
+
+def _metric_rows(metrics: dict, has_val: bool) -> list[list[str]]:
+    rows = [["Test accuracy", _f(metrics.get("test_accuracy"))], ["Test loss", _f(metrics.get("test_loss"))]]
+    if metrics.get("test_top5_accuracy") is not None:
+        rows.append(["Test top-5 accuracy", _f(metrics["test_top5_accuracy"])])
+    for avg in ("macro", "weighted"):
+        for m in ("precision", "recall", "f1"):
+            label = "F1" if m == "f1" else m.capitalize()
+            rows.append([f"{label} ({avg} average)", _f(metrics.get(f"{m}_{avg}"))])
+    rows += [
+        ["Test images", _int(metrics.get("test_images"))],
+        ["Epochs run", f"{metrics.get('epochs_run', '–')} of {metrics.get('epochs', '–')}"],
+        ["Best epoch (lowest validation loss)", str(metrics.get("best_epoch") or "–") if has_val else "– (no validation)"],
+        ["Best validation accuracy", _f(metrics.get("best_val_acc"))],
+        ["Wall time", _duration(metrics.get("wall_seconds"))],
+        ["Training time", _duration(metrics.get("train_seconds"))],
+        ["Training images/s", _int(metrics.get("train_images_per_second"))],
+    ]
+    return rows
+
+
+def _class_section(class_rows: list[dict]) -> list[str]:
+    per_class = [r for r in class_rows if r.get("class") not in ("accuracy", "macro avg", "weighted avg")]
+    if not per_class:
+        return ["No classification report: the run has no test predictions.", ""]
+
+    def rows(items):
+        return [[r["class"], _f(r.get("precision")), _f(r.get("recall")), _f(r.get("f1-score")), _int(r.get("support"))]
+                for r in items]
+
+    header = ["Class", "Precision", "Recall", "F1", "Test images"]
+    if len(per_class) <= 10:
+        return _table(header, rows(per_class))
+    ranked = sorted(per_class, key=lambda r: -(_num(r.get("f1-score")) or 0.0))
+    return (["The 5 best classes by F1:", ""] + _table(header, rows(ranked[:5]))
+            + ["The 5 worst classes by F1:", ""] + _table(header, rows(ranked[-5:][::-1]))
+            + [f"All {len(per_class)} classes are in `classification_report.txt`.", ""])
+
+
+def _confusion_section(top: list[dict]) -> list[str]:
+    if not top:
+        return ["No test image was misclassified.", ""]
+    rows = [[f"{c['true']} → {c['predicted']}", _int(c["count"]), f"{_pct(c.get('share_of_true'))} of {c['true']}"]
+            for c in top]
+    return _table(["True → predicted", "Images", "Share of the true class"], rows)
+
+
+def write_run_report(run_dir: Path) -> Path:
+    """Write report.md from the run folder's files; missing files shrink the page instead of failing."""
+    run_dir = Path(run_dir)
+    config = _read_yaml(run_dir / "config.yaml")
+    metrics = _read_json(run_dir / "metrics.json")
+    history = read_history(run_dir / "history.csv")
+    class_rows = _read_csv(run_dir / "classification_report.csv")
+    top = metrics.get("top_confusions") or _read_csv(run_dir / "top_confusions.csv")
+    name = config.get("name") or run_dir.name
+    model = metrics.get("model") or config.get("model", "unknown model")
+    dataset = metrics.get("dataset") or config.get("dataset", "unknown data")
+
+    lines = [f"# Run {name}: {model} on {dataset}", ""]
+    epochs_run, epochs = metrics.get("epochs_run", len(history) or None), metrics.get("epochs", config.get("epochs"))
+    if metrics.get("interrupted"):
+        lines += [f"> **Interrupted run.** Training was stopped after {epochs_run or 0} of {epochs} epochs; the "
+                  f"numbers below describe the model as it stood then.", ""]
+    elif epochs_run and epochs and epochs_run < epochs:
+        lines += [f"> Training stopped early, after {epochs_run} of {epochs} epochs.", ""]
+    if metrics.get("test_accuracy") is None:
+        lines += ["> No test metrics: `predictions.safetensors` was not written or not evaluated.", ""]
+    has_val = any(r.get("val_loss") is not None for r in history) or metrics.get("best_val_loss") is not None
+    if not has_val:
+        lines += ["> This run had no validation split.", ""]
+
+    lines += ["## Set-up", ""] + _table(["Setting", "Value"], _setup_rows(config, metrics))
+    notes = metrics.get("data_notes") or []
+    if notes:
+        lines += ["## Data notes", ""] + [f"- {n}" for n in notes] + [""]
+    lines += ["## Training curves", ""]
+    lines += ["![curves](curves.png)", ""] if (run_dir / "curves.png").is_file() else ["No curves: history.csv is empty or missing.", ""]
+    lines += ["## Test metrics", ""] + _table(["Metric", "Value"], _metric_rows(metrics, has_val))
+    lines += ["## Per-class results", ""] + _class_section(class_rows)
+    lines += ["## Top confusions", ""] + _confusion_section(top)
+    if (run_dir / "confusion_matrix.png").is_file():
+        lines += ["## Confusion matrix", "", "![confusion matrix](confusion_matrix.png)", ""]
+    said = observations(metrics, history, class_rows, _confusion_rows(run_dir, top))
+    if said:
+        lines += ["## What the numbers say", ""] + [" ".join(said), ""]
+    present = sorted(p.name for p in run_dir.iterdir() if p.is_file() and not p.name.startswith(".") and p.name != "report.md")
+    if present:
+        lines += ["## Files in this folder", ""]
+        lines += [f"- `{f}`" + (f": {ARTIFACTS[f]}" if f in ARTIFACTS else "") for f in present] + [""]
+    path = run_dir / "report.md"
+    atomic.write_text(path, "\n".join(lines))
+    return path
+
+
+def rebuild_report(run_dir: Path) -> Path:
+    """Regenerate every derived file from the run's saved outputs, so old runs pick up report fixes."""
+    from safetensors.torch import load_file
+
+    from ..evaluate import plot_curves, write_evaluation
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "metrics.json").is_file() or not (run_dir / "config.yaml").is_file():
+        raise UserError(f"{run_dir} is not an imagefit run folder", "pass a folder under runs/ that holds metrics.json")
+    metrics = _read_json(run_dir / "metrics.json")
+    config = _read_yaml(run_dir / "config.yaml")
+    predictions = run_dir / "predictions.safetensors"
+    if predictions.is_file():
+        tensors = load_file(str(predictions))
+        logits, labels = tensors["logits"], tensors["labels"]
+        names = metrics.get("class_names") or [str(i) for i in range(logits.shape[1])]
+        if len(names) != logits.shape[1]:
+            raise UserError(f"{predictions} has {logits.shape[1]} classes but metrics.json names {len(names)}",
+                            "rerun training to write a consistent run folder")
+        metrics.update(write_evaluation(run_dir, logits, labels, names))
+        atomic.write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    history = read_history(run_dir / "history.csv")
+    if history:
+        model = metrics.get("model") or config.get("model", "")
+        dataset = metrics.get("dataset") or config.get("dataset", "")
+        plot_curves(history, run_dir / "curves.png", best_epoch=metrics.get("best_epoch"),
+                    stop_epoch=metrics.get("stop_epoch"), title=f"{model} on {dataset}")
+    return write_run_report(run_dir)

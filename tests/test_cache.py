@@ -1,0 +1,81 @@
+import json
+
+import numpy as np
+import torch
+
+from imagefit.data.cache import cached_source, entry_dir
+from imagefit.data.types import ImageSet, SourceData
+
+
+def _source(n=6):
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 3, 4, 4), dtype=torch.uint8, generator=g)
+    labels = torch.arange(n, dtype=torch.int64) % 2
+    return SourceData("toy", ["a", "b"], ImageSet(images, labels), test=ImageSet(images[:2].clone(), labels[:2].clone()), notes=["made by a test"])
+
+
+class Counter:
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self):
+        self.calls += 1
+        return _source()
+
+
+def _same(a, b):
+    assert a.name == b.name and a.class_names == b.class_names and a.notes == b.notes
+    assert torch.equal(a.train.images, b.train.images) and torch.equal(a.train.labels, b.train.labels)
+    assert (a.val is None) == (b.val is None)
+    assert torch.equal(a.test.images, b.test.images) and torch.equal(a.test.labels, b.test.labels)
+
+
+def test_second_load_hits_cache(tmp_path):
+    key = {"dataset": "toy", "image_size": 4, "format": 1}
+    build = Counter()
+    first = cached_source(tmp_path, key, build)
+    second = cached_source(tmp_path, key, build)
+    assert build.calls == 1
+    _same(first, second)
+    meta = json.loads((entry_dir(tmp_path, key) / "meta.json").read_text())
+    assert meta["key"] == key and meta["sizes"] == {"train": 6, "test": 2}
+    assert entry_dir(tmp_path, key).name.startswith("toy-")
+    # a different key is a different entry
+    cached_source(tmp_path, {**key, "image_size": 8}, build)
+    assert build.calls == 2
+
+
+def test_mmap_load_is_equal_and_file_backed(tmp_path):
+    key = {"dataset": "toy"}
+    built = cached_source(tmp_path, key, Counter(), mmap=True)
+    again = cached_source(tmp_path, key, Counter(), mmap=True)
+    _same(built, again)
+    again.train.images[0] = 0  # copy-on-write: the file must not change
+    fresh = cached_source(tmp_path, key, Counter())
+    assert torch.equal(fresh.train.images, _source().train.images)
+
+
+def test_truncated_entry_is_rebuilt(tmp_path):
+    key = {"dataset": "toy"}
+    build = Counter()
+    cached_source(tmp_path, key, build)
+    npy = entry_dir(tmp_path, key) / "train_images.npy"
+    npy.write_bytes(npy.read_bytes()[:100])
+    for mmap in (False, True):
+        _same(cached_source(tmp_path, key, build, mmap=mmap), _source())
+    assert build.calls == 2  # rebuilt once, then served from the repaired entry
+    assert np.load(npy).shape == (6, 3, 4, 4)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp or trash left behind
+
+
+def test_lost_race_uses_winner(tmp_path):
+    key = {"dataset": "toy"}
+
+    def build_and_race():
+        # another process finishes the same entry while we are still building
+        cached_source(tmp_path, key, lambda: _source())
+        return _source()
+
+    out = cached_source(tmp_path, key, build_and_race)
+    _same(out, _source())
+    assert len(list(tmp_path.iterdir())) == 1

@@ -1,0 +1,95 @@
+"""The `imagefit` command as a user runs it: real subprocesses, real files."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+
+def imagefit(*args, cwd, check=True):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, "-m", "imagefit.cli", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+@pytest.fixture
+def base(tmp_path):
+    return ["--runs-dir", tmp_path / "runs", "--cache-dir", tmp_path / "cache", "--data-dir", tmp_path / "data",
+            "--no-progress", "--precision", "32"]
+
+
+def test_train_then_rerun_from_config_then_report(tmp_path, base):
+    out = imagefit("train", "--dataset", "digits", "--epochs", "2", "--name", "a", *base, cwd=tmp_path).stdout
+    assert "test accuracy" in out and "report.md" in out
+    run = tmp_path / "runs" / "a"
+    first = json.loads((run / "metrics.json").read_text())
+
+    imagefit("train", "--config", run / "config.yaml", cwd=tmp_path)
+    second = json.loads((tmp_path / "runs" / "a-2" / "metrics.json").read_text())
+    assert first["test_accuracy"] == second["test_accuracy"] and first["test_loss"] == second["test_loss"]
+
+    for name in ["report.md", "classification_report.txt", "confusion_matrix.png", "curves.png"]:
+        (run / name).unlink()
+    imagefit("report", run, cwd=tmp_path)
+    for name in ["report.md", "classification_report.txt", "confusion_matrix.png", "curves.png"]:
+        assert (run / name).stat().st_size > 0
+    assert json.loads((run / "metrics.json").read_text())["test_accuracy"] == first["test_accuracy"]
+
+
+def test_command_line_overrides_the_config_file(tmp_path, base):
+    (tmp_path / "c.yaml").write_text("dataset: digits\nepochs: 3\nmodel: seed-cnn\n")
+    imagefit("train", "--config", tmp_path / "c.yaml", "--epochs", "1", "--name", "b", *base, cwd=tmp_path)
+    assert json.loads((tmp_path / "runs" / "b" / "metrics.json").read_text())["epochs_run"] == 1
+
+
+def write_folder(root, empty_class=False, corrupt=False):
+    for cls, color in [("cat", (200, 30, 30)), ("dog", (30, 30, 200))]:
+        (root / cls).mkdir(parents=True)
+        if empty_class and cls == "dog":
+            continue
+        for i in range(6):
+            Image.new("RGB", (20 + i, 16), color).save(root / cls / f"{i}.png")
+    if corrupt:
+        (root / "cat" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+
+
+@pytest.mark.parametrize("case, args, message", [
+    ("unknown data set", ["--dataset", "imagenet-9000"], "unknown data set 'imagenet-9000'"),
+    ("unknown model", ["--dataset", "digits", "--model", "resnet-9000"], "unknown model 'resnet-9000'"),
+    ("missing path", ["--dataset", "./no/such/folder"], "no/such/folder"),
+    ("empty class", ["--dataset", "{empty}"], "dog"),
+    ("corrupt image", ["--dataset", "{corrupt}"], "broken.jpg"),
+    ("unknown key", ["--config", "{badkey}"], "unknown config key 'epoch'"),
+    ("missing config", ["--config", "{missing}"], "config file not found"),
+    ("bad choice", ["--dataset", "digits", "--scheduler", "sometimes"], "invalid choice"),
+])
+def test_user_mistakes_get_one_line_and_exit_2(tmp_path, base, case, args, message):
+    write_folder(tmp_path / "empty", empty_class=True)
+    write_folder(tmp_path / "corrupt", corrupt=True)
+    (tmp_path / "badkey.yaml").write_text("dataset: digits\nepoch: 3\n")
+    paths = {"empty": tmp_path / "empty", "corrupt": tmp_path / "corrupt", "badkey": tmp_path / "badkey.yaml",
+             "missing": tmp_path / "missing.yaml"}
+    args = [a.format(**paths) for a in args]
+    proc = imagefit("train", *args, *base, cwd=tmp_path, check=False)
+    assert proc.returncode == 2, (case, proc.stdout, proc.stderr)
+    errors = [line for line in proc.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and message in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_report_on_a_folder_that_is_not_a_run(tmp_path):
+    proc = imagefit("report", tmp_path, cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "not an imagefit run folder" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_models_and_datasets_lists(tmp_path):
+    out = imagefit("models", cwd=tmp_path).stdout
+    assert "seed-cnn" in out and "resnet9" in out and "timm" in out
+    out = imagefit("datasets", cwd=tmp_path).stdout
+    assert "cifar100" in out and "digits" in out

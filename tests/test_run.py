@@ -1,0 +1,136 @@
+"""Real training runs of a few seconds, checked artifact by artifact."""
+import csv
+import json
+import re
+
+import pytest
+import torch
+import yaml
+from PIL import Image
+from safetensors import safe_open
+
+import imagefit
+from imagefit.config import TrainConfig
+from imagefit.errors import UserError
+
+ARTIFACTS = ["config.yaml", "history.csv", "curves.png", "metrics.json", "classification_report.txt",
+             "classification_report.csv", "confusion_matrix.csv", "confusion_matrix.png", "top_confusions.csv",
+             "model.safetensors", "predictions.safetensors", "report.md"]
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("digits")
+    return imagefit.train(dataset="digits", model="resnet9-small", epochs=3, batch_size=64, optimizer="adamw",
+                          lr=0.01, scheduler="onecycle", label_smoothing=0.1, runs_dir=str(tmp / "runs"),
+                          cache_dir=str(tmp / "cache"), progress=False, name="d")
+
+
+def test_every_artifact_is_written(digits_run):
+    for name in ARTIFACTS:
+        assert (digits_run.dir / name).stat().st_size > 0, name
+    assert not list(digits_run.dir.glob(".*.tmp")), "no temp files left behind"
+
+
+def test_history_has_one_row_per_epoch(digits_run):
+    rows = list(csv.DictReader(open(digits_run.dir / "history.csv")))
+    assert list(rows[0]) == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert all(0 <= float(r["val_acc"]) <= 1 and float(r["seconds"]) > 0 for r in rows)
+    lrs = [float(r["lr"]) for r in rows]
+    assert lrs[-1] < lrs[0], "one-cycle anneals the learning rate"
+
+
+def test_classification_report_agrees_with_metrics(digits_run):
+    m = json.loads((digits_run.dir / "metrics.json").read_text())
+    text = (digits_run.dir / "classification_report.txt").read_text()
+    accuracy = float(re.search(r"^\s*accuracy\s+([\d.]+)", text, re.M).group(1))
+    assert accuracy == pytest.approx(m["test_accuracy"], abs=5e-5)
+    for line in ("macro avg", "weighted avg"):
+        assert line in text
+    assert all(f"\n{name:>12s} " in "\n" + text or name in text for name in m["class_names"])
+    rows = list(csv.DictReader(open(digits_run.dir / "classification_report.csv")))
+    assert len(rows) == m["num_classes"] + 3
+    cm = list(csv.reader(open(digits_run.dir / "confusion_matrix.csv")))
+    counts = [[int(v) for v in r[1:]] for r in cm[1:]]
+    assert sum(counts[i][i] for i in range(10)) / sum(map(sum, counts)) == pytest.approx(m["test_accuracy"])
+    assert m["test_images"] == sum(map(sum, counts)) == 359
+    # a real model learned something: 3 epochs of ResNet-9 on digits is far above chance
+    assert m["test_accuracy"] > 0.8
+
+
+def test_metrics_json_has_what_the_report_needs(digits_run):
+    m = json.loads((digits_run.dir / "metrics.json").read_text())
+    for key in ["test_accuracy", "test_loss", "precision_macro", "recall_macro", "f1_macro", "precision_weighted",
+                "recall_weighted", "f1_weighted", "test_top5_accuracy", "epochs_run", "best_epoch", "wall_seconds",
+                "train_images_per_second", "dataset", "model", "params"]:
+        assert m[key] is not None, key
+    assert m["epochs_run"] == 3 and 1 <= m["best_epoch"] <= 3
+    from imagefit.models import count_parameters, create_model
+    assert m["params"] == count_parameters(create_model("resnet9-small", 10, 1, 8))[0]
+    report = (digits_run.dir / "report.md").read_text()
+    assert f"{m['test_accuracy']:.4f}" in report and "overfitting" in report
+
+
+def test_pngs_are_real_images(digits_run):
+    for name, min_size in [("curves.png", (600, 250)), ("confusion_matrix.png", (300, 300))]:
+        with Image.open(digits_run.dir / name) as im:
+            im.verify()
+        with Image.open(digits_run.dir / name) as im:
+            assert im.size[0] >= min_size[0] and im.size[1] >= min_size[1], (name, im.size)
+            assert len(set(im.convert("L").getdata())) > 10, "not a blank picture"
+
+
+def test_saved_model_reproduces_the_test_predictions(digits_run):
+    from imagefit.data.pipeline import prepare_data
+    from imagefit.models import create_model
+
+    cfg = TrainConfig.load(digits_run.dir / "config.yaml")
+    with safe_open(str(digits_run.dir / "model.safetensors"), "pt") as f:
+        meta = f.metadata()
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    assert json.loads(meta["class_names"]) == [str(i) for i in range(10)]
+    data = prepare_data(cfg)
+    model = create_model(cfg.model, 10, 1, 8)
+    model.load_state_dict(state)
+    logits = model.eval()(data.test.images).argmax(1)
+    with safe_open(str(digits_run.dir / "predictions.safetensors"), "pt") as f:
+        saved = f.get_tensor("logits").argmax(1)
+    assert (logits == saved).float().mean() > 0.97  # bf16 autocast at test time vs fp32 here
+
+
+def test_config_yaml_reruns_to_the_same_metrics(digits_run, tmp_path):
+    cfg = TrainConfig.load(digits_run.dir / "config.yaml")
+    assert cfg.image_size == 8 and cfg.lr == 0.01
+    again = imagefit.train(cfg)
+    assert again.dir != digits_run.dir and again.dir.name == "d-2"  # never overwrites
+    first = json.loads((digits_run.dir / "metrics.json").read_text())
+    second = json.loads((again.dir / "metrics.json").read_text())
+    for key in ["test_accuracy", "test_loss", "f1_macro", "best_epoch", "final_train_acc"]:
+        assert first[key] == second[key], key
+    assert (digits_run.dir / "history.csv").read_text().split("\n")[1].rsplit(",", 1)[0] == \
+        (again.dir / "history.csv").read_text().split("\n")[1].rsplit(",", 1)[0]
+
+
+def test_same_seed_same_metrics_different_seed_differs(quick):
+    a = imagefit.train(**quick, seed=5)
+    b = imagefit.train(**quick, seed=5)
+    c = imagefit.train(**quick, seed=6)
+    assert a.metrics["test_loss"] == b.metrics["test_loss"]
+    assert a.metrics["test_accuracy"] == b.metrics["test_accuracy"]
+    assert a.metrics["test_loss"] != c.metrics["test_loss"]
+
+
+def test_user_errors_leave_nothing_under_runs(quick, tmp_path):
+    with pytest.raises(UserError, match="unknown model"):
+        imagefit.train(**{**quick, "model": "no-such-net"})
+    with pytest.raises(UserError, match="unknown data set"):
+        imagefit.train(**{**quick, "dataset": "no-such-set"})
+    assert not (tmp_path / "runs").exists()
+
+
+def test_config_yaml_is_the_whole_resolved_configuration(quick):
+    run = imagefit.train(**quick)
+    saved = yaml.safe_load((run.dir / "config.yaml").read_text())
+    assert set(saved) == {f for f in TrainConfig.__dataclass_fields__}
+    assert saved["name"] == run.dir.name and saved["image_size"] == 8 and saved["lr"] == 1e-3
