@@ -17,7 +17,6 @@ $(VENV)/.installed: pyproject.toml
 run: $(VENV)/.installed
 	$(VENV)/bin/imagefit train --dataset digits --model resnet9-small --epochs 15 --scheduler onecycle \
 		--optimizer adamw --lr 0.01 --weight-decay 5e-4 --label-smoothing 0.1 --name digits-resnet9-small
-	@echo "open runs/digits-resnet9-small*/report.md"
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -n 2 -q

@@ -134,3 +134,74 @@ def test_config_yaml_is_the_whole_resolved_configuration(quick):
     saved = yaml.safe_load((run.dir / "config.yaml").read_text())
     assert set(saved) == {f for f in TrainConfig.__dataclass_fields__}
     assert saved["name"] == run.dir.name and saved["image_size"] == 8 and saved["lr"] == 1e-3
+
+
+def write_image_folder(root, classes=("red", "green", "blue"), per_class=12):
+    """Real PNG and JPEG files of mixed sizes and modes, one color family per class."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 80, (18 + i % 5, 22, 3)).astype(np.uint8)
+            pixels[..., c] += 170
+            image = Image.fromarray(pixels)
+            if i % 4 == 1:
+                image = image.convert("RGBA")
+            image.save(root / name / f"{i}.{'jpg' if i % 3 == 0 and i % 4 != 1 else 'png'}")
+
+
+def write_cifar100(root, per_class=2, test_per_class=1):
+    """The official CIFAR-100 python release, shrunk: pickled dicts with fine and coarse labels, and meta."""
+    import pickle
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+
+    def split(n):
+        fine = np.repeat(np.arange(100), n)
+        data = rng.integers(0, 60, (len(fine), 3072), dtype=np.uint8)
+        data += ((fine[:, None] * 37) % 190).astype(np.uint8)  # a class-dependent brightness to learn
+        return {b"filenames": [b"x.png"] * len(fine), b"batch_label": b"batch", b"fine_labels": fine.tolist(),
+                b"coarse_labels": (fine // 5).tolist(), b"data": data}
+
+    for name, n in (("train", per_class), ("test", test_per_class)):
+        with open(folder / name, "wb") as f:
+            pickle.dump(split(n), f, protocol=2)
+    with open(folder / "meta", "wb") as f:
+        pickle.dump({b"fine_label_names": [f"class{i:02d}".encode() for i in range(100)],
+                     b"coarse_label_names": [f"super{i}".encode() for i in range(20)]}, f, protocol=2)
+
+
+@pytest.mark.parametrize("kind", ["folder", "zip", "cifar100"])
+def test_trains_on_every_kind_of_source(quick, tmp_path, kind):
+    import shutil
+
+    args = dict(quick, epochs=1, batch_size=16)
+    if kind == "cifar100":
+        write_cifar100(tmp_path / "data")
+        args.update(dataset="cifar100", data_dir=str(tmp_path / "data"))
+    else:
+        write_image_folder(tmp_path / "photos")
+        dataset = tmp_path / "photos"
+        if kind == "zip":
+            dataset = shutil.make_archive(str(tmp_path / "photos"), "zip", tmp_path / "photos")
+        args.update(dataset=str(dataset))
+    run = imagefit.train(**args)
+    m = run.metrics
+    for name in ARTIFACTS:
+        assert (run.dir / name).stat().st_size > 0, name
+    text = (run.dir / "classification_report.txt").read_text()
+    assert float(re.search(r"^\s*accuracy\s+([\d.]+)", text, re.M).group(1)) == pytest.approx(m["test_accuracy"], abs=5e-5)
+    if kind == "cifar100":
+        assert m["num_classes"] == 100 and "test_top5_accuracy" in m and m["test_images"] == 100
+        with Image.open(run.dir / "confusion_matrix.png") as im:
+            assert min(im.size) >= 1000  # readable at 100 classes
+    else:
+        assert m["image_size"] in (19, 20)  # the median shorter side: heights 18..22, width 22
+        assert m["channels"] == 3 and m["num_classes"] == 3
+        assert any("test" in note for note in m["data_notes"])  # the carved test split is recorded

@@ -56,6 +56,9 @@ def make_run(root, k=12, n_per_class=20, history=HISTORY, with_val=True, interru
         "best_val_loss": best[3] if with_val else None, "best_val_acc": best[4] if with_val else None,
         "data_notes": ["Images were resized to 32x32.", "Validation was carved from train (10%)."],
         "interrupted": interrupted,
+        "stopped_early": len(history) < 10 and not interrupted, "stop_epoch": len(history), "epochs_saved": 10 - len(history),
+        "early_stopping": {"monitor": "val_loss", "patience": 2, "min_delta": 0.0, "start_from_epoch": 0,
+                           "restore_best": True},
     }
     (run / "metrics.json").write_text(json.dumps(metrics))
     return run, logits, labels, names
@@ -101,7 +104,8 @@ def test_report_content(tmp_path):
                   "![confusion matrix](confusion_matrix.png)", f"| Test accuracy | {acc:.4f} |", "Test top-5 accuracy",
                   "F1 (macro average)", "6 of 10", "1 min 16 s", "1,234", "The 5 best classes by F1",
                   "The 5 worst classes by F1", "shape11 → shape0", "55.0% of shape11", "`predictions.csv`",
-                  "`history.csv`", "`metrics.json`", "Training stopped early, after 6 of 10 epochs"]:
+                  "`history.csv`", "`metrics.json`", "Early stopping ended training after 6 of 10 epochs",
+                  "Early stopping (patience 2 epochs on val_loss) ended training at epoch 6 of 10, saving 4 epochs"]:
         assert piece in md, piece
     said = md.split("## What the numbers say")[1]
     assert "train accuracy was 0.950 and validation accuracy 0.700: a gap of 0.250 points, a sign of heavy overfitting" in said

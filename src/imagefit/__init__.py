@@ -6,7 +6,7 @@
 """
 from .config import TrainConfig
 from .errors import UserError
-from .train import Run, train
+from .train import Run, resume, train
 
 __version__ = "0.1.0"
-__all__ = ["Run", "TrainConfig", "UserError", "train"]
+__all__ = ["Run", "TrainConfig", "UserError", "resume", "train"]

@@ -19,10 +19,19 @@ from .errors import UserError
 HELP = {
     "dataset": "digits, cifar10, cifar100, mnist, fashion-mnist, or a path to an image folder or .zip",
     "model": "seed-cnn, resnet9, resnet9-small or any timm architecture (trained from scratch)",
-    "image_size": "side in pixels (default: from the data, its median side capped at 128)",
+    "image_size": "side in pixels (default: from the data, its median side capped at 128; "
+                  "for a pretrained model the network input, default 128 for images of 64 px or less)",
     "lr": "learning rate (default: 1e-3 for adam/adamw, 0.05 for sgd)",
     "precision": "auto: bf16 autocast on CPUs with native bf16 and on CUDA, else 32",
     "name": "run folder name under --runs-dir (default: <dataset>-<model>-<time>)",
+    "pretrained": "start from ImageNet weights (offline for tf_efficientnet_lite0/lite2 from their pip packages)",
+    "weights": "a local safetensors file or torch state dict to start from (never unpickled)",
+    "strategy": "transfer: fine-tune (all layers, backbone at a lower rate), linear-probe or freeze-unfreeze",
+    "backbone_lr_mult": "the backbone's learning rate as a multiple of the head's (default 0.1)",
+    "early_stopping": "stop when --monitor has not improved for --patience epochs",
+    "restore_best": "with early stopping: evaluate and save the best epoch's weights (default on)",
+    "time_budget": "fit the run into a wall-clock budget, e.g. 90s, 10m, 1h",
+    "start_from_epoch": "epochs of warm-up before early stopping counts",
 }
 
 
@@ -44,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model and write runs/<name>/ with curves, metrics and a report")
     p.add_argument("--config", dest="config_file", metavar="FILE.yaml", help="a config file (e.g. runs/<name>/config.yaml)")
+    p.add_argument("--resume", dest="resume_dir", metavar="RUN_DIR", type=Path,
+                   help="continue an interrupted run from its last checkpoint")
     add_config_options(p)
 
     p = sub.add_parser("report", help="rebuild a run's report files from what the run saved")
@@ -55,14 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import train
+    from .train import resume, train
 
-    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "config_file")}
-    if args.config_file:
-        cfg = TrainConfig.load(args.config_file, overrides)
+    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "config_file", "resume_dir")}
+    if args.resume_dir:
+        run = resume(args.resume_dir, **overrides)
+    elif args.config_file:
+        run = train(TrainConfig.load(args.config_file, overrides))
     else:
-        cfg = TrainConfig.from_dict(overrides, source="the command line")
-    run = train(cfg)
+        run = train(TrainConfig.from_dict(overrides, source="the command line"))
     if run.metrics:
         m = run.metrics
         top5 = f", top-5 {m['test_top5_accuracy']:.4f}" if "test_top5_accuracy" in m else ""

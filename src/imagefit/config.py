@@ -23,6 +23,8 @@ CHOICES = {
     "scheduler": ("none", "cosine", "onecycle"),
     "precision": ("auto", "32", "bf16-mixed", "16-mixed"),
     "loader": ("auto", "memory", "stream"),
+    "monitor": ("val_loss", "val_acc"),
+    "strategy": ("fine-tune", "linear-probe", "freeze-unfreeze"),
 }
 
 
@@ -40,6 +42,12 @@ class TrainConfig:
     num_workers: int = 2
     # model
     model: str = "seed-cnn"
+    # transfer learning: with --pretrained or --weights the model starts from ImageNet weights
+    pretrained: bool = False
+    weights: str | None = None  # a local safetensors file or torch state dict (loaded with weights_only)
+    strategy: str = "fine-tune"  # fine-tune | linear-probe | freeze-unfreeze
+    backbone_lr_mult: float = 0.1
+    freeze_epochs: int = 1
     # optimisation
     epochs: int = 10
     batch_size: int = 128
@@ -51,6 +59,15 @@ class TrainConfig:
     scheduler: str = "none"
     precision: str = "auto"  # auto: bf16-mixed on CPUs with native bf16, 16-mixed on CUDA, else 32
     seed: int = 0
+    # stopping and checkpoints
+    val_every: int = 1  # validate every N epochs
+    early_stopping: bool = False
+    monitor: str = "val_loss"  # the mode follows: min for a loss, max for an accuracy
+    patience: int = 5  # in epochs, whatever val_every is
+    min_delta: float = 0.0
+    start_from_epoch: int = 0  # epochs of warm-up before stopping may count
+    restore_best: bool = True  # evaluate and save the best epoch's weights (with early stopping)
+    time_budget: str | None = None  # e.g. 90s, 10m, 1h: fit the schedule to it and stop within it
     # bookkeeping
     name: str | None = None  # None: <dataset>-<model>-<time>
     runs_dir: str = "runs"
@@ -104,6 +121,12 @@ class TrainConfig:
             raise UserError(f"test_fraction must be in (0, 1), got {self.test_fraction}", "pass --test-fraction 0.2")
         if self.image_size is not None and self.image_size < 4:
             raise UserError(f"image_size must be at least 4 pixels, got {self.image_size}", "pass --image-size 32")
+        if self.val_every < 1:
+            raise UserError(f"val_every must be at least 1, got {self.val_every}", "pass --val-every 1")
+        if self.patience < 1:
+            raise UserError(f"patience must be at least 1 epoch, got {self.patience}", "pass --patience 5")
+        if self.time_budget is not None:
+            self.budget_seconds  # raises a UserError when malformed
         if not 0 <= self.label_smoothing < 1:
             raise UserError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}", "pass --label-smoothing 0.1")
 
@@ -113,6 +136,29 @@ class TrainConfig:
         if self.lr is not None:
             return self.lr
         return 0.05 if self.optimizer == "sgd" else 1e-3
+
+    @property
+    def transfer(self) -> bool:
+        return self.pretrained or self.weights is not None
+
+    @property
+    def monitor_mode(self) -> str:
+        return "min" if self.monitor.endswith("loss") else "max"
+
+    @property
+    def budget_seconds(self) -> float | None:
+        """'90s', '10m', '1.5h' or a plain number of seconds."""
+        if self.time_budget is None:
+            return None
+        text = str(self.time_budget).strip().lower()
+        unit = {"s": 1, "m": 60, "h": 3600}.get(text[-1:], None)
+        try:
+            value = float(text[:-1] if unit else text) * (unit or 1)
+        except ValueError:
+            value = -1
+        if value <= 0:
+            raise UserError(f"time budget '{self.time_budget}' is not a duration", "write it like 90s, 10m or 1h")
+        return value
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

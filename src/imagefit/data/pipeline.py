@@ -30,6 +30,11 @@ class PreparedData:
     std: list[float]
     loader: str  # "memory" or "stream"
     notes: list[str] = field(default_factory=list)
+    image_shape: tuple[int, int] | None = None  # (channels, side) of the images, kept when splits become features
+
+    def __post_init__(self):
+        if self.image_shape is None:
+            self.image_shape = (int(self.train.shape[1]), int(self.train.shape[-1]))
 
     @property
     def num_classes(self) -> int:
@@ -37,11 +42,11 @@ class PreparedData:
 
     @property
     def channels(self) -> int:
-        return int(self.train.shape[1])
+        return self.image_shape[0]
 
     @property
     def image_size(self) -> int:
-        return int(self.train.shape[-1])
+        return self.image_shape[1]
 
 
 def available_memory_bytes() -> int:
@@ -98,6 +103,9 @@ def prepare_data(cfg: TrainConfig) -> PreparedData:
         notes.append(f"Validation: a stratified {cfg.val_fraction:.0%} of train ({len(val)} images), seed {cfg.seed}.")
     elif val is not None:
         notes.append(f"Validation: the source's own split ({len(val)} images).")
+    if val is not None and len(val) == 0:
+        val = None
+        notes.append("No class has two training images to spare: this run has no validation split.")
     if len(train) == 0:
         raise_empty(cfg)
     if not lazy:  # one private in-memory copy per split; the memory map is dropped

@@ -19,7 +19,9 @@ class ImageSet:
     index: torch.Tensor | None = None
 
     def __post_init__(self):
-        assert self.images.dtype == torch.uint8 and self.images.ndim == 4, (self.images.dtype, self.images.shape)
+        # uint8 images (N, C, H, W), or float features (N, F) that a linear probe trains on
+        assert (self.images.dtype == torch.uint8 and self.images.ndim == 4) or \
+            (self.images.is_floating_point() and self.images.ndim == 2), (self.images.dtype, self.images.shape)
         n = len(self.images) if self.index is None else len(self.index)
         assert self.labels.dtype == torch.int64 and len(self.labels) == n
 

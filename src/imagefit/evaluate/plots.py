@@ -73,7 +73,7 @@ def plot_curves(
                         label=f"best epoch {best_epoch}")
             else:
                 ax.plot([], [], color=BEST_COLOR, linestyle="--", label=f"best epoch {best_epoch}")
-        if stop_epoch is not None and stop_epoch != last:
+        if stop_epoch is not None:  # early stopping fired: the last epoch is where it stopped
             ax.axvline(stop_epoch, color=STOP_COLOR, linestyle=":", linewidth=1.5, label=f"stopped at epoch {stop_epoch}")
         if not drawn:
             ax.text(0.5, 0.5, f"no {label} recorded", ha="center", va="center", transform=ax.transAxes, color="0.4")

@@ -10,6 +10,7 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..errors import UserError
 from .resnet9 import ResNet9
@@ -23,18 +24,39 @@ OWN_MODELS: dict[str, tuple[Callable[..., nn.Module], str]] = {
 
 
 class ImageClassifier(nn.Module):
-    """Normalisation + network: takes uint8 (or [0, 1] float) images, returns logits."""
+    """Resize + normalisation + network: takes uint8 (or [0, 1] float) images, returns logits.
 
-    def __init__(self, net: nn.Module, mean: list[float], std: list[float]):
+    `input_size` set: every batch is resized on the tensor to the size the network wants (a pretrained
+    net at 128 px from 32 px CIFAR images), so the data stays small in memory and augmentation runs at
+    the data's own size. Grayscale batches are repeated to three channels for RGB-pretrained nets.
+    """
+
+    def __init__(self, net: nn.Module, mean: list[float], std: list[float], input_size: int | None = None):
         super().__init__()
         self.net = net
+        self.input_size = input_size
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.uint8:
             x = x.float().div_(255)
-        return self.net((x - self.mean) / self.std)
+        if x.shape[1] == 1 and self.mean.shape[1] == 3:
+            x = x.expand(-1, 3, -1, -1)
+        if self.input_size and x.shape[-1] != self.input_size:
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False,
+                              antialias=x.shape[-1] > self.input_size)
+        return (x - self.mean) / self.std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.prepare(x))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled backbone features (timm nets): what a linear probe trains on."""
+        return self.net.forward_head(self.net.forward_features(self.prepare(x)), pre_logits=True)
+
+    def head(self) -> nn.Module:
+        return self.net.get_classifier()
 
 
 def build_net(name: str, num_classes: int, in_chans: int, image_size: int) -> nn.Module:
@@ -55,11 +77,23 @@ def build_net(name: str, num_classes: int, in_chans: int, image_size: int) -> nn
 
 
 def create_model(name: str, num_classes: int, in_chans: int = 3, image_size: int = 32,
-                 mean: list[float] | None = None, std: list[float] | None = None) -> ImageClassifier:
-    net = build_net(name, num_classes, in_chans, image_size)
-    mean = mean or [0.5] * in_chans
-    std = std or [0.5] * in_chans
-    model = ImageClassifier(net, mean, std)
+                 mean: list[float] | None = None, std: list[float] | None = None,
+                 pretrained: bool = False, weights: str | None = None, input_size: int | None = None) -> ImageClassifier:
+    """A model for `num_classes`; with `pretrained` or `weights`, an ImageNet-pretrained one whose new head
+    fits the classes, normalised with its own pretraining mean and std (`model.weights_info` says whence)."""
+    info = None
+    if pretrained or weights:
+        from .pretrained import PRETRAINED_CFG, load_pretrained, pretrained_cfg
+
+        net, info = load_pretrained(name, num_classes, weights=weights, pretrained=pretrained)
+        cfg = PRETRAINED_CFG.get(name) or pretrained_cfg(name)
+        mean, std = list(cfg["mean"]), list(cfg["std"])
+    else:
+        net = build_net(name, num_classes, in_chans, image_size)
+        mean = mean or [0.5] * in_chans
+        std = std or [0.5] * in_chans
+    model = ImageClassifier(net, mean, std, input_size)
+    model.weights_info = info
     with torch.no_grad():  # fail here, with a clear line, rather than mid-epoch
         try:
             model.eval()(torch.zeros(2, in_chans, image_size, image_size, dtype=torch.uint8))

@@ -280,6 +280,18 @@ def _setup_rows(config: dict, metrics: dict) -> list[list[str]]:
         ["Precision", metrics.get("precision") or config.get("precision", "–")],
         ["Seed", config.get("seed", "–")],
     ]
+    if metrics.get("weights_source"):
+        strategy = metrics.get("strategy", config.get("strategy", "–"))
+        if strategy != "linear-probe":
+            strategy += f", backbone at {config.get('backbone_lr_mult')}× the head's learning rate"
+        if metrics.get("frozen_note"):
+            strategy += f"; {metrics['frozen_note']}"
+        rows[3:3] = [
+            ["Transfer strategy", strategy],
+            ["Pretrained weights", f"{metrics['weights_source']} (sha256 {str(metrics.get('weights_sha256'))[:16]}…)"],
+            ["Network input", f"{metrics.get('input_size')}×{metrics.get('input_size')} px, resized in batches"],
+            ["Frozen / trainable parameters", f"{_int(metrics.get('frozen_params'))} / {_int(trainable)}"],
+        ]
     return [[a, str(b)] for a, b in rows]
 
 
@@ -329,6 +341,37 @@ def _confusion_section(top: list[dict]) -> list[str]:
     return _table(["True → predicted", "Images", "Share of the true class"], rows)
 
 
+def stopping_sentences(metrics: dict) -> list[str]:
+    """Early stopping and time budget, read off metrics.json: what fired, what it saved, what it cost."""
+    said = []
+    epochs, run, best = metrics.get("epochs"), metrics.get("epochs_run"), metrics.get("best_epoch")
+    es = metrics.get("early_stopping")
+    if es:
+        rule = f"patience {es['patience']} epochs on {es['monitor']}"
+        if es.get("min_delta"):
+            rule += f", min-delta {es['min_delta']}"
+        if es.get("start_from_epoch"):
+            rule += f", counting from epoch {es['start_from_epoch'] + 1}"
+        if metrics.get("stopped_early"):
+            said.append(f"Early stopping ({rule}) ended training at epoch {metrics['stop_epoch']} of {epochs}, "
+                        f"saving {metrics['epochs_saved']} epochs; the best epoch was {best}.")
+        else:
+            said.append(f"Early stopping ({rule}) did not fire: all {run} epochs ran; the best epoch was {best}.")
+    final = metrics.get("final_model_test")
+    if final and metrics.get("evaluated_model") == "best" and metrics.get("test_accuracy") is not None:
+        said.append(f"The best epoch's weights were restored and are the ones evaluated and saved: test accuracy "
+                    f"{metrics['test_accuracy']:.4f} and test loss {metrics['test_loss']:.4f}, against "
+                    f"{final['test_accuracy']:.4f} and {final['test_loss']:.4f} for the final-epoch model.")
+    if metrics.get("budget_note"):
+        said.append(metrics["budget_note"])
+        if metrics.get("stopped_by_budget"):
+            said.append(f"The budget ran out first: training stopped during epoch {run} of the "
+                        f"{metrics.get('budget_epochs')} planned.")
+        else:
+            said.append(f"All {run} planned epochs finished in {metrics.get('wall_seconds', 0):.0f} s of wall time.")
+    return said
+
+
 def write_run_report(run_dir: Path) -> Path:
     """Write report.md from the run folder's files; missing files shrink the page instead of failing."""
     run_dir = Path(run_dir)
@@ -346,8 +389,8 @@ def write_run_report(run_dir: Path) -> Path:
     if metrics.get("interrupted"):
         lines += [f"> **Interrupted run.** Training was stopped after {epochs_run or 0} of {epochs} epochs; the "
                   f"numbers below describe the model as it stood then.", ""]
-    elif epochs_run and epochs and epochs_run < epochs:
-        lines += [f"> Training stopped early, after {epochs_run} of {epochs} epochs.", ""]
+    elif metrics.get("stopped_early"):
+        lines += [f"> Early stopping ended training after {epochs_run} of {epochs} epochs.", ""]
     if metrics.get("test_accuracy") is None:
         lines += ["> No test metrics: `predictions.safetensors` was not written or not evaluated.", ""]
     has_val = any(r.get("val_loss") is not None for r in history) or metrics.get("best_val_loss") is not None
@@ -358,6 +401,9 @@ def write_run_report(run_dir: Path) -> Path:
     notes = metrics.get("data_notes") or []
     if notes:
         lines += ["## Data notes", ""] + [f"- {n}" for n in notes] + [""]
+    stopping = stopping_sentences(metrics)
+    if stopping:
+        lines += ["## Stopping", ""] + [" ".join(stopping), ""]
     lines += ["## Training curves", ""]
     lines += ["![curves](curves.png)", ""] if (run_dir / "curves.png").is_file() else ["No curves: history.csv is empty or missing.", ""]
     lines += ["## Test metrics", ""] + _table(["Metric", "Value"], _metric_rows(metrics, has_val))

@@ -1,3 +1,3 @@
-from .run import Run, train
+from .run import Run, resume, train
 
-__all__ = ["Run", "train"]
+__all__ = ["Run", "resume", "train"]

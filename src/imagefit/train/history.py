@@ -18,25 +18,49 @@ class HistoryWriter(L.Callback):
         self.path = path
         self.rows: list[dict] = []
         self.train_seconds = 0.0  # time in training batches only: what images/s is measured on
-        self._epoch_start = self._train_start = 0.0
+        self.elapsed_before = 0.0  # wall seconds of earlier sessions of a resumed run
+        self.planned_epochs: int | None = None
+        self._epoch_start = 0.0
+        self._train_start: float | None = None
+        self._lr: float | None = None
+        self._session_start = time.perf_counter()
+
+    # saved in every checkpoint, so a resumed run keeps its history and its clock
+    def state_dict(self) -> dict:
+        return {"rows": self.rows, "train_seconds": self.train_seconds, "planned_epochs": self.planned_epochs,
+                "elapsed": self.elapsed_before + time.perf_counter() - self._session_start}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rows = list(state["rows"])
+        self.train_seconds = state["train_seconds"]
+        self.planned_epochs = state.get("planned_epochs")
+        self.elapsed_before = state.get("elapsed", 0.0)
+
+    @property
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self._session_start
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._lr = trainer.optimizers[0].param_groups[0]["lr"]  # the rate this step uses
 
     def on_train_epoch_start(self, trainer, pl_module):
         self._epoch_start = self._train_start = time.perf_counter()
 
     def on_validation_epoch_start(self, trainer, pl_module):
-        if trainer.training:
+        if self._train_start is not None:  # validation inside fit: the training part of the epoch ends here
             self.train_seconds += time.perf_counter() - self._train_start
             self._train_start = None
 
     def on_train_epoch_end(self, trainer, pl_module):
         if self._train_start is not None:  # no validation this epoch
             self.train_seconds += time.perf_counter() - self._train_start
+            self._train_start = None
         m = trainer.callback_metrics
 
         def value(key):
             return round(float(m[key]), 6) if key in m else ""
 
-        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else ""
+        lr = self._lr if self._lr is not None else ""
         self.rows.append({
             "epoch": trainer.current_epoch + 1,
             "train_loss": value("train_loss"), "train_acc": value("train_acc"),

@@ -12,12 +12,13 @@ from .optim import build_optimizer, build_scheduler
 
 
 class ClassifierModule(L.LightningModule):
-    def __init__(self, model: torch.nn.Module, cfg: TrainConfig, num_classes: int, steps_per_epoch: int):
+    def __init__(self, model: torch.nn.Module, cfg: TrainConfig, num_classes: int, param_groups=None,
+                 augment: bool = True):
         super().__init__()
         self.model = model
         self.cfg = cfg
-        self.steps_per_epoch = steps_per_epoch
-        self.augment = AUGMENTATIONS[cfg.augment]
+        self.param_groups = param_groups  # None: every parameter at the configured rate
+        self.augment = AUGMENTATIONS[cfg.augment] if augment else None
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.aug_gen: torch.Generator | None = None
@@ -30,11 +31,15 @@ class ClassifierModule(L.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x)
 
+    def reseed_augmentation(self, epoch: int) -> None:
+        self.aug_gen = torch.Generator(device=self.device)
+        self.aug_gen.manual_seed(self.cfg.seed * 1_000_003 + 7919 * self.global_rank + epoch)
+
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         x, y = batch
         if self.trainer.training and self.augment is not None:
-            if self.aug_gen is None or self.aug_gen.device != x.device:
-                self.aug_gen = torch.Generator(device=x.device).manual_seed(self.cfg.seed + 7919 * self.global_rank)
+            if self.aug_gen is None:
+                self.reseed_augmentation(self.current_epoch)
             x = self.augment(x, self.aug_gen)
         return x, y
 
@@ -60,8 +65,9 @@ class ClassifierModule(L.LightningModule):
         return self(x).float(), y
 
     def configure_optimizers(self):
-        optimizer = build_optimizer(self.cfg, self.model.parameters())
-        scheduler = build_scheduler(self.cfg, optimizer, self.steps_per_epoch * self.cfg.epochs)
+        optimizer = build_optimizer(self.cfg, self.param_groups or self.model.parameters())
+        # Lightning's count covers max_epochs (which a time budget may lower), batch limits and sharding by rank
+        scheduler = build_scheduler(self.cfg, optimizer, self.trainer.estimated_stepping_batches)
         if scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -7,6 +7,7 @@ from ..config import TrainConfig
 
 
 def build_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+    """`params` may be parameter groups with their own "lr" (discriminative rates in transfer learning)."""
     lr, wd = cfg.learning_rate, cfg.weight_decay
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, weight_decay=wd)
@@ -21,7 +22,8 @@ def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, total_st
     if cfg.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
     if cfg.scheduler == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.learning_rate, total_steps=total_steps,
+        peaks = [group["lr"] for group in optimizer.param_groups]
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peaks, total_steps=total_steps,
                                                    pct_start=0.25, anneal_strategy="linear",
                                                    cycle_momentum=cfg.optimizer == "sgd")
     return None

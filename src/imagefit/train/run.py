@@ -5,24 +5,33 @@ run folder exists, so a mistake leaves nothing half-written under runs/.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import math
+import os
 import time
 import warnings
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint, Timer
 from safetensors.torch import save_file
 
 from .. import atomic
 from ..config import TrainConfig
 from ..data.loader import TensorLoader, stream_loader
 from ..data.pipeline import PreparedData, prepare_data
+from ..errors import UserError
+from ..evaluate.metrics import test_metrics
 from ..evaluate.predict import predict_logits
 from ..models import count_parameters, create_model
+from .budget import measure_step_seconds, plan_epochs
+from .transfer import FreezeUnfreeze, cached_features, default_input_size, parameter_groups
+from .callbacks import AtomicCheckpointIO, EarlyStoppingInEpochs, EpochSeeding, GracefulInterrupt, ShardByRank
 from .history import HistoryWriter
 from .module import ClassifierModule
 from .precision import resolve_precision
@@ -46,6 +55,14 @@ class Run:
         return f"Run({str(self.dir)!r}, test_accuracy={self.test_accuracy:.4f})"
 
 
+RUN_DIR_ENV = "IMAGEFIT_RUN_DIR"
+
+
+def launched_rank() -> int:
+    """This process's rank as set by a distributed launcher (0 for the launching process)."""
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)))
+
+
 def dataset_slug(dataset: str) -> str:
     return Path(dataset).name.removesuffix(".zip") if ("/" in dataset or dataset.endswith(".zip")) else dataset
 
@@ -57,6 +74,21 @@ def unique_run_dir(runs_dir: Path, name: str) -> Path:
         n += 1
         candidate = runs_dir / f"{name}-{n}"
     return candidate
+
+
+def probe_features(cfg: TrainConfig, data: PreparedData, model, input_size: int, precision: str) -> PreparedData:
+    """The linear probe's data: backbone features of every split, from the disk cache when possible."""
+    identity = {"model": cfg.model, "weights": model.weights_info.get("sha256"), "size": input_size}
+    splits, hits = {}, 0
+    for split in ("train", "val", "test"):
+        part = getattr(data, split)
+        if part is not None:
+            splits[split], hit = cached_features(model, part, Path(cfg.cache_dir), identity, cfg.batch_size * 2, precision)
+            hits += hit
+    note = ("Linear probe: the frozen backbone's features of unaugmented images were "
+            + ("read from the feature cache" if hits == len(splits) else "computed once and cached")
+            + f" ({splits['train'].images.shape[1]} per image); augmentation does not apply.")
+    return dataclasses.replace(data, notes=data.notes + [note], **splits)
 
 
 def make_loaders(cfg: TrainConfig, data: PreparedData, rank: int = 0, world_size: int = 1):
@@ -87,55 +119,166 @@ def train(config: TrainConfig | dict | None = None, **overrides) -> Run:
     else:
         cfg = config.replace(**overrides) if overrides else config
         cfg.validate()
+    return _fit(cfg)
+
+
+def resume(run_dir: str | Path, **overrides) -> Run:
+    """Continue an interrupted run from its last checkpoint, with optimizer, schedule, RNG and
+    early-stopping state as they were at the end of the last finished epoch."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise UserError(f"{run_dir} is not an imagefit run folder (no config.yaml)", "pass a folder under runs/")
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        raise UserError(f"{run_dir} has no checkpoint to resume from", f"start it again: imagefit train --config {run_dir / 'config.yaml'}")
+    metrics = run_dir / "metrics.json"
+    if metrics.is_file() and not json.loads(metrics.read_text()).get("interrupted"):
+        raise UserError(f"run {run_dir} already finished", f"start a new one: imagefit train --config {run_dir / 'config.yaml'}")
+    cfg = TrainConfig.load(run_dir / "config.yaml", overrides)
+    return _fit(cfg, run_dir=run_dir, ckpt=last)
+
+
+def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None) -> Run:
     started = time.perf_counter()
     quiet_lightning()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     precision = resolve_precision(cfg.precision, cfg.accelerator)
 
-    data = prepare_data(cfg)
-    model = create_model(cfg.model, data.num_classes, data.channels, data.image_size, data.mean, data.std)
-    total_params, trainable_params = count_parameters(model)
-
-    name = cfg.name or f"{dataset_slug(cfg.dataset)}-{cfg.model}-{datetime.now():%Y%m%d-%H%M%S}"
-    run_dir = unique_run_dir(Path(cfg.runs_dir).expanduser(), name)
-    cfg = cfg.replace(name=run_dir.name, image_size=data.image_size, lr=cfg.learning_rate)
-    run_dir.mkdir(parents=True)
-    cfg.save(run_dir / "config.yaml")
-    log.info("run folder: %s", run_dir)
+    # transfer: the data keeps its own size; the model resizes each batch to its input size
+    data = prepare_data(cfg.replace(image_size=None) if cfg.transfer else cfg)
+    if cfg.early_stopping and data.val is None:
+        raise UserError("early stopping needs a validation split", "pass --val-fraction 0.1")
+    input_size = None
+    if cfg.transfer:
+        input_size, why = (cfg.image_size, f"The pretrained network sees {cfg.image_size}x{cfg.image_size} px, "
+                           "as configured.") if cfg.image_size else default_input_size(data.image_size)
+        data.notes.append(why)
+    model = create_model(cfg.model, data.num_classes, data.channels, data.image_size, data.mean, data.std,
+                         pretrained=cfg.pretrained, weights=cfg.weights, input_size=input_size)
+    total_params, _ = count_parameters(model)
+    trainable, groups, probe = model, None, cfg.transfer and cfg.strategy == "linear-probe"
+    if probe:
+        data = probe_features(cfg, data, model, input_size, precision)
+        trainable = model.head()
+    elif cfg.transfer:
+        groups = parameter_groups(model, cfg.learning_rate, cfg.backbone_lr_mult)
+    trainable_params = count_parameters(trainable)[0]
+    history_state = torch.load(ckpt, weights_only=True)["callbacks"].get("HistoryWriter", {}) if ckpt else {}
 
     train_loader, val_loader = make_loaders(cfg, data)
     steps = len(train_loader) if cfg.limit_train_batches is None else min(len(train_loader), cfg.limit_train_batches)
-    module = ClassifierModule(model, cfg, data.num_classes, steps)
+    plan = None
+    if cfg.budget_seconds:
+        plan = plan_epochs(cfg.budget_seconds, history_state.get("elapsed", 0.0) + time.perf_counter() - started,
+                           measure_step_seconds(trainable, next(iter(train_loader)), precision), steps,
+                           len(val_loader) if val_loader else 0, math.ceil(len(data.test) / (cfg.batch_size * 2)),
+                           cfg.epochs, cfg.val_every, total_params)
+        if history_state.get("planned_epochs"):  # a resumed run keeps the schedule it started with
+            plan.epochs = history_state["planned_epochs"]
+        log.info(plan.sentence(cfg.epochs))
+    planned_epochs = plan.epochs if plan else cfg.epochs
+
+    if run_dir is None and os.environ.get(RUN_DIR_ENV) and launched_rank() > 0:
+        run_dir = Path(os.environ[RUN_DIR_ENV])  # a worker of a distributed launch: rank 0 owns the folder
+    if run_dir is None:
+        name = cfg.name or f"{dataset_slug(cfg.dataset)}-{cfg.model}-{datetime.now():%Y%m%d-%H%M%S}"
+        run_dir = unique_run_dir(Path(cfg.runs_dir).expanduser(), name)
+        cfg = cfg.replace(name=run_dir.name, image_size=input_size or data.image_size, lr=cfg.learning_rate)
+        run_dir.mkdir(parents=True)
+        cfg.save(run_dir / "config.yaml")
+        os.environ[RUN_DIR_ENV] = str(run_dir)  # inherited by the processes a distributed launch starts
+    log.info("run folder: %s", run_dir)
+
+    module = ClassifierModule(trainable, cfg, data.num_classes, groups, augment=not probe)
     history = HistoryWriter(run_dir / "history.csv")
+    history.planned_epochs = planned_epochs
+    has_val = val_loader is not None
+    callbacks = [history, EpochSeeding(cfg.seed, train_loader), ShardByRank(train_loader, val_loader)]
+    checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", save_last=True,
+                                  monitor=cfg.monitor if has_val else None, mode=cfg.monitor_mode,
+                                  save_top_k=1, save_on_train_epoch_end=True, enable_version_counter=False)
+    callbacks.append(checkpoints)
+    if cfg.transfer and cfg.strategy == "freeze-unfreeze":
+        callbacks.append(FreezeUnfreeze(model, cfg.freeze_epochs))
+    stopper = None
+    if cfg.early_stopping:
+        stopper = EarlyStoppingInEpochs(cfg.monitor, cfg.monitor_mode, cfg.patience, cfg.val_every,
+                                        cfg.min_delta, cfg.start_from_epoch)
+        callbacks.append(stopper)
+    timer = None
+    if plan:
+        elapsed = history_state.get("elapsed", 0.0) + time.perf_counter() - started
+        timer = Timer(duration=timedelta(seconds=max(1.0, plan.train_deadline - elapsed)), interval="step")
+        callbacks.append(timer)
     trainer = L.Trainer(
-        max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, precision=precision,
-        callbacks=[history], logger=False, enable_checkpointing=False, enable_model_summary=False,
+        max_epochs=planned_epochs, accelerator=cfg.accelerator, devices=cfg.devices, precision=precision,
+        callbacks=callbacks, logger=False, enable_model_summary=False, plugins=[AtomicCheckpointIO()],
         enable_progress_bar=cfg.progress, num_sanity_val_steps=0, default_root_dir=run_dir,
-        limit_train_batches=cfg.limit_train_batches, limit_val_batches=None if val_loader else 0,
+        limit_train_batches=cfg.limit_train_batches, limit_val_batches=None if has_val else 0,
+        check_val_every_n_epoch=cfg.val_every,
     )
-    trainer.fit(module, train_loader, val_loader)
+    with GracefulInterrupt() as interrupt:
+        interrupt.trainer = trainer
+        trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt)
     if not trainer.is_global_zero:
         return Run(run_dir, cfg, {})
 
-    logits, labels = predict_logits(module.model, data.test, cfg.batch_size * 2, precision, module.device)
-    metrics = finish_run(run_dir, cfg, data, module.model, logits, labels, history, precision,
-                         total_params, trainable_params, started, interrupted=trainer.interrupted)
+    rows = history.rows
+    stopped_early = bool(stopper and stopper.stopped_epoch > 0)
+    by_budget = bool(timer and (timer.time_remaining("train") or 0) <= 0)
+    final_logits, labels = predict_logits(module.model, data.test, cfg.batch_size * 2, precision, module.device)
+    final = test_metrics(final_logits, labels, data.class_names)
+    logits, evaluated = final_logits, "final"
+    best_path = checkpoints.best_model_path
+    if cfg.early_stopping and cfg.restore_best and best_path and Path(best_path).is_file():
+        state = torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"]
+        module.load_state_dict(state)
+        logits, _ = predict_logits(module.model, data.test, cfg.batch_size * 2, precision, module.device)
+        evaluated = "best"
+    extra = {
+        "evaluated_model": evaluated,
+        "final_model_test": {k: final[k] for k in ("test_accuracy", "test_loss", "f1_macro")},
+        "stopped_early": stopped_early,
+        "stop_epoch": len(rows) if stopped_early else None,
+        "epochs_saved": planned_epochs - len(rows) if stopped_early else 0,
+        "early_stopping": {"monitor": cfg.monitor, "patience": cfg.patience, "min_delta": cfg.min_delta,
+                           "start_from_epoch": cfg.start_from_epoch, "restore_best": cfg.restore_best}
+        if cfg.early_stopping else None,
+        "time_budget_seconds": plan.budget_seconds if plan else None,
+        "budget_epochs": plan.epochs if plan else None,
+        "stopped_by_budget": by_budget,
+        "budget_note": plan.sentence(cfg.epochs) if plan else None,
+    }
+    if model.weights_info:
+        extra.update(strategy=cfg.strategy, input_size=input_size, weights_source=model.weights_info["source"],
+                     weights_sha256=model.weights_info.get("sha256"),
+                     weights_missing_keys=model.weights_info.get("missing_keys"),
+                     weights_unexpected_keys=model.weights_info.get("unexpected_keys"),
+                     frozen_params=total_params - trainable_params,
+                     frozen_note=(f"backbone frozen for the first {cfg.freeze_epochs} epochs"
+                                  if cfg.strategy == "freeze-unfreeze" else None))
+    metrics = finish_run(run_dir, cfg, data, model, logits, labels, history, precision, total_params,
+                         trainable_params, started, interrupted=interrupt.interrupted or trainer.interrupted,
+                         extra=extra)
     return Run(run_dir, cfg, metrics)
 
 
 def finish_run(run_dir: Path, cfg: TrainConfig, data: PreparedData, model: torch.nn.Module,
                logits: torch.Tensor, labels: torch.Tensor, history: HistoryWriter, precision: str,
-               total_params: int, trainable_params: int, started: float, interrupted: bool) -> dict:
+               total_params: int, trainable_params: int, started: float, interrupted: bool,
+               extra: dict | None = None) -> dict:
     from ..evaluate.metrics import write_evaluation
     from ..evaluate.plots import plot_curves
     from ..report.run_report import write_run_report
 
     rows = history.rows
     with_val = [r for r in rows if r["val_loss"] != ""]
-    best = min(with_val, key=lambda r: r["val_loss"]) if with_val else (rows[-1] if rows else None)
+    sign = 1 if cfg.monitor_mode == "min" else -1
+    best = min(with_val, key=lambda r: sign * r[cfg.monitor]) if with_val else (rows[-1] if rows else None)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"class_names": json.dumps(data.class_names), "model": cfg.model, "image_size": str(data.image_size),
-            "channels": str(data.channels), "format": "imagefit-1"}
+            "channels": str(data.channels), "input_size": str(getattr(model, "input_size", None) or data.image_size),
+            "format": "imagefit-1"}
     with atomic.atomic_path(run_dir / "model.safetensors") as tmp:
         save_file(state, str(tmp), metadata=meta)
     with atomic.atomic_path(run_dir / "predictions.safetensors") as tmp:
@@ -148,19 +291,20 @@ def finish_run(run_dir: Path, cfg: TrainConfig, data: PreparedData, model: torch
         "channels": data.channels,
         "train_images": len(data.train), "val_images": len(data.val) if data.val else 0, "test_images": len(data.test),
         "epochs": cfg.epochs, "epochs_run": epochs_run, "best_epoch": best["epoch"] if best else None,
-        "wall_seconds": round(time.perf_counter() - started, 2),
+        "wall_seconds": round(history.elapsed_before + time.perf_counter() - started, 2),
         "train_seconds": round(history.train_seconds, 2),
         "train_images_per_second": round(len(data.train) * epochs_run / history.train_seconds, 1) if history.train_seconds else None,
         "precision": precision, "loader": data.loader,
         "final_train_acc": rows[-1]["train_acc"] if rows else None,
         "final_val_acc": rows[-1]["val_acc"] if rows and rows[-1]["val_acc"] != "" else None,
-        "best_val_loss": best["val_loss"] if with_val else None,
+        "best_val_loss": min(r["val_loss"] for r in with_val) if with_val else None,
         "best_val_acc": max(r["val_acc"] for r in with_val) if with_val else None,
         "data_notes": data.notes, "interrupted": bool(interrupted),
+        **(extra or {}),
         **test,
     }
     atomic.write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
-    plot_curves(rows, run_dir / "curves.png", best_epoch=metrics["best_epoch"],
+    plot_curves(rows, run_dir / "curves.png", best_epoch=metrics["best_epoch"], stop_epoch=metrics.get("stop_epoch"),
                 title=f"{cfg.model} on {dataset_slug(cfg.dataset)}")
     write_run_report(run_dir)
     return metrics

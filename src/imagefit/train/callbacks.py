@@ -1,0 +1,94 @@
+"""Lightning callbacks and plugins for the cases where the popular tools get stopping and resuming wrong.
+
+- `EpochSeeding`: every random draw of an epoch (shuffle, augmentation, dropout) comes from
+  (seed, epoch), so a run resumed at an epoch boundary replays exactly what the uninterrupted run did.
+- `EarlyStoppingInEpochs`: Lightning's EarlyStopping counts validation checks; ours counts epochs
+  whatever --val-every is, and adds Keras's start_from_epoch.
+- `AtomicCheckpointIO`: write then rename, and load with weights_only=True (no arbitrary unpickling).
+- `GracefulInterrupt`: the first Ctrl-C asks the trainer to stop after the current batch, so the run
+  saves, evaluates and reports; a second Ctrl-C stops at once.
+"""
+from __future__ import annotations
+
+import math
+import signal
+import threading
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from .. import atomic
+
+
+class EpochSeeding(L.Callback):
+    def __init__(self, seed: int, loader=None):
+        self.seed = seed
+        self.loader = loader
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        epoch = trainer.current_epoch
+        torch.manual_seed(self.seed * 1_000_003 + epoch)
+        if self.loader is not None and hasattr(self.loader, "set_epoch"):
+            self.loader.set_epoch(epoch)
+        if hasattr(pl_module, "reseed_augmentation"):
+            pl_module.reseed_augmentation(epoch)
+
+
+class ShardByRank(L.Callback):
+    """Tell imagefit's tensor loaders which share of the data this process trains on."""
+
+    def __init__(self, *loaders):
+        self.loaders = [loader for loader in loaders if hasattr(loader, "world_size")]
+
+    def setup(self, trainer, pl_module, stage):
+        for loader in self.loaders:
+            loader.rank, loader.world_size = trainer.global_rank, trainer.world_size
+
+
+class EarlyStoppingInEpochs(EarlyStopping):
+    def __init__(self, monitor: str, mode: str, patience_epochs: int, val_every: int = 1,
+                 min_delta: float = 0.0, start_from_epoch: int = 0):
+        super().__init__(monitor=monitor, mode=mode, patience=math.ceil(patience_epochs / val_every),
+                         min_delta=min_delta, check_finite=True, verbose=False)
+        self.start_from_epoch = start_from_epoch
+
+    def _run_early_stopping_check(self, trainer) -> None:
+        if trainer.current_epoch < self.start_from_epoch:  # warm-up: neither best nor wait counts
+            return
+        super()._run_early_stopping_check(trainer)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        with atomic.atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None):
+        return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+
+
+class GracefulInterrupt:
+    """Context manager: SIGINT sets trainer.should_stop instead of raising KeyboardInterrupt."""
+
+    def __init__(self):
+        self.trainer = None
+        self.interrupted = False
+        self._previous = None
+
+    def _handle(self, signum, frame):
+        self.interrupted = True
+        if self.trainer is not None:
+            self.trainer.should_stop = True
+        signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)  # second Ctrl-C: at once
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if threading.current_thread() is threading.main_thread() and self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False

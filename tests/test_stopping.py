@@ -1,0 +1,124 @@
+"""Early stopping, restore-best, resume after kill -9, Ctrl-C and a time budget, on real runs."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import imagefit
+
+
+def best_checkpoint_weights(run_dir):
+    state = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)
+    return state["epoch"] + 1, {k.removeprefix("model."): v for k, v in state["state_dict"].items()}
+
+
+@pytest.mark.parametrize("patience, fired", [(1, True), (50, False)])
+def test_restore_best_whether_or_not_stopping_fired(quick, patience, fired):
+    # adam at 1e-2 without augmentation overfits digits within a few epochs: val loss turns up
+    run = imagefit.train(**{**quick, "epochs": 12}, optimizer="adam", lr=0.01, augment="none",
+                         early_stopping=True, patience=patience)
+    m = run.metrics
+    assert m["stopped_early"] is fired
+    assert m["epochs_run"] == (m["stop_epoch"] if fired else 12)
+    if fired:
+        assert m["epochs_saved"] == 12 - m["stop_epoch"] and m["stop_epoch"] == m["best_epoch"] + patience
+    epoch, best = best_checkpoint_weights(run.dir)
+    assert epoch == m["best_epoch"] and m["evaluated_model"] == "best"
+    saved = load_file(run.dir / "model.safetensors")
+    assert all(torch.equal(saved[k], best[k]) for k in saved)
+    report = (run.dir / "report.md").read_text()
+    assert ("ended training at epoch" in report) is fired and "final-epoch model" in report
+    if m["best_epoch"] != m["epochs_run"]:  # the two models really differ, and both were evaluated
+        assert m["final_model_test"]["test_loss"] != m["test_loss"]
+
+
+def cli(*args, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "imagefit.cli", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+                            **kwargs)
+
+
+def history_rows(run_dir):
+    path = run_dir / "history.csv"
+    return path.read_text().strip().splitlines()[1:] if path.exists() else []
+
+
+def wait_for(condition, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def run_args(tmp_path, name):
+    return ["train", "--dataset", "digits", "--model", "seed-cnn", "--epochs", "7", "--scheduler", "onecycle",
+            "--early-stopping", "--patience", "3", "--runs-dir", tmp_path / "runs", "--cache-dir", tmp_path / "cache",
+            "--no-progress", "--name", name, "--batch-size", "32"]
+
+
+def comparable(run_dir):
+    m = json.loads((run_dir / "metrics.json").read_text())
+    rows = [r.rsplit(",", 1)[0] for r in history_rows(run_dir)]  # all but the seconds column
+    return rows, {k: m[k] for k in ("test_accuracy", "test_loss", "epochs_run", "best_epoch", "stopped_early",
+                                    "final_model_test")}
+
+
+def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
+    proc = cli(*run_args(tmp_path, "u"))
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()
+    killed = tmp_path / "runs" / "k"
+    proc = cli(*run_args(tmp_path, "k"))
+    wait_for(lambda: len(history_rows(killed)) >= 3 and (killed / "checkpoints" / "last.ckpt").exists())
+    time.sleep(0.3)  # into the next epoch
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "metrics.json").exists()
+    assert not list(killed.rglob(".*.tmp")) or True  # a kill may leave a temp file, never a torn checkpoint
+    torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)  # the checkpoint is whole
+    resumed = cli("train", "--resume", killed)
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    assert comparable(killed) == comparable(tmp_path / "runs" / "u")
+
+
+def test_ctrl_c_ends_cleanly_with_an_interrupted_report_then_resumes(tmp_path):
+    run_dir = tmp_path / "runs" / "i"
+    args = run_args(tmp_path, "i")
+    args[args.index("7")] = "30"
+    proc = cli(*args)
+    wait_for(lambda: len(history_rows(run_dir)) >= 1)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["interrupted"] is True and m["epochs_run"] < 30
+    assert "Interrupted run" in (run_dir / "report.md").read_text()
+    assert (run_dir / "checkpoints" / "last.ckpt").exists()
+    resumed = cli("train", "--resume", run_dir, "--epochs", "30")
+    resumed.wait(timeout=300)
+    m2 = json.loads((run_dir / "metrics.json").read_text())
+    assert m2["interrupted"] is False and m2["epochs_run"] > m["epochs_run"]
+    finished = cli("train", "--resume", run_dir)
+    assert finished.wait(timeout=120) == 2 and "already finished" in finished.stderr.read()
+
+
+def test_time_budget_is_respected_and_the_schedule_fits_it(quick):
+    budget = 12.0
+    started = time.perf_counter()
+    run = imagefit.train(**{**quick, "epochs": 1000, "model": "resnet9-small"}, scheduler="onecycle", lr=0.01,
+                         optimizer="adamw", time_budget=f"{budget}s")
+    wall = time.perf_counter() - started
+    m = run.metrics
+    assert m["time_budget_seconds"] == budget and 1 <= m["budget_epochs"] < 1000
+    one_evaluation = 2 * m["test_images"] / m["train_images_per_second"] + 3
+    assert wall <= budget * 1.05 + one_evaluation, (wall, m["budget_epochs"], m["epochs_run"])
+    if not m["stopped_by_budget"]:  # the planned schedule ran to its end: the one-cycle rate is near zero
+        rows = (run.dir / "history.csv").read_text().strip().splitlines()
+        assert m["epochs_run"] == m["budget_epochs"] and float(rows[-1].split(",")[5]) < 1e-4
+    assert "Time budget 12 s" in (run.dir / "report.md").read_text()
