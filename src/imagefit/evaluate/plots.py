@@ -5,7 +5,6 @@ classes, a hundred classes), because the report embeds them without anyone check
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import matplotlib
@@ -17,27 +16,17 @@ from matplotlib.colors import Normalize, PowerNorm  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .. import atomic  # noqa: E402
+from .cells import number  # noqa: E402
 
 TRAIN_COLOR, VAL_COLOR, BEST_COLOR, STOP_COLOR = "#1f77b4", "#d62728", "#2ca02c", "#7f7f7f"
-
-
-def _num(value) -> float | None:
-    """history.csv cells arrive as strings, and empty ones mean 'no validation split'."""
-    if value is None or value == "":
-        return None
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(x) else x
 
 
 def _series(rows: list[dict], key: str) -> tuple[list[float], list[float]]:
     xs, ys = [], []
     for i, row in enumerate(rows):
-        y = _num(row.get(key))
+        y = number(row.get(key))
         if y is not None:
-            x = _num(row.get("epoch"))
+            x = number(row.get("epoch"))
             xs.append(x if x is not None else i + 1)
             ys.append(y)
     return xs, ys
@@ -52,8 +41,7 @@ def plot_curves(
 ) -> Path:
     """Accuracy and loss side by side, so over-fitting shows as the two panels diverging together."""
     path = Path(path)
-    epochs = [e for e in (_num(r.get("epoch")) for r in history_rows) if e is not None]
-    last = max(epochs) if epochs else None
+    epochs = [e for e in (number(r.get("epoch")) for r in history_rows) if e is not None]
     has_val = bool(_series(history_rows, "val_loss")[0] or _series(history_rows, "val_acc")[0])
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), dpi=100)
     for ax, metric, label in ((axes[0], "acc", "accuracy"), (axes[1], "loss", "loss")):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import yaml
 from .. import atomic
 from ..config import TrainConfig
 from ..errors import UserError
+from ..evaluate.cells import number
 
 # Train-minus-validation accuracy gaps (as fractions) that separate the overfitting verdicts.
 GAP_NONE, GAP_MILD = 0.03, 0.10
@@ -68,21 +68,11 @@ def _read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def _num(value: Any) -> float | None:
-    if value is None or value == "":
-        return None
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(x) else x
-
-
 def read_history(path: Path) -> list[dict]:
     """history.csv with numbers as floats and empty cells (no validation split) as None."""
     rows = []
     for row in _read_csv(path):
-        parsed = {k: _num(v) for k, v in row.items()}
+        parsed = {k: number(v) for k, v in row.items()}
         if parsed.get("epoch") is not None:
             parsed["epoch"] = int(parsed["epoch"])
             rows.append(parsed)
@@ -91,22 +81,22 @@ def read_history(path: Path) -> list[dict]:
 
 # ---- formatting --------------------------------------------------------------------------------
 def _f(x: Any, digits: int = 4) -> str:
-    x = _num(x)
+    x = number(x)
     return "–" if x is None else f"{x:.{digits}f}"
 
 
 def _int(x: Any) -> str:
-    x = _num(x)
+    x = number(x)
     return "–" if x is None else f"{int(x):,}"
 
 
 def _pct(x: Any) -> str:
-    x = _num(x)
+    x = number(x)
     return "–" if x is None else f"{100 * x:.1f}%"
 
 
 def _duration(seconds: Any) -> str:
-    s = _num(seconds)
+    s = number(seconds)
     if s is None:
         return "–"
     if s < 60:
@@ -171,7 +161,7 @@ def compare_test_val_sentence(test_acc: float, best_val_acc: float, val_images: 
     if abs(diff) < TEST_VAL_CLOSE:
         return (f"{head} is close to the best validation accuracy {best_val_acc:.3f} ({diff:+.3f}), "
                 f"so validation was a fair guide to unseen images.")
-    size = f" ({_int(val_images)} images)" if _num(val_images) else ""
+    size = f" ({_int(val_images)} images)" if number(val_images) else ""
     if diff < 0:
         return (f"{head} is {-diff:.3f} below the best validation accuracy {best_val_acc:.3f}: validation flattered "
                 f"the model (it was used to choose the epoch), or it is too small a sample{size}.")
@@ -180,7 +170,7 @@ def compare_test_val_sentence(test_acc: float, best_val_acc: float, val_images: 
 
 
 def weakest_class_sentence(class_rows: list[dict], confusion_rows: dict[str, dict[str, int]]) -> str | None:
-    scored = [(r, _num(r.get("f1-score"))) for r in class_rows]
+    scored = [(r, number(r.get("f1-score"))) for r in class_rows]
     scored = [(r, f) for r, f in scored if f is not None]
     if len(scored) < 2:
         return None
@@ -191,7 +181,7 @@ def weakest_class_sentence(class_rows: list[dict], confusion_rows: dict[str, dic
     mistakes = {p: c for p, c in confusion_rows.get(name, {}).items() if p != name and c > 0}
     if mistakes:
         other, count = max(mistakes.items(), key=lambda pc: pc[1])
-        support = _num(row.get("support")) or sum(confusion_rows[name].values())
+        support = number(row.get("support")) or sum(confusion_rows[name].values())
         text += f"; it is most often mistaken for {other} ({count} times, {_pct(count / support)} of {name})"
     return text + "."
 
@@ -207,7 +197,7 @@ def _confusion_rows(run_dir: Path, top: list[dict]) -> dict[str, dict[str, int]]
             return {row[0]: {n: int(c) for n, c in zip(names, row[1:])} for row in table[1:] if row}
     out: dict[str, dict[str, int]] = {}
     for c in top:
-        out.setdefault(c["true"], {})[c["predicted"]] = int(_num(c["count"]) or 0)
+        out.setdefault(c["true"], {})[c["predicted"]] = int(number(c["count"]) or 0)
     return out
 
 
@@ -215,11 +205,11 @@ def observations(metrics: dict, history: list[dict], class_rows: list[dict], con
     """The plain-language reading of the numbers, in the order a reader asks the questions."""
     out = []
     last = history[-1] if history else {}
-    train_acc = _num(metrics.get("final_train_acc"))
+    train_acc = number(metrics.get("final_train_acc"))
     train_acc = train_acc if train_acc is not None else last.get("train_acc")
-    val_acc = _num(metrics.get("final_val_acc"))
+    val_acc = number(metrics.get("final_val_acc"))
     val_acc = val_acc if val_acc is not None else last.get("val_acc")
-    test_acc = _num(metrics.get("test_accuracy"))
+    test_acc = number(metrics.get("test_accuracy"))
     if train_acc is not None and val_acc is not None:
         out.append(overfitting_sentence(train_acc, val_acc))
     elif train_acc is not None:
@@ -227,14 +217,14 @@ def observations(metrics: dict, history: list[dict], class_rows: list[dict], con
                 if test_acc is not None else " with accuracy on held-out images")
         out.append(f"This run had no validation split, so overfitting cannot be read from the curves: "
                    f"compare the last train accuracy {train_acc:.3f}{tail}.")
-    best_epoch = _num(metrics.get("best_epoch"))
+    best_epoch = number(metrics.get("best_epoch"))
     sentence = val_loss_sentence(history, int(best_epoch) if best_epoch is not None else None)
     if sentence:
         out.append(sentence)
-    best_val = _num(metrics.get("best_val_acc"))
+    best_val = number(metrics.get("best_val_acc"))
     if test_acc is not None and best_val is not None:
         out.append(compare_test_val_sentence(test_acc, best_val, metrics.get("val_images")))
-    k = _num(metrics.get("num_classes")) or len(class_rows)
+    k = number(metrics.get("num_classes")) or len(class_rows)
     if test_acc is not None and k and k >= 2 and test_acc < 2 / k:
         out.append(f"Test accuracy {test_acc:.3f} is less than twice chance level ({1 / k:.3f} for {int(k)} "
                    f"classes): the model has learned little.")
@@ -257,7 +247,7 @@ def _setup_rows(config: dict, metrics: dict) -> list[list[str]]:
     if optimizer and lr is None and optimizer in ("sgd", "adam", "adamw"):
         lr_text = f"{TrainConfig(optimizer=optimizer).learning_rate:g} (the optimizer's default)"
     else:
-        lr_text = f"{_num(lr):g}" if _num(lr) is not None else "–"
+        lr_text = f"{number(lr):g}" if number(lr) is not None else "–"
     params = metrics.get("params")
     trainable = metrics.get("trainable_params")
     model = metrics.get("model") or config.get("model", "–")
@@ -327,7 +317,7 @@ def _class_section(class_rows: list[dict]) -> list[str]:
     header = ["Class", "Precision", "Recall", "F1", "Test images"]
     if len(per_class) <= 10:
         return _table(header, rows(per_class))
-    ranked = sorted(per_class, key=lambda r: -(_num(r.get("f1-score")) or 0.0))
+    ranked = sorted(per_class, key=lambda r: -(number(r.get("f1-score")) or 0.0))
     return (["The 5 best classes by F1:", ""] + _table(header, rows(ranked[:5]))
             + ["The 5 worst classes by F1:", ""] + _table(header, rows(ranked[-5:][::-1]))
             + [f"All {len(per_class)} classes are in `classification_report.txt`.", ""])

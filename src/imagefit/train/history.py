@@ -77,13 +77,3 @@ def write_history(path: Path, rows: list[dict]) -> None:
     writer.writeheader()
     writer.writerows(rows)
     atomic.write_text(path, buf.getvalue())
-
-
-def read_history(path: Path) -> list[dict]:
-    def parse(key, text):
-        if text in ("", None):
-            return None
-        return int(text) if key == "epoch" else float(text)
-
-    with open(path, newline="") as f:
-        return [{k: parse(k, v) for k, v in row.items()} for row in csv.DictReader(f)]

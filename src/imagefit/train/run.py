@@ -159,7 +159,7 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
     trainable, groups, probe = model, None, cfg.transfer and cfg.strategy == "linear-probe"
     if probe:
         data = probe_features(cfg, data, model, input_size, precision)
-        trainable = model.head()
+        trainable = model.head().train()  # the feature pass left the whole model in eval mode
     elif cfg.transfer:
         groups = parameter_groups(model, cfg.learning_rate, cfg.backbone_lr_mult)
     trainable_params = count_parameters(trainable)[0]
@@ -185,7 +185,11 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
         run_dir = unique_run_dir(Path(cfg.runs_dir).expanduser(), name)
         cfg = cfg.replace(name=run_dir.name, image_size=input_size or data.image_size, lr=cfg.learning_rate)
         run_dir.mkdir(parents=True)
-        cfg.save(run_dir / "config.yaml")
+        info = model.weights_info
+        cfg.save(run_dir / "config.yaml", notes=[
+            f"pretrained weights: {info['source']}, sha256 {info.get('sha256')}",
+            f"strategy {cfg.strategy}: {total_params - trainable_params:,} frozen and {trainable_params:,} trainable parameters",
+        ] if info else None)
         os.environ[RUN_DIR_ENV] = str(run_dir)  # inherited by the processes a distributed launch starts
     log.info("run folder: %s", run_dir)
 

