@@ -204,3 +204,12 @@ def test_trains_on_every_kind_of_source(quick, tmp_path, kind):
         assert m["image_size"] in (19, 20)  # the median shorter side: heights 18..22, width 22
         assert m["channels"] == 3 and m["num_classes"] == 3
         assert any("test" in note for note in m["data_notes"])  # the carved test split is recorded
+
+
+def test_streaming_loader_trains_to_the_same_artifacts(quick):
+    run = imagefit.train(**quick, loader="stream", num_workers=1)
+    assert run.metrics["loader"] == "stream"
+    assert any("loader 'stream' as configured" in n.lower() for n in run.metrics["data_notes"])
+    assert run.metrics["train_images"] + run.metrics["val_images"] + run.metrics["test_images"] == 1797
+    for name in ARTIFACTS:
+        assert (run.dir / name).stat().st_size > 0, name
