@@ -296,7 +296,8 @@ def _metric_rows(metrics: dict, has_val: bool) -> list[list[str]]:
     rows += [
         ["Test images", _int(metrics.get("test_images"))],
         ["Epochs run", f"{metrics.get('epochs_run', '–')} of {metrics.get('epochs', '–')}"],
-        ["Best epoch (lowest validation loss)", str(metrics.get("best_epoch") or "–") if has_val else "– (no validation)"],
+        [f"Best epoch ({'highest validation accuracy' if metrics.get('monitor') == 'val_acc' else 'lowest validation loss'})",
+         str(metrics.get("best_epoch") or "–") if has_val else "– (no validation)"],
         ["Best validation accuracy", _f(metrics.get("best_val_acc"))],
         ["Wall time", _duration(metrics.get("wall_seconds"))],
         ["Training time", _duration(metrics.get("train_seconds"))],

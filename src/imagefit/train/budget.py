@@ -6,13 +6,14 @@ the budget. A Lightning Timer still stops the run if the estimate was optimistic
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import time
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from .precision import autocast, is_convolutional
 
 # evaluation needs no backward pass and no optimizer step: about a third of a training step
 EVAL_STEP_FRACTION = 0.35
@@ -44,16 +45,14 @@ def measure_step_seconds(model: torch.nn.Module, batch: tuple[torch.Tensor, torc
     x, y = batch
     device = next(probe.parameters()).device
     x, y = x.to(device), y.to(device)
-    if any(isinstance(m, torch.nn.Conv2d) for m in probe.modules()):
+    if is_convolutional(probe):
         probe.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16 if precision.startswith("bf16") else torch.float16)
-                if precision in ("bf16-mixed", "16-mixed") else contextlib.nullcontext())
     rng = torch.get_rng_state()
     timings = []
     for _ in range(steps):
         start = time.perf_counter()
-        with autocast:
+        with autocast(precision, device.type):
             loss = F.cross_entropy(probe(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

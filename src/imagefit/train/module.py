@@ -9,6 +9,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from ..config import TrainConfig
 from ..data.augment import AUGMENTATIONS
 from .optim import build_optimizer, build_scheduler
+from .precision import is_convolutional
 
 
 class ClassifierModule(L.LightningModule):
@@ -22,7 +23,7 @@ class ClassifierModule(L.LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.aug_gen: torch.Generator | None = None
-        self.channels_last = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+        self.channels_last = is_convolutional(model)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
 

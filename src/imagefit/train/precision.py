@@ -1,6 +1,8 @@
-"""Choose numeric precision: bf16 autocast where the hardware does bf16 natively, else fp32."""
+"""Numeric precision and memory layout: bf16 autocast where the hardware does bf16 natively, else fp32;
+channels-last for convolutional nets."""
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import torch
@@ -22,3 +24,17 @@ def resolve_precision(requested: str, accelerator: str) -> str:
     if accelerator in ("cuda", "gpu") or (accelerator == "auto" and torch.cuda.is_available()):
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     return "bf16-mixed" if cpu_has_native_bf16() else "32"
+
+
+def autocast(precision: str, device_type: str):
+    """The autocast context of a Lightning precision string, for work outside the Trainer (a no-op for 32)."""
+    if precision == "bf16-mixed":
+        return torch.autocast(device_type, dtype=torch.bfloat16)
+    if precision == "16-mixed":
+        return torch.autocast(device_type, dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def is_convolutional(model: torch.nn.Module) -> bool:
+    """Convolutions run faster channels-last on CPUs and GPUs alike; other nets keep their layout."""
+    return any(isinstance(m, torch.nn.Conv2d) for m in model.modules())

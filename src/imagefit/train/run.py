@@ -30,11 +30,11 @@ from ..evaluate.metrics import test_metrics
 from ..evaluate.predict import predict_logits
 from ..models import count_parameters, create_model
 from .budget import measure_step_seconds, plan_epochs
-from .transfer import FreezeUnfreeze, cached_features, default_input_size, parameter_groups
 from .callbacks import AtomicCheckpointIO, EarlyStoppingInEpochs, EpochSeeding, GracefulInterrupt, ShardByRank
 from .history import HistoryWriter
 from .module import ClassifierModule
 from .precision import resolve_precision
+from .transfer import FreezeUnfreeze, cached_features, default_input_size, parameter_groups
 
 log = logging.getLogger("imagefit")
 
@@ -91,13 +91,14 @@ def probe_features(cfg: TrainConfig, data: PreparedData, model, input_size: int,
     return dataclasses.replace(data, notes=data.notes + [note], **splits)
 
 
-def make_loaders(cfg: TrainConfig, data: PreparedData, rank: int = 0, world_size: int = 1):
+def make_loaders(cfg: TrainConfig, data: PreparedData):
+    """Loaders for rank 0 of 1; ShardByRank tells the tensor loaders their share once the Trainer knows it."""
     if data.loader == "stream":
         train = stream_loader(data.train, cfg.batch_size, True, cfg.seed, cfg.num_workers)
         val = stream_loader(data.val, cfg.batch_size * 2, False, cfg.seed, cfg.num_workers) if data.val else None
         return train, val
-    train = TensorLoader(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed, rank=rank, world_size=world_size)
-    val = TensorLoader(data.val, cfg.batch_size * 2, shuffle=False, rank=rank, world_size=world_size) if data.val else None
+    train = TensorLoader(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed)
+    val = TensorLoader(data.val, cfg.batch_size * 2, shuffle=False) if data.val else None
     return train, val
 
 
@@ -294,7 +295,8 @@ def finish_run(run_dir: Path, cfg: TrainConfig, data: PreparedData, model: torch
         "num_classes": data.num_classes, "class_names": data.class_names, "image_size": data.image_size,
         "channels": data.channels,
         "train_images": len(data.train), "val_images": len(data.val) if data.val else 0, "test_images": len(data.test),
-        "epochs": cfg.epochs, "epochs_run": epochs_run, "best_epoch": best["epoch"] if best else None,
+        "epochs": cfg.epochs, "epochs_run": epochs_run, "monitor": cfg.monitor,
+        "best_epoch": best["epoch"] if best else None,
         "wall_seconds": round(history.elapsed_before + time.perf_counter() - started, 2),
         "train_seconds": round(history.train_seconds, 2),
         "train_images_per_second": round(len(data.train) * epochs_run / history.train_seconds, 1) if history.train_seconds else None,

@@ -10,7 +10,6 @@
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 from pathlib import Path
@@ -21,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from .. import atomic
 from ..data.types import ImageSet
+from ..evaluate.predict import batched_outputs
 from ..models.pretrained import freeze, unfreeze
 from ..models.registry import ImageClassifier
 
@@ -69,16 +69,8 @@ class FreezeUnfreeze(L.Callback):
             unfreeze(self.model.net)
 
 
-@torch.no_grad()
 def extract_features(model: ImageClassifier, data: ImageSet, batch_size: int, precision: str) -> torch.Tensor:
-    model.eval()
-    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16-mixed" else contextlib.nullcontext())
-    out = []
-    with autocast:
-        for start in range(0, len(data), batch_size):
-            x = data.take(start, start + batch_size).contiguous(memory_format=torch.channels_last)
-            out.append(model.features(x).float())
-    return torch.cat(out)
+    return batched_outputs(model, data, batch_size, precision, next(model.parameters()).device, model.features)
 
 
 def content_key(data: ImageSet) -> str:
