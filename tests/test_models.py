@@ -28,3 +28,52 @@ def test_normalisation_is_part_of_the_saved_state():
 def test_unknown_model_suggests_close_names():
     with pytest.raises(UserError, match="unknown model 'resnet91'.*did you mean"):
         create_model("resnet91", 10)
+
+
+def test_airbench_whitening_decorrelates_patches():
+    from imagefit.models.airbench import Airbench
+
+    torch.manual_seed(0)
+    # correlated 2x2 patches: a smooth random field, as natural images are
+    base = torch.randn(64, 3, 9, 9)
+    images = torch.nn.functional.interpolate(base, size=32, mode="bilinear", align_corners=False)
+    net = Airbench(10)
+    net.init_whitening(images)
+    out = net.whiten(images) - net.whiten.bias.view(1, -1, 1, 1)
+    half = out[:, :12].permute(0, 2, 3, 1).reshape(-1, 12)
+    cov = half.T @ half / len(half)
+    off_diagonal = cov - torch.diag(cov.diag())
+    assert off_diagonal.abs().max() < 1e-3  # decorrelated
+    assert ((cov.diag() > 0.85) & (cov.diag() < 1.001)).all()  # unit variance, less where eps tames tiny eigenvalues
+    assert torch.equal(out[:, 12:], -out[:, :12])  # each filter and its negative
+    assert not net.whiten.weight.requires_grad
+
+
+def test_airbench_starts_as_identity_and_keeps_batchnorm_scale_fixed():
+    from imagefit.models.airbench import Airbench
+
+    net = Airbench(10)
+    conv = net.groups[1].conv1  # 64 -> 256
+    x = torch.randn(1, 64, 5, 5)
+    assert torch.allclose(conv(x)[:, :64], x, atol=1e-6)  # Dirac start: an implicit residual
+    assert all(not m.weight.requires_grad for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    groups = net.optimizer_groups(lr=1.0, weight_decay=0.01, bias_lr_scale=64)
+    assert groups[1]["lr"] == 64 and groups[1]["lr"] * groups[1]["weight_decay"] == pytest.approx(0.01)
+    trainable = {id(p) for p in net.parameters() if p.requires_grad}
+    assert {id(p) for g in groups for p in g["params"]} == trainable
+
+
+def test_airbench_whitening_bias_trains_early_only():
+    from imagefit.models.airbench import Airbench
+
+    net = Airbench(10)
+    net.set_epoch(0, 10)
+    assert net.whiten.bias.requires_grad
+    net.set_epoch(3, 10)
+    assert not net.whiten.bias.requires_grad
+
+
+def test_airbench_needs_16_pixels_and_says_so():
+    with pytest.raises(UserError, match="does not accept 8x8 images"):
+        create_model("airbench", 10, 3, 8)
+    assert create_model("airbench", 10, 3, 16).eval()(torch.zeros(1, 3, 16, 16, dtype=torch.uint8)).shape == (1, 10)

@@ -18,18 +18,21 @@ from . import atomic
 from .errors import UserError
 
 CHOICES = {
-    "augment": ("none", "basic"),
+    "augment": ("none", "basic", "light"),
     "optimizer": ("sgd", "adam", "adamw"),
-    "scheduler": ("none", "cosine", "onecycle"),
+    "scheduler": ("none", "cosine", "onecycle", "triangle"),
     "precision": ("auto", "32", "bf16-mixed", "16-mixed"),
     "loader": ("auto", "memory", "stream"),
     "monitor": ("val_loss", "val_acc"),
     "strategy": ("fine-tune", "linear-probe", "freeze-unfreeze"),
+    "tta": ("none", "flip", "flip-translate"),
+    "recipe": ("none", "fast"),
 }
 
 
 @dataclass
 class TrainConfig:
+    recipe: str = "none"  # fast: the airbench recipe's defaults (see imagefit.recipes); explicit keys override it
     # data
     dataset: str = "digits"
     data_dir: str = "~/.cache/imagefit/data"
@@ -56,6 +59,10 @@ class TrainConfig:
     weight_decay: float = 0.0
     momentum: float = 0.9
     label_smoothing: float = 0.0
+    bias_lr_scale: float = 1.0  # models with BatchNorm-shift groups (airbench): their rate as a multiple of lr
+    lookahead: bool = False  # average the weights every 5 steps and copy the average back (late in training)
+    tta: str = "none"  # test-time augmentation: average the logits over flipped (and shifted) views
+    compile: bool = False  # torch.compile the network (pays on GPUs; measured in bench/ for CPUs)
     scheduler: str = "none"
     precision: str = "auto"  # auto: bf16-mixed on CPUs with native bf16, 16-mixed on CUDA, else 32
     seed: int = 0
@@ -84,6 +91,10 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> "TrainConfig":
         known = {f.name for f in fields(cls)}
+        if values.get("recipe") not in (None, "none"):
+            from .recipes import recipe_defaults
+
+            values = {**recipe_defaults(str(values["recipe"]), values), **values}
         for key in values:
             if key not in known:
                 close = difflib.get_close_matches(key.replace("-", "_"), known, n=1)
@@ -131,6 +142,9 @@ class TrainConfig:
             raise UserError(f"patience must be at least 1 epoch, got {self.patience}", "pass --patience 5")
         if self.time_budget is not None:
             self.budget_seconds  # raises a UserError when malformed
+        if self.tta != "none" and self.transfer and self.strategy == "linear-probe":
+            raise UserError("test-time augmentation needs images, but a linear probe evaluates cached features",
+                            "pass --tta none, or --strategy fine-tune")
         if not 0 <= self.label_smoothing < 1:
             raise UserError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}", "pass --label-smoothing 0.1")
 

@@ -33,4 +33,10 @@ def basic(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return random_flip(random_crop(x, max(1, x.shape[-1] // 8), gen), gen)
 
 
-AUGMENTATIONS = {"none": None, "basic": basic}
+def light(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """`--augment light`: translation by up to 1/16 of the side (2 px at 32 px), then flip: what short
+    schedules can still learn from (airbench's choice)."""
+    return random_flip(random_crop(x, max(1, x.shape[-1] // 16), gen), gen)
+
+
+AUGMENTATIONS = {"none": None, "basic": basic, "light": light}

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 
 from ..data.types import ImageSet
 from ..train.precision import autocast, is_convolutional
@@ -27,6 +28,29 @@ def batched_outputs(model: torch.nn.Module, data: ImageSet, batch_size: int = 51
     return torch.cat(outputs)
 
 
+def with_tta(model: torch.nn.Module, tta: str = "none") -> Callable:
+    """Test-time augmentation: logits averaged over views the model was trained to be invariant to.
+
+    flip: the image and its mirror. flip-translate (airbench's): half that, plus half the mean over the
+    mirrored pair shifted one pixel up-left and one down-right (reflect-padded): six views in all.
+    """
+    def mirror(x):
+        return 0.5 * (model(x) + model(x.flip(-1)))
+
+    if tta == "none":
+        return model
+    if tta == "flip":
+        return mirror
+
+    def mirror_translate(x):
+        h, w = x.shape[-2:]
+        padded = F.pad(x.float() if x.dtype == torch.uint8 else x, (1, 1, 1, 1), mode="reflect").to(x.dtype)
+        shifted = [padded[..., :h, :w], padded[..., 2:, 2:]]
+        return 0.5 * mirror(x) + 0.25 * (mirror(shifted[0]) + mirror(shifted[1]))
+
+    return mirror_translate
+
+
 def predict_logits(model: torch.nn.Module, data: ImageSet, batch_size: int = 512, precision: str = "32",
-                   device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    return batched_outputs(model, data, batch_size, precision, device), data.labels.clone()
+                   device: str | torch.device = "cpu", tta: str = "none") -> tuple[torch.Tensor, torch.Tensor]:
+    return batched_outputs(model, data, batch_size, precision, device, forward=with_tta(model, tta)), data.labels.clone()

@@ -4,6 +4,7 @@
   (seed, epoch), so a run resumed at an epoch boundary replays exactly what the uninterrupted run did.
 - `EarlyStoppingInEpochs`: Lightning's EarlyStopping counts validation checks; ours counts epochs
   whatever --val-every is, and adds Keras's start_from_epoch.
+- `Lookahead`: airbench's weight averaging, checkpointed with the run so a resumed run averages on.
 - `AtomicCheckpointIO`: write then rename, and load with weights_only=True (no arbitrary unpickling).
 - `GracefulInterrupt`: the first Ctrl-C asks the trainer to stop after the current batch, so the run
   saves, evaluates and reports; a second Ctrl-C stops at once.
@@ -58,6 +59,46 @@ class EarlyStoppingInEpochs(EarlyStopping):
         if trainer.current_epoch < self.start_from_epoch:  # warm-up: neither best nor wait counts
             return
         super()._run_early_stopping_check(trainer)
+
+
+class Lookahead(L.Callback):
+    """From `start` (a fraction of the steps), every `every` steps: average <- lerp(average, weights, 1 - rho),
+    then weights <- average. rho grows as (step / total)^power, so the average moves fast early and holds
+    strongly at the end; the weights at each epoch's end (validated and checkpointed) are the average."""
+
+    def __init__(self, every: int = 5, start: float = 0.3, decay: float = 0.95, power: float = 3.0):
+        self.every, self.start, self.decay, self.power = every, start, decay, power
+        self.average: list[torch.Tensor] | None = None
+
+    @staticmethod
+    def _tensors(pl_module) -> list[torch.Tensor]:
+        return [t for t in pl_module.state_dict(keep_vars=True).values() if t.is_floating_point()]
+
+    @torch.no_grad()
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        step, total = trainer.global_step, max(1, trainer.estimated_stepping_batches)
+        if step < self.start * total or step % self.every:
+            return
+        tensors = self._tensors(pl_module)
+        if self.average is None:
+            self.average = [t.detach().clone() for t in tensors]
+            return
+        rho = self.decay**self.every * (step / total) ** self.power
+        for average, t in zip(self.average, tensors):
+            average.lerp_(t.detach(), 1 - rho)
+            t.copy_(average)
+
+    @torch.no_grad()
+    def on_train_epoch_end(self, trainer, pl_module):
+        if self.average is not None:
+            for average, t in zip(self.average, self._tensors(pl_module)):
+                t.copy_(average)
+
+    def state_dict(self) -> dict:
+        return {"average": self.average}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.average = state_dict.get("average")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

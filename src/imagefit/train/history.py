@@ -18,6 +18,7 @@ class HistoryWriter(L.Callback):
         self.path = path
         self.rows: list[dict] = []
         self.train_seconds = 0.0  # time in training batches only: what images/s is measured on
+        self.train_images = 0  # images trained on (batch limits and sharding make it differ from the data size)
         self.elapsed_before = 0.0  # wall seconds of earlier sessions of a resumed run
         self.planned_epochs: int | None = None
         self._epoch_start = 0.0
@@ -27,12 +28,14 @@ class HistoryWriter(L.Callback):
 
     # saved in every checkpoint, so a resumed run keeps its history and its clock
     def state_dict(self) -> dict:
-        return {"rows": self.rows, "train_seconds": self.train_seconds, "planned_epochs": self.planned_epochs,
+        return {"rows": self.rows, "train_seconds": self.train_seconds, "train_images": self.train_images,
+                "planned_epochs": self.planned_epochs,
                 "elapsed": self.elapsed_before + time.perf_counter() - self._session_start}
 
     def load_state_dict(self, state: dict) -> None:
         self.rows = list(state["rows"])
         self.train_seconds = state["train_seconds"]
+        self.train_images = state.get("train_images", 0)
         self.planned_epochs = state.get("planned_epochs")
         self.elapsed_before = state.get("elapsed", 0.0)
 
@@ -42,6 +45,9 @@ class HistoryWriter(L.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self._lr = trainer.optimizers[0].param_groups[0]["lr"]  # the rate this step uses
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.train_images += len(batch[1])
 
     def on_train_epoch_start(self, trainer, pl_module):
         self._epoch_start = self._train_start = time.perf_counter()

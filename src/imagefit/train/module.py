@@ -27,6 +27,11 @@ class ClassifierModule(L.LightningModule):
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
 
+    def on_train_epoch_start(self) -> None:
+        net = getattr(self.model, "net", None)
+        if hasattr(net, "set_epoch"):  # airbench: the whitening bias trains early only
+            net.set_epoch(self.current_epoch, self.trainer.max_epochs)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -66,7 +71,11 @@ class ClassifierModule(L.LightningModule):
         return self(x).float(), y
 
     def configure_optimizers(self):
-        optimizer = build_optimizer(self.cfg, self.param_groups or self.model.parameters())
+        params = self.param_groups
+        net = getattr(self.model, "net", None)
+        if params is None and hasattr(net, "optimizer_groups"):
+            params = net.optimizer_groups(self.cfg.learning_rate, self.cfg.weight_decay, self.cfg.bias_lr_scale)
+        optimizer = build_optimizer(self.cfg, params or self.model.parameters())
         # Lightning's count covers max_epochs (which a time budget may lower), batch limits and sharding by rank
         scheduler = build_scheduler(self.cfg, optimizer, self.trainer.estimated_stepping_batches)
         if scheduler is None:

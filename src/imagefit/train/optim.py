@@ -17,7 +17,8 @@ def build_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
 
 
 def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int):
-    """None, cosine decay to zero, or one-cycle (warm-up for the first 25%, then anneal)."""
+    """None, cosine decay to zero, one-cycle (warm-up for the first 25%, then anneal), or triangle
+    (airbench's: linear from 0.2x up to the peak at 23%, then linear down to 0.07x)."""
     total_steps = max(1, total_steps)
     if cfg.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
@@ -26,4 +27,9 @@ def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, total_st
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peaks, total_steps=total_steps,
                                                    pct_start=0.25, anneal_strategy="linear",
                                                    cycle_momentum=cfg.optimizer == "sgd")
+    if cfg.scheduler == "triangle":
+        peaks = [group["lr"] for group in optimizer.param_groups]
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peaks, total_steps=total_steps,
+                                                   pct_start=0.23, anneal_strategy="linear", div_factor=5.0,
+                                                   final_div_factor=0.2 / 0.07, cycle_momentum=False)
     return None

@@ -30,12 +30,17 @@ from ..evaluate.metrics import test_metrics
 from ..evaluate.predict import predict_logits
 from ..models import count_parameters, create_model
 from .budget import measure_step_seconds, plan_epochs
-from .callbacks import AtomicCheckpointIO, EarlyStoppingInEpochs, EpochSeeding, GracefulInterrupt, ShardByRank
+from .callbacks import (AtomicCheckpointIO, EarlyStoppingInEpochs, EpochSeeding, GracefulInterrupt, Lookahead,
+                        ShardByRank)
 from .history import HistoryWriter
 from .module import ClassifierModule
 from .precision import resolve_precision
 from .transfer import FreezeUnfreeze, cached_features, default_input_size, parameter_groups
 
+TTA_VIEWS = {"none": 1, "flip": 2, "flip-translate": 6}
+# Set by the CLI to the moment the process started: the next run's wall time and time budget count from
+# then, imports included, so `imagefit train --time-budget 10m` ends within 10 minutes of being typed.
+CLOCK_STARTED: float | None = None
 log = logging.getLogger("imagefit")
 
 
@@ -140,7 +145,8 @@ def resume(run_dir: str | Path, **overrides) -> Run:
 
 
 def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None) -> Run:
-    started = time.perf_counter()
+    global CLOCK_STARTED
+    started, CLOCK_STARTED = CLOCK_STARTED or time.perf_counter(), None
     quiet_lightning()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     precision = resolve_precision(cfg.precision, cfg.accelerator)
@@ -156,6 +162,11 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
         data.notes.append(why)
     model = create_model(cfg.model, data.num_classes, data.channels, data.image_size, data.mean, data.std,
                          pretrained=cfg.pretrained, weights=cfg.weights, input_size=input_size)
+    if hasattr(model.net, "init_whitening") and not cfg.transfer:  # airbench: filters from the data's patches
+        with torch.no_grad():
+            model.net.init_whitening(model.prepare(data.train.take(0, min(len(data.train), 5000))))
+    if cfg.compile:
+        model.net.compile()  # in place: the state dict keeps its keys
     total_params, _ = count_parameters(model)
     trainable, groups, probe = model, None, cfg.transfer and cfg.strategy == "linear-probe"
     if probe:
@@ -172,7 +183,8 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
     if cfg.budget_seconds:
         plan = plan_epochs(cfg.budget_seconds, history_state.get("elapsed", 0.0) + time.perf_counter() - started,
                            measure_step_seconds(trainable, next(iter(train_loader)), precision), steps,
-                           len(val_loader) if val_loader else 0, math.ceil(len(data.test) / (cfg.batch_size * 2)),
+                           len(val_loader) if val_loader else 0,
+                           math.ceil(len(data.test) / (cfg.batch_size * 2)) * TTA_VIEWS[cfg.tta],
                            cfg.epochs, cfg.val_every, total_params)
         if history_state.get("planned_epochs"):  # a resumed run keeps the schedule it started with
             plan.epochs = history_state["planned_epochs"]
@@ -210,6 +222,8 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
         stopper = EarlyStoppingInEpochs(cfg.monitor, cfg.monitor_mode, cfg.patience, cfg.val_every,
                                         cfg.min_delta, cfg.start_from_epoch)
         callbacks.append(stopper)
+    if cfg.lookahead:
+        callbacks.append(Lookahead())
     timer = None
     if plan:
         elapsed = history_state.get("elapsed", 0.0) + time.perf_counter() - started
@@ -231,14 +245,14 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
     rows = history.rows
     stopped_early = bool(stopper and stopper.stopped_epoch > 0)
     by_budget = bool(timer and (timer.time_remaining("train") or 0) <= 0)
-    final_logits, labels = predict_logits(module.model, data.test, cfg.batch_size * 2, precision, module.device)
+    final_logits, labels = predict_logits(module.model, data.test, cfg.batch_size * 2, precision, module.device, cfg.tta)
     final = test_metrics(final_logits, labels, data.class_names)
     logits, evaluated = final_logits, "final"
     best_path = checkpoints.best_model_path
     if cfg.early_stopping and cfg.restore_best and best_path and Path(best_path).is_file():
         state = torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
-        logits, _ = predict_logits(module.model, data.test, cfg.batch_size * 2, precision, module.device)
+        logits, _ = predict_logits(module.model, data.test, cfg.batch_size * 2, precision, module.device, cfg.tta)
         evaluated = "best"
     extra = {
         "evaluated_model": evaluated,
@@ -299,8 +313,8 @@ def finish_run(run_dir: Path, cfg: TrainConfig, data: PreparedData, model: torch
         "best_epoch": best["epoch"] if best else None,
         "wall_seconds": round(history.elapsed_before + time.perf_counter() - started, 2),
         "train_seconds": round(history.train_seconds, 2),
-        "train_images_per_second": round(len(data.train) * epochs_run / history.train_seconds, 1) if history.train_seconds else None,
-        "precision": precision, "loader": data.loader,
+        "train_images_per_second": round(history.train_images / history.train_seconds, 1) if history.train_seconds else None,
+        "precision": precision, "loader": data.loader, "tta": cfg.tta, "recipe": cfg.recipe,
         "final_train_acc": rows[-1]["train_acc"] if rows else None,
         "final_val_acc": rows[-1]["val_acc"] if rows and rows[-1]["val_acc"] != "" else None,
         "best_val_loss": min(r["val_loss"] for r in with_val) if with_val else None,
