@@ -14,9 +14,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
+# the course study on the bundled digits, offline: a CNN from scratch, transfer learning, transfer with early
+# stopping; prints where its comparison (comparison.html, comparison.md) is
 run: $(VENV)/.installed
-	$(VENV)/bin/imagefit train --dataset digits --model resnet9-small --epochs 15 --scheduler onecycle \
-		--optimizer adamw --lr 0.01 --weight-decay 5e-4 --label-smoothing 0.1 --name digits-resnet9-small
+	$(VENV)/bin/imagefit study seed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -n 2 -q

@@ -9,12 +9,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 import warnings
 from dataclasses import fields
 from pathlib import Path
 
-from .config import CHOICES, TrainConfig
-from .errors import UserError
+PROCESS_STARTED = time.perf_counter()  # before the heavy imports: a run's wall clock starts here
+
+from .config import CHOICES, TrainConfig  # noqa: E402
+from .errors import UserError  # noqa: E402
 
 HELP = {
     "dataset": "digits, cifar10, cifar100, mnist, fashion-mnist, or a path to an image folder or .zip",
@@ -60,14 +63,35 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="rebuild a run's report files from what the run saved")
     p.add_argument("run_dir", type=Path)
 
+    p = sub.add_parser(
+        "study", help="run several trainings (a YAML study, or 'seed' for the built-in one) and compare them",
+        description="Run a study and write its comparison. STUDY is a YAML file with 'name', 'defaults' (keys "
+                    "shared by every run), 'runs' (a list, each a 'name' plus the keys it changes) and an optional "
+                    "'reference'; or 'seed': the course study (a CNN from scratch, transfer learning, transfer with "
+                    "early stopping). Finished runs are skipped and interrupted ones resumed. The train options below "
+                    "apply to every run; --name names the study and --runs-dir is where its folder goes.")
+    p.add_argument("spec", metavar="STUDY", help="a study YAML file, or 'seed' for the built-in course study")
+    p.add_argument("--rerun", action="store_true", help="train every run again, even those already finished")
+    p.add_argument("--seeds", type=int, metavar="N", help="repeat every run with N seeds (seed, seed+1, ...)")
+    p.add_argument("--out", type=Path, metavar="DIR", help="where the comparison goes (default: the study folder)")
+    p.add_argument("--reference", metavar="RUN", help="the run the others are compared with (default: the first)")
+    add_config_options(p)
+
+    p = sub.add_parser("compare", help="compare finished runs: comparison.md/.html/.csv/.png",
+                       description="Compare runs from their folders' files (rerun it any time).")
+    p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
+    p.add_argument("--out", type=Path, metavar="DIR", help="where to write (default: the runs' common parent folder)")
+    p.add_argument("--reference", metavar="RUN", help="the run the others are compared with (default: the first)")
+
     sub.add_parser("models", help="list the architectures imagefit can train")
     sub.add_parser("datasets", help="list the named data sets")
     return parser
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import resume, train
+    from .train import resume, run as run_module, train
 
+    run_module.CLOCK_STARTED = PROCESS_STARTED
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "config_file", "resume_dir")}
     if args.resume_dir:
         run = resume(args.resume_dir, **overrides)
@@ -89,6 +113,44 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .report.run_report import rebuild_report
 
     print(f"report: {rebuild_report(args.run_dir)}")
+    return 0
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from .study import study
+
+    if args.seeds is not None and args.seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {args.seeds}", "pass --seeds 3")
+    overrides = {k: v for k, v in vars(args).items()
+                 if k not in ("command", "spec", "rerun", "seeds", "out", "reference")}
+    try:
+        result = study(args.spec, seeds=args.seeds, rerun=args.rerun, out=args.out, reference=args.reference,
+                       **overrides)
+    except KeyboardInterrupt:  # between runs (inside one, training stops cleanly and the study returns)
+        print("study interrupted: run the same command again to resume it", file=sys.stderr)
+        return 130
+    for r in result.runs:
+        m = r.metrics
+        if m:
+            print(f"{r.name:28s} {r.status:11s} test accuracy {m['test_accuracy']:.4f}, test loss {m['test_loss']:.4f}; "
+                  f"{m['epochs_run']} epochs, {m['wall_seconds']:.0f} s")
+    if result.comparison:
+        print(f"comparison: {result.comparison.html}")
+        print(f"            {result.comparison.markdown}")
+    if result.interrupted:
+        print("study interrupted: run the same command again to resume it", file=sys.stderr)
+        return 130
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .report.compare import compare
+
+    result = compare(args.run_dirs, out=args.out, reference=args.reference)
+    for line in result.sentences:
+        print(f"- {line}")
+    print(f"comparison: {result.html}")
+    print(f"            {result.markdown}")
     return 0
 
 
@@ -123,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # lightning's own, about torch's pytree
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="imagefit: %(message)s")
-    commands = {"train": cmd_train, "report": cmd_report, "models": cmd_models, "datasets": cmd_datasets}
+    commands = {"train": cmd_train, "report": cmd_report, "study": cmd_study, "compare": cmd_compare,
+                "models": cmd_models, "datasets": cmd_datasets}
     try:
         return commands[args.command](args)
     except UserError as e:

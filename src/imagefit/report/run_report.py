@@ -1,4 +1,4 @@
-"""`report.md`: one readable page per run, built only from the files in the run folder.
+"""`report.md` and `report.html`: one readable page per run, built only from the files in the run folder.
 
 Reading files rather than live objects means the report can be rebuilt at any time, by
 `imagefit report runs/<name>`, and that every number on the page can be traced to an artifact. The
@@ -18,6 +18,7 @@ from .. import atomic
 from ..config import TrainConfig
 from ..errors import UserError
 from ..evaluate.cells import number
+from .html import write_html
 
 # Train-minus-validation accuracy gaps (as fractions) that separate the overfitting verdicts.
 GAP_NONE, GAP_MILD = 0.03, 0.10
@@ -364,7 +365,7 @@ def stopping_sentences(metrics: dict) -> list[str]:
 
 
 def write_run_report(run_dir: Path) -> Path:
-    """Write report.md from the run folder's files; missing files shrink the page instead of failing."""
+    """Write report.md (and report.html) from the run folder's files; missing files shrink the page instead of failing."""
     run_dir = Path(run_dir)
     config = _read_yaml(run_dir / "config.yaml")
     metrics = _read_json(run_dir / "metrics.json")
@@ -405,12 +406,15 @@ def write_run_report(run_dir: Path) -> Path:
     said = observations(metrics, history, class_rows, _confusion_rows(run_dir, top))
     if said:
         lines += ["## What the numbers say", ""] + [" ".join(said), ""]
-    present = sorted(p.name for p in run_dir.iterdir() if p.is_file() and not p.name.startswith(".") and p.name != "report.md")
+    present = sorted(p.name for p in run_dir.iterdir() if p.is_file() and not p.name.startswith(".")
+                     and p.name not in ("report.md", "report.html"))
     if present:
         lines += ["## Files in this folder", ""]
-        lines += [f"- `{f}`" + (f": {ARTIFACTS[f]}" if f in ARTIFACTS else "") for f in present] + [""]
+        lines += [f"- `{f}`" + (f": {ARTIFACTS[f]}" if f in ARTIFACTS else "") for f in present]
+        lines += ["- `report.md` and `report.html`: this page, the HTML one file with its pictures embedded", ""]
     path = run_dir / "report.md"
     atomic.write_text(path, "\n".join(lines))
+    write_html(path)  # report.html beside it, self-contained
     return path
 
 

@@ -1,0 +1,163 @@
+"""The HTML pages: self-contained markdown rendering, and a real headless Chromium that loads them.
+
+The Chromium checks skip when no chromium is installed, except with IMAGEFIT_REQUIRE_CHROMIUM=1 (CI),
+where a missing browser is a failure.
+"""
+import base64
+import os
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import imagefit
+from imagefit.report.html import markdown_to_html, write_html
+
+PNG_1x1 = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGD4DwABBAEAwS2OUAAAAABJRU5ErkJggg==")
+
+
+# ---- the renderer ---------------------------------------------------------------------------------
+def test_markdown_subset_renders_self_contained(tmp_path):
+    (tmp_path / "pic.png").write_bytes(PNG_1x1)
+    md = "\n".join([
+        "# Run <b>x</b>: a & b", "",
+        "> **Interrupted run.** Stopped after 2 of 10 epochs.", "",
+        "## Table", "",
+        "| Metric | Value |", "|---|---|",
+        "| Test accuracy | **0.9123** |", "| Epochs run | 6 of 10 |", "| Wall time | 1 min 16 s |",
+        "| Pipe \\| in a cell | x |", "",
+        "- `report.md`: this [page](other/report.md)", "- see [docs](https://example.org/a.md)", "",
+        "![curves](pic.png)", "",
+        "![gone](missing.png)", "",
+        "A paragraph with <script>alert(1)</script> in it,", "over two lines.",
+    ])
+    page = markdown_to_html(md, tmp_path)
+    assert page.startswith("<!DOCTYPE html>") and "<title>Run <b>x</b>: a &amp; b</title>" not in page
+    assert "<title>Run &lt;b&gt;x&lt;/b&gt;: a &amp; b</title>" in page
+    assert "<h1>Run &lt;b&gt;x&lt;/b&gt;: a &amp; b</h1>" in page
+    assert "<blockquote><p><strong>Interrupted run.</strong> Stopped after 2 of 10 epochs.</p></blockquote>" in page
+    assert "<th>Metric</th><th class=num>Value</th>" in page
+    assert "<td class=num><strong>0.9123</strong></td>" in page and "<td class=num>1 min 16 s</td>" in page
+    assert "<td>Pipe | in a cell</td>" in page
+    assert '<a href="other/report.html">page</a>' in page  # a local .md page links to its .html twin
+    assert '<a href="https://example.org/a.md">docs</a>' in page  # a remote one is left alone
+    uri = re.search(r'<img src="data:image/png;base64,([^"]+)" alt="curves"', page).group(1)
+    assert base64.b64decode(uri) == PNG_1x1
+    assert "[image not found: missing.png]" in page
+    assert "<p>A paragraph with &lt;script&gt;alert(1)&lt;/script&gt; in it, over two lines.</p>" in page
+    # nothing is fetched: no external resource of any kind
+    assert "<script" not in page and "<link" not in page and not re.search(r'src="(?!data:)', page)
+    assert "@import" not in page and "url(" not in page
+
+
+def test_write_html_puts_the_page_beside_the_markdown(tmp_path):
+    (tmp_path / "report.md").write_text("# T\n\nhello\n")
+    assert write_html(tmp_path / "report.md") == tmp_path / "report.html"
+    assert "<p>hello</p>" in (tmp_path / "report.html").read_text()
+
+
+def test_every_run_report_gets_its_html_twin(tmp_path):
+    from test_run_report import make_run
+
+    from imagefit.report import rebuild_report
+
+    run, *_ = make_run(tmp_path)
+    rebuild_report(run)
+    page = (run / "report.html").read_text()
+    assert "<h1>Run demo: seed-cnn on shapes</h1>" in page and page.count('<img src="data:image/png;base64,') == 2
+    assert "<code>report.md</code> and <code>report.html</code>" in page
+    assert "<td>shape11 → shape0</td>" in page
+
+
+# ---- real pages in a real browser -------------------------------------------------------------------
+def chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    if os.environ.get("IMAGEFIT_REQUIRE_CHROMIUM") == "1":
+        pytest.fail("IMAGEFIT_REQUIRE_CHROMIUM=1 but no chromium is installed (apt-get install chromium)")
+    pytest.skip("chromium is not installed")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    return chromium()
+
+
+def browse(page, tmp_path, *flags):
+    browser = chromium()
+    profile = tmp_path / f"profile-{len(list(tmp_path.glob('profile-*')))}"
+    proc = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                           "--no-first-run", "--disable-dev-shm-usage", "--disable-extensions", "--mute-audio",
+                           f"--user-data-dir={profile}", *flags, page.resolve().as_uri()],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def loaded_images(html_path, tmp_path):
+    """Each <img>'s natural width, as the browser measured it, written into the DOM by an added script."""
+    probe = html_path.with_name(f".probe-{html_path.name}")
+    script = ("<script>window.addEventListener('load', function () { var out = document.createElement('pre');"
+              "out.id = 'imgcheck'; out.textContent = Array.prototype.map.call(document.images, function (i) {"
+              "return i.complete ? i.naturalWidth + 'x' + i.naturalHeight : 'pending'; }).join(','); "
+              "document.body.appendChild(out); });</script>")
+    probe.write_text(html_path.read_text().replace("</body>", script + "</body>"))
+    try:
+        dom = browse(probe, tmp_path, "--virtual-time-budget=10000", "--dump-dom")
+    finally:
+        probe.unlink()
+    found = re.search(r'<pre id="imgcheck">([^<]*)</pre>', dom)
+    assert found, "the page's load event never fired"
+    return dom, [s for s in found.group(1).split(",") if s]
+
+
+def screenshot(html_path, tmp_path, name):
+    shot = tmp_path / name
+    browse(html_path, tmp_path, f"--screenshot={shot}", "--window-size=1200,2000")
+    with Image.open(shot) as im:
+        pixels = np.asarray(im.convert("L"), dtype=np.float32)
+    return shot, pixels
+
+
+@pytest.fixture(scope="module")
+def pages(browser, tmp_path_factory):  # no browser, no need to train
+    tmp = tmp_path_factory.mktemp("pages")
+    common = dict(dataset="digits", model="seed-cnn", epochs=2, batch_size=64, runs_dir=str(tmp / "runs"),
+                  cache_dir=str(tmp / "cache"), progress=False, precision="32")
+    a = imagefit.train(**common, name="slow", lr=0.001)
+    b = imagefit.train(**common, name="fast", lr=0.01)
+    comparison = imagefit.compare([a.dir, b.dir], title="Study pages")
+    return tmp, comparison, a, b
+
+
+def test_comparison_html_renders_in_chromium(pages, tmp_path):
+    _, comparison, a, b = pages
+    html_path = comparison.html
+    assert html_path.is_file()
+    dom, images = loaded_images(html_path, tmp_path)
+    assert "<h1>Study pages</h1>" in dom
+    table = re.search(r"<table>.*?</table>", dom, re.S).group(0)
+    assert "<th>slow</th>" in table.replace(" class=\"num\"", "") or ">slow</th>" in table
+    assert f"{a.metrics['test_accuracy']:.4f}" in table and f"{b.metrics['test_accuracy']:.4f}" in table
+    assert "Test accuracy" in table and "Trainable parameters" in table
+    assert images == ["1200x480"], images  # comparison.png, embedded, decoded by the browser at its real size
+    shot, pixels = screenshot(html_path, tmp_path, "comparison.png")
+    assert pixels.shape == (2000, 1200)
+    assert pixels.std() > 20, "the screenshot is (nearly) blank"
+    assert (pixels < 128).mean() > 0.01  # dark ink: text, table rules and curves
+
+
+def test_run_report_html_renders_in_chromium(pages, tmp_path):
+    _, _, a, _ = pages
+    html_path = a.dir / "report.html"
+    assert html_path.is_file()
+    dom, images = loaded_images(html_path, tmp_path)
+    assert "<h1>Run slow: seed-cnn on digits</h1>" in dom and "<table>" in dom
+    assert f"{a.metrics['test_accuracy']:.4f}" in dom
+    assert len(images) == 2 and all(not s.startswith(("0x", "pending")) for s in images), images  # curves, confusion
+    _, pixels = screenshot(html_path, tmp_path, "report.png")
+    assert pixels.std() > 20
