@@ -7,11 +7,15 @@
     study = imagefit.study("seed", dataset="digits")            # the course study: scratch, transfer, early stopping
     imagefit.compare(["runs/a", "runs/b"], out="runs/a-vs-b")    # comparison.md/.html/.csv/.png from run folders
 """
-from .config import TrainConfig
-from .errors import UserError
-from .report.compare import Comparison, compare
-from .study import Study, StudySpec, load_study, study
-from .train import Run, resume, train
+import time as _time
+
+IMPORTED_AT = _time.perf_counter()  # before the heavy imports: the CLI's wall clock starts here
+
+from .config import TrainConfig  # noqa: E402
+from .errors import UserError  # noqa: E402
+from .report.compare import Comparison, compare  # noqa: E402
+from .study import Study, StudySpec, load_study, study  # noqa: E402
+from .train import Run, resume, train  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["Comparison", "Run", "Study", "StudySpec", "TrainConfig", "UserError", "compare", "load_study", "resume",

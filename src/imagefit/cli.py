@@ -9,15 +9,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 import warnings
 from dataclasses import fields
 from pathlib import Path
 
-PROCESS_STARTED = time.perf_counter()  # before the heavy imports: a run's wall clock starts here
-
-from .config import CHOICES, TrainConfig  # noqa: E402
-from .errors import UserError  # noqa: E402
+from . import IMPORTED_AT as PROCESS_STARTED  # imagefit's first line: a run's wall clock starts there
+from .config import CHOICES, TrainConfig
+from .errors import UserError
 
 HELP = {
     "dataset": "digits, cifar10, cifar100, mnist, fashion-mnist, or a path to an image folder or .zip",
