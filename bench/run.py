@@ -22,6 +22,7 @@ import argparse
 import csv
 import json
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -49,8 +50,6 @@ class Bench:
         """`imagefit train` in a fresh process; its metrics.json and history.csv, and the command's wall time."""
         run_dir = self.runs / name
         if run_dir.exists():
-            import shutil
-
             shutil.rmtree(run_dir)
         cmd = [sys.executable, "-m", "imagefit.cli", "train", "--dataset", self.dataset, *args,
                "--runs-dir", str(self.runs), "--name", name, "--no-progress"]
@@ -253,7 +252,7 @@ def pct(x) -> str:
 
 def write_results(bench: Bench) -> None:
     r = bench.results
-    lines = [f"# Benchmark results", "",
+    lines = ["# Benchmark results", "",
              f"Measured {date.today()} by `python -m bench.run{' --smoke' if bench.smoke else ''}` on: {machine()}.",
              f"Data: `{bench.dataset}`. Wall time is the whole command, imports included; runs ran one at a time.", ""]
     if "B1" in r:

@@ -1,20 +1,13 @@
 """The `imagefit` command as a user runs it: real subprocesses, real files."""
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 from PIL import Image
+from cli_process import run_imagefit
 
 
-def imagefit(*args, cwd, check=True):
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run([sys.executable, "-m", "imagefit.cli", *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
-    if check:
-        assert proc.returncode == 0, proc.stderr
-    return proc
+imagefit = run_imagefit
 
 
 @pytest.fixture

