@@ -15,12 +15,12 @@ and to imagefit's data pipeline. Every trick, and why it pays on a small-image f
 - **Triangle schedule** (`--scheduler triangle`): warm up from 0.2x to the peak over the first 23% of the
   steps, then fall linearly to 0.07x. A short warm-up protects the early, large-gradient steps.
 - **Label smoothing 0.2**: soft targets regularise a net that sees each image only a few times.
-- **Light augmentation** (`--augment light`): flips and 2-pixel translations. Stronger crops (4 px) cost
-  accuracy at short schedules: the net has no time to learn invariance to them.
+- **Light augmentation** (`--augment light`): flips and 2-pixel translations, airbench's choice for short
+  schedules, where the net has little time to learn invariance to stronger (4 px) crops.
 - **Lookahead** (`--lookahead`): from 30% of training, every 5 steps the weights move to an exponential
   average of themselves, whose memory grows towards the end: the benefit of weight averaging for free.
 - **Test-time augmentation** (`--tta flip-translate`): test logits averaged over 6 views (mirror, and a
-  1-pixel shift either way). Costs six test passes, about as much as a third of an epoch on a CPU.
+  1-pixel shift either way). Costs six forward passes over the test set, under half an epoch's compute.
 - **bf16 autocast and channels-last** (`--precision auto`, always on for convolutional nets): the CPU's
   bf16 matrix units run the convolutions about twice as fast as fp32.
 - **Batch 1024**: fewer optimizer steps, the same arithmetic; on a CPU each step is already compute-bound.
