@@ -10,7 +10,9 @@ B2  transfer with the offline ImageNet EfficientNet-Lite0: linear probe and fine
 B3  precision: the fast recipe in fp32 and in bf16, everything else equal.
 B4  loop overhead: imagefit's training images/s against a hand-written PyTorch loop (`bench.hand_loop`),
     same model, batch, optimizer, augmentation and precision; and torch.compile.
-B5  throughput as a fraction of this machine's bf16 matmul peak, the peak measured in the same run.
+B5  throughput as a fraction of this machine's bf16 matmul and 3x3-convolution peaks, measured in the same run.
+B6  larger photos from scratch (Imagenette, 10 classes at 128 px): `--recipe fast --time-budget {5,10,15}m`
+    as typed, beside the recipe's fixed settings (airbench94, batch 1024, full size, 6-view TTA) in 10 minutes.
 
 Every imagefit run is the real command (`python -m imagefit.cli train ...`) in its own process, and its
 wall time is that whole command, imports included. Runs go to `<out>/out/`; nothing else is written.
@@ -34,6 +36,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "cifar10" / "cifar10-jpg.zip"
+PHOTO_DATA = HERE.parent.parent / "shared" / "data" / "imagenette" / "imagenette-128.zip"
 MINUTES = (2, 5, 10)
 
 
@@ -46,12 +49,12 @@ class Bench:
         self.results: dict[str, list[dict]] = json.loads(saved.read_text()) if saved.is_file() else {}
 
     # ---- running things ------------------------------------------------------------------------
-    def imagefit(self, name: str, *args: str) -> dict:
+    def imagefit(self, name: str, *args: str, dataset: str | None = None) -> dict:
         """`imagefit train` in a fresh process; its metrics.json and history.csv, and the command's wall time."""
         run_dir = self.runs / name
         if run_dir.exists():
             shutil.rmtree(run_dir)
-        cmd = [sys.executable, "-m", "imagefit.cli", "train", "--dataset", self.dataset, *args,
+        cmd = [sys.executable, "-m", "imagefit.cli", "train", "--dataset", dataset or self.dataset, *args,
                "--runs-dir", str(self.runs), "--name", name, "--no-progress"]
         started = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -161,8 +164,24 @@ class Bench:
         self.record("B4", {"run": "airbench with --compile", "images_per_second": compiled["images_per_second"],
                            "wall_seconds": compiled["wall_seconds"], "command": compiled["command"]})
 
+    def b6(self) -> None:
+        dataset = self.dataset if self.smoke else str(PHOTO_DATA)
+        budgets = ["10s", "15s"] if self.smoke else ["5m", "10m", "15m"]
+        for budget in budgets:
+            row = self.imagefit(f"b6-planned-{budget}", "--recipe", "fast", "--time-budget", budget, dataset=dataset)
+            plan = row["metrics"].get("budget_plan") or {}
+            self.record("B6", {"run": f"--recipe fast --time-budget {budget} (the planner's choice)", **row,
+                               "plan": plan.get("model") and f"{plan['model']}, {plan.get('early_size') or '-'}/"
+                               f"{plan['image_size']} px, batch {plan['batch_size']}, {plan['epochs']:.1f} epochs, TTA {plan['tta']}"})
+        fixed = ["--recipe", "fast", "--model", "airbench", "--batch-size", "1024", "--tta", "flip-translate",
+                 "--time-budget", budgets[1]]
+        row = self.imagefit("b6-fixed", *fixed, dataset=dataset)
+        self.record("B6", {"run": f"the recipe's fixed settings, {budgets[1]}", **row,
+                           "plan": f"airbench, full size, batch 1024, {row['metrics'].get('budget_epochs')} epochs, TTA 6 views"})
+
     def b5(self) -> None:
         peak = bf16_matmul_peak(512 if self.smoke else 4096)
+        conv_peak = bf16_conv_peak(64 if self.smoke else 256)
         rows = {r["run"]: r for r in self.results.get("B4", [])}
         for model in ("seed-cnn", "airbench"):
             flops = train_flops_per_image(model, 16 if self.smoke else 32)
@@ -171,6 +190,8 @@ class Bench:
             self.record("B5", {"run": model, "train_gflops_per_image": round(flops / 1e9, 4), "images_per_second": rate,
                                "achieved_gflops": round(achieved, 1) if achieved else None, "peak_gflops": round(peak, 1),
                                "fraction_of_peak": round(achieved / peak, 3) if achieved else None,
+                               "conv_peak_gflops": round(conv_peak, 1),
+                               "fraction_of_conv_peak": round(achieved / conv_peak, 3) if achieved else None,
                                "command": "python -m bench.run --only B4,B5"})
 
     def run(self, parts: list[str]) -> None:
@@ -187,6 +208,16 @@ def bf16_matmul_peak(n: int = 4096, repeats: int = 5) -> float:
     a @ b
     best = min(_timed(lambda: a @ b) for _ in range(repeats))
     return 2 * n**3 / best / 1e9
+
+
+def bf16_conv_peak(channels: int = 256, side: int = 16, batch: int = 64, repeats: int = 5) -> float:
+    """GFLOP/s of the best forward 3x3 bf16 convolution, channels-last, at airbench's widest layer shape."""
+    conv = torch.nn.Conv2d(channels, channels, 3, padding=1, bias=False).to(torch.bfloat16).to(memory_format=torch.channels_last)
+    x = torch.randn(batch, channels, side, side, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        conv(x)
+        best = min(_timed(lambda: conv(x)) for _ in range(repeats))
+    return 2 * batch * side * side * channels * channels * 9 / best / 1e9
 
 
 def _timed(fn) -> float:
@@ -290,11 +321,22 @@ def write_results(bench: Bench) -> None:
         lines.append("")
     if "B5" in r:
         lines += ["## B5: throughput against the bf16 matmul peak", "",
-                  "| model | training GFLOPs per image | imagefit images/s | achieved GFLOP/s | bf16 matmul peak GFLOP/s | fraction |",
-                  "|---|---|---|---|---|---|"]
+                  "| model | training GFLOPs per image | imagefit images/s | achieved GFLOP/s | bf16 matmul peak GFLOP/s | "
+                  "fraction | bf16 3x3 conv peak GFLOP/s | fraction |", "|---|---|---|---|---|---|---|---|"]
         for row in r["B5"]:
             lines.append(f"| {row['run']} | {row['train_gflops_per_image']} | {row['images_per_second'] or '-'} | "
-                         f"{row['achieved_gflops'] or '-'} | {row['peak_gflops']} | {pct(row['fraction_of_peak'])} |")
+                         f"{row['achieved_gflops'] or '-'} | {row['peak_gflops']} | {pct(row['fraction_of_peak'])} | "
+                         f"{row.get('conv_peak_gflops', '-')} | {pct(row.get('fraction_of_conv_peak'))} |")
+        lines.append("")
+    if "B6" in r:
+        lines += ["## B6: larger photos from scratch (Imagenette, 10 classes, 128 px)", "",
+                  "| run | what ran | test accuracy | macro F1 | wall | budget used | command |", "|---|---|---|---|---|---|---|"]
+        for row in r["B6"]:
+            m = row["metrics"]
+            budget = m.get("time_budget_seconds")
+            lines.append(f"| {row['run']} | {row.get('plan', '')} | {pct(row['test_accuracy'])} | {m.get('f1_macro', 0):.3f} | "
+                         f"{row['wall_seconds']:.0f} s | {row['wall_seconds'] / budget:.0%} | `{row['command']}` |"
+                         if budget else f"| {row['run']} | | {pct(row['test_accuracy'])} | | {row['wall_seconds']:.0f} s | | |")
         lines.append("")
     (bench.out / "results.md").write_text("\n".join(lines))
     plot(bench)
@@ -329,7 +371,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default=str(DEFAULT_DATA))
     p.add_argument("--out", type=Path, default=HERE)
-    p.add_argument("--only", default="B1,B2,B3,B4,B5")
+    p.add_argument("--only", default="B1,B2,B3,B4,B5,B6")
     p.add_argument("--repeats", type=int, default=3, help="runs per B4 measurement (the median is reported)")
     p.add_argument("--smoke", action="store_true", help="digits and tiny budgets: checks the benchmark, measures nothing")
     args = p.parse_args(argv)

@@ -11,3 +11,10 @@ def run_imagefit(*args, cwd, check=True):
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc
+
+
+def start_cli(*args, cwd=None):
+    """`imagefit ...` started in the background (to interrupt it); stdout and stderr are pipes."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.Popen([sys.executable, "-m", "imagefit.cli", *map(str, args)], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -4,6 +4,13 @@ import pytest
 
 # Each test gets its own data cache and runs folder under tmp_path: parallel-safe, nothing shared.
 os.environ.setdefault("MPLBACKEND", "Agg")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One compute thread per test process (and the CLIs it starts) when xdist runs several: two processes of
+    # two threads each on two cores wait on each other at every parallel region, and timings become noise.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture

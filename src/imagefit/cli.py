@@ -103,6 +103,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         state = " (interrupted)" if m.get("interrupted") else ""
         print(f"test accuracy {m['test_accuracy']:.4f}{top5}, test loss {m['test_loss']:.4f}{state}; "
               f"{m['epochs_run']} epochs in {m['wall_seconds']:.0f} s")
+        for sentence in m.get("diagnosis") or []:
+            print(sentence)
         print(f"report: {run.dir / 'report.md'}")
     return 0
 

@@ -37,7 +37,9 @@ class TrainConfig:
     dataset: str = "digits"
     data_dir: str = "~/.cache/imagefit/data"
     cache_dir: str = "~/.cache/imagefit/cache"
-    image_size: int | None = None  # None: chosen from the data (median side, capped at 128)
+    image_size: int | None = None  # None: from the data (median side, capped at 128), or the budget planner's choice
+    early_size: int | None = None  # progressive resizing: train the first early_fraction of the steps at this side
+    early_fraction: float = 0.5  # (None: off, or the budget planner's choice)
     val_fraction: float = 0.1
     test_fraction: float = 0.2  # only used when the source has no test split
     augment: str = "basic"
@@ -52,8 +54,8 @@ class TrainConfig:
     backbone_lr_mult: float = 0.1
     freeze_epochs: int = 1
     # optimisation
-    epochs: int = 10
-    batch_size: int = 128
+    epochs: int | None = None  # None: 10, or as many as the time budget buys (planned in steps)
+    batch_size: int | None = None  # None: 128 (recipe fast: 1024), or the budget planner's choice
     optimizer: str = "adam"
     lr: float | None = None  # None: the optimizer's usual default (adam/adamw 1e-3, sgd 0.05)
     weight_decay: float = 0.0
@@ -61,7 +63,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     bias_lr_scale: float = 1.0  # models with BatchNorm-shift groups (airbench): their rate as a multiple of lr
     lookahead: bool = False  # average the weights every 5 steps and copy the average back (late in training)
-    tta: str = "none"  # test-time augmentation: average the logits over flipped (and shifted) views
+    tta: str | None = None  # None: none (recipe fast: flip-translate; with a budget, what it can afford). test-time augmentation: average the logits over flipped (and shifted) views
     compile: bool = False  # torch.compile the network (pays on GPUs; measured in bench/ for CPUs)
     scheduler: str = "none"
     precision: str = "auto"  # auto: bf16-mixed on CPUs with native bf16, 16-mixed on CUDA, else 32
@@ -84,17 +86,23 @@ class TrainConfig:
     limit_train_batches: int | None = None  # for smoke tests and benchmarks
 
     def __post_init__(self):
-        if self.model is None:
+        if self.model is None and not (self.planned and self.recipe == "fast"):  # else the planner's choice
             self.model = "tf_efficientnet_lite0" if self.transfer else "seed-cnn"
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> "TrainConfig":
         known = {f.name for f in fields(cls)}
+        values = dict(values)
+        if _plans(values):
+            values.setdefault("recipe", "fast")  # a budget and no model: the best from-scratch recipe
         if values.get("recipe") not in (None, "none"):
             from .recipes import recipe_defaults
 
-            values = {**recipe_defaults(str(values["recipe"]), values), **values}
+            defaults = recipe_defaults(str(values["recipe"]), values)
+            if values.get("time_budget") and values.get("epochs") is None:
+                defaults = {k: v for k, v in defaults.items() if k not in PLANNED}  # the planner's to choose
+            values = {**defaults, **values}
         for key in values:
             if key not in known:
                 close = difflib.get_close_matches(key.replace("-", "_"), known, n=1)
@@ -124,11 +132,11 @@ class TrainConfig:
     def validate(self) -> None:
         for key, allowed in CHOICES.items():
             value = str(getattr(self, key))
-            if value not in allowed:
+            if getattr(self, key) is not None and value not in allowed:
                 raise UserError(f"{key} '{value}' is not one of {', '.join(allowed)}", f"pass --{key.replace('_', '-')} {allowed[0]}")
-        if self.epochs < 1:
+        if self.epochs is not None and self.epochs < 1:
             raise UserError(f"epochs must be at least 1, got {self.epochs}", "pass --epochs 10")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise UserError(f"batch_size must be at least 1, got {self.batch_size}", "pass --batch-size 128")
         if not 0 <= self.val_fraction < 1:
             raise UserError(f"val_fraction must be in [0, 1), got {self.val_fraction}", "pass --val-fraction 0.1")
@@ -136,13 +144,17 @@ class TrainConfig:
             raise UserError(f"test_fraction must be in (0, 1), got {self.test_fraction}", "pass --test-fraction 0.2")
         if self.image_size is not None and self.image_size < 4:
             raise UserError(f"image_size must be at least 4 pixels, got {self.image_size}", "pass --image-size 32")
+        if self.early_size is not None and self.early_size < 4:
+            raise UserError(f"early_size must be at least 4 pixels, got {self.early_size}", "pass --early-size 32")
+        if not 0 <= self.early_fraction < 1:
+            raise UserError(f"early_fraction must be in [0, 1), got {self.early_fraction}", "pass --early-fraction 0.5")
         if self.val_every < 1:
             raise UserError(f"val_every must be at least 1, got {self.val_every}", "pass --val-every 1")
         if self.patience < 1:
             raise UserError(f"patience must be at least 1 epoch, got {self.patience}", "pass --patience 5")
         if self.time_budget is not None:
             self.budget_seconds  # raises a UserError when malformed
-        if self.tta != "none" and self.transfer and self.strategy == "linear-probe":
+        if self.tta not in (None, "none") and self.transfer and self.strategy == "linear-probe":
             raise UserError("test-time augmentation needs images, but a linear probe evaluates cached features",
                             "pass --tta none, or --strategy fine-tune")
         if not 0 <= self.label_smoothing < 1:
@@ -154,6 +166,15 @@ class TrainConfig:
         if self.lr is not None:
             return self.lr
         return 0.05 if self.optimizer == "sgd" else 1e-3
+
+    @property
+    def planned(self) -> bool:
+        """A time budget and no epoch count: the budget planner chooses what the user left unset."""
+        return self.time_budget is not None and self.epochs is None
+
+    def with_defaults(self) -> "TrainConfig":
+        """The settings an unplanned run uses for the keys left to the planner."""
+        return self.replace(epochs=self.epochs or 10, batch_size=self.batch_size or 128, tta=self.tta or "none")
 
     @property
     def transfer(self) -> bool:
@@ -186,6 +207,16 @@ class TrainConfig:
         header = "".join(f"# {line}\n" for line in ["imagefit run configuration: `imagefit train --config "
                                                      "<this file>` repeats the run.", *(notes or [])])
         atomic.write_text(path, header + yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+# what the budget planner chooses when the user leaves it unset (the recipe's values are its candidates)
+PLANNED = ("epochs", "batch_size", "lr", "tta", "model")
+
+
+def _plans(values: dict[str, Any]) -> bool:
+    """A from-scratch budgeted run with no model and no recipe named: plan it with the fast recipe."""
+    return (bool(values.get("time_budget")) and values.get("epochs") is None and values.get("model") is None
+            and values.get("recipe") in (None, "none") and not values.get("pretrained") and not values.get("weights"))
 
 
 def _coerce(cls: type, key: str, value: Any, source: str) -> Any:

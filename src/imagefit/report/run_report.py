@@ -19,6 +19,8 @@ from ..config import TrainConfig
 from ..errors import UserError
 from ..evaluate.cells import number
 from .html import write_html
+from .budget_section import budget_sentences, diagnosis_lines, time_breakdown_section
+from .markdown import cell, table
 
 # Train-minus-validation accuracy gaps (as fractions) that separate the overfitting verdicts.
 GAP_NONE, GAP_MILD = 0.03, 0.10
@@ -107,14 +109,7 @@ def _duration(seconds: Any) -> str:
     return f"{h} h {m} min {s} s" if h else f"{m} min {s} s"
 
 
-def _cell(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
-    return lines + [""]
+_cell, _table = cell, table
 
 
 # ---- the sentences -----------------------------------------------------------------------------
@@ -354,14 +349,7 @@ def stopping_sentences(metrics: dict) -> list[str]:
         said.append(f"The best epoch's weights were restored and are the ones evaluated and saved: test accuracy "
                     f"{metrics['test_accuracy']:.4f} and test loss {metrics['test_loss']:.4f}, against "
                     f"{final['test_accuracy']:.4f} and {final['test_loss']:.4f} for the final-epoch model.")
-    if metrics.get("budget_note"):
-        said.append(metrics["budget_note"])
-        if metrics.get("stopped_by_budget"):
-            said.append(f"The budget ran out first: training stopped during epoch {run} of the "
-                        f"{metrics.get('budget_epochs')} planned.")
-        else:
-            said.append(f"All {run} planned epochs finished in {metrics.get('wall_seconds', 0):.0f} s of wall time.")
-    return said
+    return said + budget_sentences(metrics)
 
 
 def write_run_report(run_dir: Path) -> Path:
@@ -383,6 +371,7 @@ def write_run_report(run_dir: Path) -> Path:
                   f"numbers below describe the model as it stood then.", ""]
     elif metrics.get("stopped_early"):
         lines += [f"> Early stopping ended training after {epochs_run} of {epochs} epochs.", ""]
+    lines += diagnosis_lines(metrics)
     if metrics.get("test_accuracy") is None:
         lines += ["> No test metrics: `predictions.safetensors` was not written or not evaluated.", ""]
     has_val = any(r.get("val_loss") is not None for r in history) or metrics.get("best_val_loss") is not None
@@ -396,6 +385,7 @@ def write_run_report(run_dir: Path) -> Path:
     stopping = stopping_sentences(metrics)
     if stopping:
         lines += ["## Stopping", ""] + [" ".join(stopping), ""]
+    lines += time_breakdown_section(metrics)
     lines += ["## Training curves", ""]
     lines += ["![curves](curves.png)", ""] if (run_dir / "curves.png").is_file() else ["No curves: history.csv is empty or missing.", ""]
     lines += ["## Test metrics", ""] + _table(["Metric", "Value"], _metric_rows(metrics, has_val))

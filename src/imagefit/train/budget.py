@@ -1,74 +1,294 @@
-"""Fit a run to a time budget: measure the speed first, then plan the epochs that fit.
+"""The time-budget planner: the best run a budget buys, chosen from speeds measured on this machine.
 
-Cutting a schedule off when time runs out leaves the learning rate high and the model at its
-noisiest; planning the number of epochs up front lets one-cycle or cosine finish properly inside
-the budget. A Lightning Timer still stops the run if the estimate was optimistic.
+`imagefit train --time-budget 10m` without `--epochs` asks for the best model in ten minutes. The
+planner (`plan_budget`, a pure function of measured speeds, so it is tested without a clock) chooses
+what the user left unset:
+
+- **batch size**: the largest power of two (up to the recipe's) that still gives every epoch at
+  least MIN_STEPS_PER_EPOCH optimizer steps. A 7,000-image set at batch 1,024 gets 6 steps an epoch,
+  too few for any schedule to work; at 256 it gets 27.
+- **network and resolution**: from the candidates measured (airbench94 and the narrower airbench93, at
+  the data's size and smaller ones), the highest resolution, then the widest network, whose schedule
+  still gets the epochs it needs (`TARGET_EPOCHS`); failing that, the one that gets the most epochs.
+- **progressive resizing**: for sides of 64 px and more, the first half of the steps at half the side
+  (fastai's and the ImageNet speedruns' trick: early steps learn coarse features at a quarter of the cost).
+- **test-time augmentation**: the most views whose cost stays under TTA_SHARE of the budget.
+- **steps**: every second left after the measured fixed costs (decoding, set-up, the probe itself)
+  and the estimated evaluation and report costs, planned in optimizer steps (the last epoch may be partial)
+  and fitted by the learning-rate schedule.
+
+`FollowPlan` (callbacks) keeps the run on plan: it re-plans the remaining steps when the measured speed
+drifts more than DRIFT from the plan, and a resumed run re-plans the time that is left.
 """
 from __future__ import annotations
 
 import copy
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from .precision import autocast, is_convolutional
 
-# evaluation needs no backward pass and no optimizer step: about a third of a training step
-EVAL_STEP_FRACTION = 0.35
-REPORT_SECONDS = 3.0  # metrics, plots and report after the test pass
-LOOP_SECONDS_PER_STEP = 0.002  # Lightning's loop, logging and progress bar, measured on these CPUs
-CHECKPOINT_BYTES_PER_SECOND = 300e6  # two checkpoints (last, best) a epoch: weights + optimizer state
+MIN_STEPS_PER_EPOCH = 25
+MIN_BATCH = 16
+TARGET_EPOCHS = {"airbench": 10.0, "airbench93": 10.0}  # airbench94: 10 epochs; airbench93: 11 (we allow 10)
+DEFAULT_TARGET_EPOCHS = 10.0
+MAX_EPOCHS = 100  # beyond this a small data set gains nothing: the rest of the budget is left unused, and said
+TTA_VIEWS = {"none": 1, "flip": 2, "flip-translate": 6}
+TTA_EVAL_COST = {"none": 1.0, "flip": 1.2, "flip-translate": 1.8}  # per view, against a validation pass (measured)
+TTA_SHARE = 0.04  # test-time augmentation may take this share of the budget
+END_MARGIN = 0.02  # aim to end at 98% of the budget: the report's time is an estimate
+WRITE_SECONDS = 2.5  # metrics, plots, report.md and report.html; grows with the classes' confusion matrix
+WRITE_SECONDS_PER_CLASS = 0.03
+LOOP_SECONDS_PER_STEP = 0.003  # Lightning's loop, logging and progress bar, measured on these CPUs
+DRIFT = 0.10
+PROGRESSIVE_FROM = 64  # sides from which the early steps run at half the side
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What the planner plans for: the data's shape and what the user pinned."""
+
+    train_images: int
+    val_images: int
+    test_images: int
+    num_classes: int
+    image_size: int  # the data's side as decoded
+    max_batch: int = 1024  # the recipe's batch: the largest the planner tries
+    batch_size: int | None = None  # pinned values (None: the planner's)
+    tta: str | None = None
+    early_size: int | None = None
+    early_fraction: float = 0.5
+    max_epochs: int = MAX_EPOCHS
+
+
+@dataclass
+class Speed:
+    """Measured images per second of one (model, side) on this machine."""
+
+    model: str
+    size: int
+    train: float  # training images/s: forward, backward, optimizer step, augmentation
+    eval: float  # forward-only images/s
 
 
 @dataclass
 class BudgetPlan:
     budget_seconds: float
-    step_seconds: float
-    epoch_seconds: float
-    epochs: int
-    train_deadline: float  # seconds from the run's start by which fit() must end, leaving room to evaluate
+    spent_seconds: float  # before training: decoding, set-up, the probe (measured)
+    model: str
+    image_size: int
+    early_size: int | None
+    early_fraction: float
+    batch_size: int
+    steps_per_epoch: int
+    steps: int  # optimizer steps in all (the schedule's length)
+    tta: str
+    train_seconds: float  # planned time in training steps
+    step_seconds: float  # per step at the full side
+    early_step_seconds: float  # per step at the early side
+    val_seconds: float  # per validation pass
+    test_seconds: float  # the final test pass, with TTA
+    write_seconds: float
+    reasons: list[str] = field(default_factory=list)
+    replans: list[str] = field(default_factory=list)
 
-    def sentence(self, max_epochs: int) -> str:
-        capped = " (the configured maximum)" if self.epochs == max_epochs else ""
-        return (f"Time budget {self.budget_seconds:.0f} s: a training step measured {self.step_seconds * 1000:.0f} ms, "
-                f"an epoch about {self.epoch_seconds:.1f} s, so {self.epochs} epochs{capped} were planned and the "
-                f"learning-rate schedule was fitted to them.")
+    @property
+    def epochs(self) -> float:
+        return self.steps / self.steps_per_epoch
+
+    @property
+    def max_epochs(self) -> int:
+        return max(1, math.ceil(self.steps / self.steps_per_epoch))
+
+    @property
+    def switch_step(self) -> int:
+        """The first step at the full side."""
+        return round(self.early_fraction * self.steps) if self.early_size else 0
+
+    def size_at(self, step: int) -> int:
+        return self.early_size if self.early_size and step < self.switch_step else self.image_size
+
+    @property
+    def train_deadline(self) -> float:
+        """Seconds from the run's start by which training (validation included) must end."""
+        return self.budget_seconds * (1 - END_MARGIN) - self.test_seconds - self.write_seconds
+
+    def remaining_step_seconds(self, done: int) -> float:
+        early = max(0, self.switch_step - done)
+        late = max(0, self.steps - max(done, self.switch_step))
+        return early * self.early_step_seconds + late * self.step_seconds
+
+    def sentence(self) -> str:
+        e = self.epochs
+        phases = (f"{e * self.early_fraction:.1f} epochs at {self.early_size} px and {e * (1 - self.early_fraction):.1f} "
+                  f"at {self.image_size} px" if self.early_size else f"{e:.1f} epochs at {self.image_size} px")
+        why = "; ".join(self.reasons)
+        return (f"Time budget {self.budget_seconds:.0f} s: {self.spent_seconds:.0f} s went to decoding, set-up and "
+                f"measuring speeds, so {self.model} trains {self.steps} steps of batch {self.batch_size} "
+                f"({phases}, about {self.train_seconds:.0f} s), with test-time augmentation '{self.tta}'"
+                + (f", because {why}." if why else "."))
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "BudgetPlan":
+        from dataclasses import fields
+
+        return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.update(epochs=round(self.epochs, 2), switch_step=self.switch_step)
+        return d
 
 
-def measure_step_seconds(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor], precision: str,
-                         steps: int = 6) -> float:
-    """Seconds per optimizer step on a throw-away copy of the model (the run itself is untouched)."""
+def choose_batch(train_images: int, max_batch: int) -> int:
+    """The largest power of two up to `max_batch` that leaves at least MIN_STEPS_PER_EPOCH steps an epoch."""
+    batch = 1 << max(0, int(math.log2(max(1, max_batch))))
+    while batch > MIN_BATCH and train_images / batch < MIN_STEPS_PER_EPOCH:
+        batch //= 2
+    return batch
+
+
+def choose_tta(test_images: int, eval_per_second: float, budget_seconds: float) -> str:
+    for tta in ("flip-translate", "flip", "none"):
+        if test_images * TTA_VIEWS[tta] * TTA_EVAL_COST[tta] / eval_per_second <= TTA_SHARE * budget_seconds:
+            return tta
+    return "none"
+
+
+def early_size_for(size: int) -> int | None:
+    """Half the side (a multiple of 8) for sides of PROGRESSIVE_FROM px and more; small images keep theirs."""
+    return max(16, (size // 2) // 8 * 8) if size >= PROGRESSIVE_FROM else None
+
+
+def candidate_sizes(size: int) -> list[int]:
+    """The data's side and, for larger images, cheaper ones (multiples of 8, not below 32), largest first.
+    Images under 16 px are upscaled to 16: airbench's three poolings need at least that."""
+    sizes = [max(size, 16)]
+    for fraction in (0.75, 0.5):
+        s = int(size * fraction) // 8 * 8
+        if s >= 32 and s not in sizes and size > 48:
+            sizes.append(s)
+    return sizes
+
+
+def plan_budget(budget_seconds: float, spent_seconds: float, work: Workload, speeds: list[Speed],
+                loop_seconds_per_step: float = LOOP_SECONDS_PER_STEP,
+                checkpoint_seconds: float = 0.0) -> BudgetPlan:
+    """Choose model, side, batch, TTA and the number of steps from measured speeds. Pure: no clock, no torch."""
+    by_key = {(s.model, s.size): s for s in speeds}
+    batch = work.batch_size or choose_batch(work.train_images, work.max_batch)
+    steps_per_epoch = max(1, math.ceil(work.train_images / batch))
+    write = WRITE_SECONDS + WRITE_SECONDS_PER_CLASS * work.num_classes
+    reasons = []
+    if work.batch_size is None:
+        reasons.append(f"batch {batch} gives {steps_per_epoch} steps an epoch on {work.train_images:,} training images")
+
+    def option(speed: Speed) -> dict:
+        early = work.early_size if work.early_size is not None else early_size_for(speed.size)
+        early_speed = by_key.get((speed.model, early)) if early else None
+        if early and early_speed is None:  # not measured: scale by pixels (convolutions cost per pixel)
+            early_speed = Speed(speed.model, early, speed.train * (speed.size / early) ** 2, speed.eval)
+        f = work.early_fraction if early else 0.0
+        step = batch / speed.train + loop_seconds_per_step
+        early_step = batch / early_speed.train + loop_seconds_per_step if early else step
+        tta = work.tta or choose_tta(work.test_images, speed.eval, budget_seconds)
+        test = work.test_images * TTA_VIEWS[tta] * TTA_EVAL_COST[tta] / speed.eval
+        val = work.val_images / speed.eval
+        per_epoch = steps_per_epoch * (f * early_step + (1 - f) * step) + val + checkpoint_seconds
+        available = budget_seconds * (1 - END_MARGIN) - spent_seconds - test - write
+        epochs = max(available, 0.0) / per_epoch
+        return dict(speed=speed, early=early, f=f, step=step, early_step=early_step, tta=tta, test=test, val=val,
+                    epochs=epochs, per_epoch=per_epoch)
+
+    options = [option(s) for s in speeds if s.size in candidate_sizes(work.image_size) or len(speeds) == 1]
+    options = options or [option(s) for s in speeds]
+    width = {name: i for i, name in enumerate(("airbench93", "airbench"))}
+    feasible = [o for o in options if o["epochs"] >= TARGET_EPOCHS.get(o["speed"].model, DEFAULT_TARGET_EPOCHS)]
+    if feasible:
+        best = max(feasible, key=lambda o: (o["speed"].size, width.get(o["speed"].model, 0), o["epochs"]))
+    else:
+        best = max(options, key=lambda o: o["epochs"])
+    s = best["speed"]
+    if len(options) > 1:
+        target = TARGET_EPOCHS.get(s.model, DEFAULT_TARGET_EPOCHS)
+        others = ", ".join(f"{o['speed'].model} at {o['speed'].size} px {o['epochs']:.1f}" for o in options if o is not best)
+        reasons.append(f"{s.model} at {s.size} px gets {best['epochs']:.1f} epochs ("
+                       + (f"the largest setting that reaches {target:.0f}" if feasible else "none reaches the epochs a "
+                          "schedule needs: the most epochs")
+                       + f"; measured {s.train:.0f} images/s; other candidates: {others})")
+    epochs = min(best["epochs"], work.max_epochs)
+    if best["epochs"] > work.max_epochs:
+        reasons.append(f"{work.max_epochs} epochs is the most that pays on {work.train_images:,} images, so about "
+                       f"{(best['epochs'] - work.max_epochs) * best['per_epoch']:.0f} s of the budget stay unused")
+    steps = max(1, int(epochs * steps_per_epoch))
+    if work.tta is None and best["tta"] != "flip-translate":
+        reasons.append(f"six-view test-time augmentation would cost more than {TTA_SHARE:.0%} of the budget")
+    f = best["f"]
+    train_seconds = steps * (f * best["early_step"] + (1 - f) * best["step"])
+    return BudgetPlan(budget_seconds, spent_seconds, s.model, s.size, best["early"], work.early_fraction,
+                      batch, steps_per_epoch, steps, best["tta"], train_seconds, best["step"], best["early_step"],
+                      best["val"], best["test"], write, reasons)
+
+
+def replan_steps(plan: BudgetPlan, done: int, now: float, measured_ratio: float, val_passes_left: float) -> int:
+    """Steps in all that fit before the deadline, with step times scaled by `measured_ratio` (actual / planned)."""
+    left = plan.train_deadline - now - val_passes_left * plan.val_seconds
+    per_step_early = plan.early_step_seconds * measured_ratio
+    per_step = plan.step_seconds * measured_ratio
+    early_left = max(0, plan.switch_step - done)
+    if early_left * per_step_early >= left:
+        return done + max(0, int(left / per_step_early))
+    left -= early_left * per_step_early
+    return max(done, plan.switch_step) + max(0, int(left / per_step))
+
+
+# ---- measurement (the impure part) ---------------------------------------------------------------
+
+def measure_speed(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, precision: str, size: int,
+                  augment=None, steps: int = 3, warmup: int = 2) -> tuple[float, float]:
+    """(training, eval) images/s of a throw-away copy of `model` on real images resized to `size`, with the
+    run's augmentation and an SGD step (the run itself is untouched). Warm-up steps pay for kernel selection."""
     probe = copy.deepcopy(model).train()
-    optimizer = torch.optim.SGD(probe.parameters(), lr=1e-6)
-    x, y = batch
+    optimizer = torch.optim.SGD([p for p in probe.parameters() if p.requires_grad], lr=1e-9, momentum=0.9)
     device = next(probe.parameters()).device
-    x, y = x.to(device), y.to(device)
-    if is_convolutional(probe):
+    x, y = images.to(device), labels.to(device)
+    channels_last = is_convolutional(probe)
+    if channels_last:
         probe.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
     rng = torch.get_rng_state()
-    timings = []
-    for _ in range(steps):
+    gen = torch.Generator(device=device).manual_seed(0)
+
+    def batch():
+        b = augment(x, gen) if augment is not None else x
+        if b.ndim == 4 and b.shape[-1] != size:
+            b = F.interpolate(b.float() / 255 if b.dtype == torch.uint8 else b, size=(size, size), mode="bilinear",
+                              antialias=True, align_corners=False)
+        return b.contiguous(memory_format=torch.channels_last) if channels_last else b
+
+    def step() -> float:
         start = time.perf_counter()
         with autocast(precision, device.type):
-            loss = F.cross_entropy(probe(x), y)
+            loss = F.cross_entropy(probe(batch()), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        timings.append(time.perf_counter() - start)
+        return time.perf_counter() - start
+
+    warm = [step() for _ in range(warmup)]
+    while len(warm) < warmup + 4 and not 0.8 < warm[-1] / warm[-2] < 1.25:  # kernel selection still settling
+        warm.append(step())
+    timings = [step() for _ in range(steps)]
+    train = len(x) / min(timings)  # the fastest step: another process can only slow a step down
+    probe.eval()
+    timings = []
+    with torch.no_grad(), autocast(precision, device.type):
+        for _ in range(3):
+            start = time.perf_counter()
+            probe(batch())
+            timings.append(time.perf_counter() - start)
     torch.set_rng_state(rng)
-    timings = sorted(timings[2:])  # the first steps pay for allocation and kernel selection
-    return timings[len(timings) // 2]
-
-
-def plan_epochs(budget_seconds: float, elapsed: float, step_seconds: float, train_steps: int, val_steps: int,
-                test_steps: int, max_epochs: int, val_every: int = 1, params: int = 0) -> BudgetPlan:
-    checkpoint = 2 * 3 * 4 * params / CHECKPOINT_BYTES_PER_SECOND
-    epoch = (train_steps * (step_seconds + LOOP_SECONDS_PER_STEP)
-             + val_steps * EVAL_STEP_FRACTION * step_seconds / val_every + checkpoint)
-    reserve = test_steps * EVAL_STEP_FRACTION * step_seconds * 2 + REPORT_SECONDS  # final and best model
-    deadline = budget_seconds - reserve
-    epochs = max(1, min(max_epochs, int((deadline - elapsed) // epoch)))
-    return BudgetPlan(budget_seconds, step_seconds, epoch, epochs, deadline)
+    return train, len(x) / min(timings[1:])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import signal
 import threading
+import time
 
 import lightning as L
 import torch
@@ -133,3 +134,81 @@ class GracefulInterrupt:
         if threading.current_thread() is threading.main_thread() and self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
         return False
+
+
+class FollowPlan(L.Callback):
+    """Keep a budgeted run on its plan, on measurements rather than the probe's first guess:
+
+    - step times are smoothed (an exponential average over about `window` steps) and compared with the plan
+      every `window` steps; a drift of more than DRIFT re-plans the remaining steps (a busy machine);
+    - each validation pass is timed, and the plan's validation and test costs follow it (the test pass
+      counts its test-time-augmentation views), so the training deadline moves with what evaluation really costs;
+    - training stops after the planned step (mid-epoch if need be: validation and the checkpoint still run),
+      or at the deadline if the plan was still optimistic (`stopped_by_deadline`)."""
+
+    def __init__(self, plan, spent, test_images: int, val_images: int, window: int = 8, max_notes: int = 4):
+        self.plan, self.spent, self.window, self.max_notes = plan, spent, window, max_notes
+        self.test_images, self.val_images = test_images, val_images
+        self._last: float | None = None
+        self._ema: dict[int, float] = {}  # smoothed step seconds by training side
+        self._since_check = 0
+        self._val_start: float | None = None
+        self.count = 0
+        self.stopped_by_deadline = False
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        trainer.fit_loop.max_epochs = self.plan.max_epochs
+        self._last = None  # the first step of an epoch follows validation: not a step time
+
+    def on_validation_epoch_start(self, trainer, pl_module):
+        self._val_start = time.perf_counter()
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        from .budget import TTA_EVAL_COST, TTA_VIEWS
+
+        if self._val_start is None or not self.val_images:
+            return
+        seconds = time.perf_counter() - self._val_start
+        per_image = seconds / self.val_images
+        plan = self.plan
+        plan.val_seconds = seconds
+        plan.test_seconds = per_image * self.test_images * TTA_VIEWS[plan.tta] * TTA_EVAL_COST[plan.tta]
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        from .budget import DRIFT, replan_steps
+
+        now = time.perf_counter()
+        step, plan = trainer.global_step, self.plan
+        side = plan.size_at(step - 1)
+        if self._last is not None and side == plan.size_at(max(0, step - 2)):
+            seconds = now - self._last
+            ema = self._ema.get(side)
+            self._ema[side] = seconds if ema is None else ema + (seconds - ema) * 2 / (self.window + 1)
+            self._since_check += 1
+        self._last = now
+        if self._since_check >= self.window:
+            self._since_check = 0
+            planned = plan.step_seconds if side == plan.image_size else plan.early_step_seconds
+            ratio = self._ema[side] / planned
+            if abs(ratio - 1) > DRIFT:
+                epochs_left = math.ceil(max(0.0, (plan.steps - step) / plan.steps_per_epoch))
+                steps = max(step + 1, replan_steps(plan, step, self.spent(), ratio, epochs_left))
+                plan.step_seconds *= ratio
+                plan.early_step_seconds *= ratio
+                if steps != plan.steps:
+                    self.note(f"step {step}: steps took {ratio:.2f}x the planned time, so {steps} steps in all "
+                              f"instead of {plan.steps}")
+                    plan.steps = steps
+                    trainer.fit_loop.max_epochs = plan.max_epochs
+        if step >= plan.steps:
+            trainer.should_stop = True
+        elif self.spent() + self._ema.get(side, 0.0) >= plan.train_deadline:  # the next step would end too late
+            self.stopped_by_deadline = trainer.should_stop = True
+            self.note(f"step {step}: the training deadline came before the planned {plan.steps} steps")
+
+    def note(self, text: str) -> None:
+        self.count += 1
+        if self.count < self.max_notes:
+            self.plan.replans.append(text)
+        else:
+            self.plan.replans[self.max_notes - 1:] = [f"{self.count} re-plans in all, the last at {text}"]

@@ -21,6 +21,10 @@ class HistoryWriter(L.Callback):
         self.train_images = 0  # images trained on (batch limits and sharding make it differ from the data size)
         self.elapsed_before = 0.0  # wall seconds of earlier sessions of a resumed run
         self.planned_epochs: int | None = None
+        self.plan = None  # the time-budget plan (BudgetPlan), saved so a resumed run re-plans from it
+        self.session_train_seconds = 0.0  # this process's share (the time breakdown)
+        self.session_val_seconds = 0.0
+        self._val_start: float | None = None
         self._epoch_start = 0.0
         self._train_start: float | None = None
         self._lr: float | None = None
@@ -29,7 +33,7 @@ class HistoryWriter(L.Callback):
     # saved in every checkpoint, so a resumed run keeps its history and its clock
     def state_dict(self) -> dict:
         return {"rows": self.rows, "train_seconds": self.train_seconds, "train_images": self.train_images,
-                "planned_epochs": self.planned_epochs,
+                "planned_epochs": self.planned_epochs, "plan": self.plan.to_dict() if self.plan else None,
                 "elapsed": self.elapsed_before + time.perf_counter() - self._session_start}
 
     def load_state_dict(self, state: dict) -> None:
@@ -52,15 +56,24 @@ class HistoryWriter(L.Callback):
     def on_train_epoch_start(self, trainer, pl_module):
         self._epoch_start = self._train_start = time.perf_counter()
 
-    def on_validation_epoch_start(self, trainer, pl_module):
-        if self._train_start is not None:  # validation inside fit: the training part of the epoch ends here
-            self.train_seconds += time.perf_counter() - self._train_start
+    def _end_training_part(self) -> None:
+        if self._train_start is not None:
+            seconds = time.perf_counter() - self._train_start
+            self.train_seconds += seconds
+            self.session_train_seconds += seconds
             self._train_start = None
 
+    def on_validation_epoch_start(self, trainer, pl_module):
+        self._end_training_part()  # validation inside fit: the training part of the epoch ends here
+        self._val_start = time.perf_counter()
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if self._val_start is not None:
+            self.session_val_seconds += time.perf_counter() - self._val_start
+            self._val_start = None
+
     def on_train_epoch_end(self, trainer, pl_module):
-        if self._train_start is not None:  # no validation this epoch
-            self.train_seconds += time.perf_counter() - self._train_start
-            self._train_start = None
+        self._end_training_part()  # no validation this epoch
         m = trainer.callback_metrics
 
         def value(key):

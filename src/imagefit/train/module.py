@@ -14,9 +14,10 @@ from .precision import is_convolutional
 
 class ClassifierModule(L.LightningModule):
     def __init__(self, model: torch.nn.Module, cfg: TrainConfig, num_classes: int, param_groups=None,
-                 augment: bool = True):
+                 augment: bool = True, plan=None):
         super().__init__()
         self.model = model
+        self.plan = plan  # a time budget's plan: the schedule's length and the progressive-resizing switch
         self.cfg = cfg
         self.param_groups = param_groups  # None: every parameter at the configured rate
         self.augment = AUGMENTATIONS[cfg.augment] if augment else None
@@ -47,7 +48,22 @@ class ClassifierModule(L.LightningModule):
             if self.aug_gen is None:
                 self.reseed_augmentation(self.current_epoch)
             x = self.augment(x, self.aug_gen)
+        size = self.train_size() if self.trainer.training else None
+        if size and x.ndim == 4 and size < x.shape[-1]:  # progressive resizing
+            x = F.interpolate(x.float() / 255 if x.dtype == torch.uint8 else x, size=(size, size), mode="bilinear",
+                              antialias=True, align_corners=False)
         return x, y
+
+    def train_size(self) -> int | None:
+        """The side this step trains at: early_size for the first early_fraction of the steps, then the data's."""
+        if self.plan is not None:
+            return self.plan.size_at(self.global_step)
+        if self.cfg.early_size and self.global_step < self.cfg.early_fraction * self.total_steps():
+            return self.cfg.early_size
+        return None
+
+    def total_steps(self) -> int:
+        return self.plan.steps if self.plan is not None else int(self.trainer.estimated_stepping_batches)
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -76,8 +92,8 @@ class ClassifierModule(L.LightningModule):
         if params is None and hasattr(net, "optimizer_groups"):
             params = net.optimizer_groups(self.cfg.learning_rate, self.cfg.weight_decay, self.cfg.bias_lr_scale)
         optimizer = build_optimizer(self.cfg, params or self.model.parameters())
-        # Lightning's count covers max_epochs (which a time budget may lower), batch limits and sharding by rank
-        scheduler = build_scheduler(self.cfg, optimizer, self.trainer.estimated_stepping_batches)
+        # Lightning's count covers max_epochs, batch limits and sharding by rank; a budget's plan counts its own
+        scheduler = build_scheduler(self.cfg, optimizer, self.total_steps)  # re-read: a plan may change it
         if scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

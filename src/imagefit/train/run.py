@@ -13,12 +13,12 @@ import os
 import time
 import warnings
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, Timer
+from lightning.pytorch.callbacks import ModelCheckpoint
 from safetensors.torch import save_file
 
 from .. import atomic
@@ -29,9 +29,10 @@ from ..errors import UserError
 from ..evaluate.metrics import test_metrics
 from ..evaluate.predict import predict_logits
 from ..models import count_parameters, create_model
-from .budget import measure_step_seconds, plan_epochs
+from .autoplan import FAMILY, Stopwatch, apply_plan, plan_run, resize_data
+from .budget import BudgetPlan, replan_steps
 from .callbacks import (AtomicCheckpointIO, EarlyStoppingInEpochs, EpochSeeding, GracefulInterrupt, Lookahead,
-                        ShardByRank)
+                        FollowPlan, ShardByRank)
 from .history import HistoryWriter
 from .module import ClassifierModule
 from .precision import resolve_precision
@@ -88,7 +89,7 @@ def probe_features(cfg: TrainConfig, data: PreparedData, model, input_size: int,
     for split in ("train", "val", "test"):
         part = getattr(data, split)
         if part is not None:
-            splits[split], hit = cached_features(model, part, Path(cfg.cache_dir), identity, cfg.batch_size * 2, precision)
+            splits[split], hit = cached_features(model, part, Path(cfg.cache_dir), identity, (cfg.batch_size or 128) * 2, precision)
             hits += hit
     note = ("Linear probe: the frozen backbone's features of unaugmented images were "
             + ("read from the feature cache" if hits == len(splits) else "computed once and cached")
@@ -147,24 +148,47 @@ def resume(run_dir: str | Path, **overrides) -> Run:
 def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None) -> Run:
     global CLOCK_STARTED
     started, CLOCK_STARTED = CLOCK_STARTED or time.perf_counter(), None
+    watch = Stopwatch(started)
     quiet_lightning()
+    # denormal floats (momentum buffers decaying at the end of a schedule) are 10-100x slower on x86 CPUs
+    torch.set_flush_denormal(True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     precision = resolve_precision(cfg.precision, cfg.accelerator)
+    watch.lap("start")
+    checkpoint = torch.load(ckpt, weights_only=True) if ckpt else {}
+    history_state = checkpoint.get("callbacks", {}).get("HistoryWriter", {})
+    elapsed_before = history_state.get("elapsed", 0.0)
+
+    def spent() -> float:
+        return elapsed_before + time.perf_counter() - started
 
     # transfer: the data keeps its own size; the model resizes each batch to its input size
     data = prepare_data(cfg.replace(image_size=None) if cfg.transfer else cfg)
     if cfg.early_stopping and data.val is None:
         raise UserError("early stopping needs a validation split", "pass --val-fraction 0.1")
+    watch.lap("decode")
     input_size = None
     if cfg.transfer:
         input_size, why = (cfg.image_size, f"The pretrained network sees {cfg.image_size}x{cfg.image_size} px, "
                            "as configured.") if cfg.image_size else default_input_size(data.image_size)
         data.notes.append(why)
-    model = create_model(cfg.model, data.num_classes, data.channels, data.image_size, data.mean, data.std,
-                         pretrained=cfg.pretrained, weights=cfg.weights, input_size=input_size)
+
+    def make_model(name: str, size: int | None = None):
+        return create_model(name, data.num_classes, data.channels, size or data.image_size, data.mean, data.std,
+                            pretrained=cfg.pretrained, weights=cfg.weights, input_size=input_size)
+
+    plan = BudgetPlan.from_dict(history_state["plan"]) if history_state.get("plan") else None
+    if cfg.budget_seconds and plan is None and cfg.planned and not cfg.transfer and cfg.model in (None, *FAMILY):
+        plan = plan_run(cfg, data, precision, spent, make_model)  # network and side are the planner's
+        cfg = apply_plan(cfg, plan)
+        watch.lap("probe")
+    if not cfg.transfer and cfg.image_size and cfg.image_size != data.image_size:
+        data = resize_data(data, cfg.image_size)
+    model = make_model(cfg.model)
     if hasattr(model.net, "init_whitening") and not cfg.transfer:  # airbench: filters from the data's patches
+        n = min(len(data.train), max(500, 5_000_000 // data.image_size**2))
         with torch.no_grad():
-            model.net.init_whitening(model.prepare(data.train.take(0, min(len(data.train), 5000))))
+            model.net.init_whitening(model.prepare(data.train.take(0, n)), seed=cfg.seed)
     if cfg.compile:
         model.net.compile()  # in place: the state dict keeps its keys
     total_params, _ = count_parameters(model)
@@ -175,21 +199,23 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
     elif cfg.transfer:
         groups = parameter_groups(model, cfg.learning_rate, cfg.backbone_lr_mult)
     trainable_params = count_parameters(trainable)[0]
-    history_state = torch.load(ckpt, weights_only=True)["callbacks"].get("HistoryWriter", {}) if ckpt else {}
+    watch.lap("setup")
 
+    if cfg.budget_seconds and plan is None:  # only the batch, TTA and steps are the planner's
+        plan = plan_run(cfg, data, precision, spent, make_model, fixed_model=trainable, augment=not probe,
+                        checkpoint_seconds=0.0)
+        cfg = apply_plan(cfg, plan)
+    if plan is not None:
+        if ckpt:  # a resumed run: the steps that fit in the time left
+            plan.steps = replan_steps(plan, checkpoint.get("global_step", 0), spent(), 1.0,
+                                      max(0, plan.max_epochs - len(history_state.get("rows", []))))
+            plan.replans.append(f"resumed after {elapsed_before:.0f} s: {plan.steps} steps in all fit the time left")
+        log.info(plan.sentence())
+    else:
+        cfg = cfg.with_defaults()
+    watch.lap("probe")
     train_loader, val_loader = make_loaders(cfg, data)
-    steps = len(train_loader) if cfg.limit_train_batches is None else min(len(train_loader), cfg.limit_train_batches)
-    plan = None
-    if cfg.budget_seconds:
-        plan = plan_epochs(cfg.budget_seconds, history_state.get("elapsed", 0.0) + time.perf_counter() - started,
-                           measure_step_seconds(trainable, next(iter(train_loader)), precision), steps,
-                           len(val_loader) if val_loader else 0,
-                           math.ceil(len(data.test) / (cfg.batch_size * 2)) * TTA_VIEWS[cfg.tta],
-                           cfg.epochs, cfg.val_every, total_params)
-        if history_state.get("planned_epochs"):  # a resumed run keeps the schedule it started with
-            plan.epochs = history_state["planned_epochs"]
-        log.info(plan.sentence(cfg.epochs))
-    planned_epochs = plan.epochs if plan else cfg.epochs
+    planned_epochs = plan.max_epochs if plan else cfg.epochs
 
     if run_dir is None and os.environ.get(RUN_DIR_ENV) and launched_rank() > 0:
         run_dir = Path(os.environ[RUN_DIR_ENV])  # a worker of a distributed launch: rank 0 owns the folder
@@ -206,9 +232,10 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
         os.environ[RUN_DIR_ENV] = str(run_dir)  # inherited by the processes a distributed launch starts
     log.info("run folder: %s", run_dir)
 
-    module = ClassifierModule(trainable, cfg, data.num_classes, groups, augment=not probe)
+    module = ClassifierModule(trainable, cfg, data.num_classes, groups, augment=not probe, plan=plan)
     history = HistoryWriter(run_dir / "history.csv")
     history.planned_epochs = planned_epochs
+    history.plan = plan
     has_val = val_loader is not None
     callbacks = [history, EpochSeeding(cfg.seed, train_loader), ShardByRank(train_loader, val_loader)]
     checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", save_last=True,
@@ -224,11 +251,10 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
         callbacks.append(stopper)
     if cfg.lookahead:
         callbacks.append(Lookahead())
-    timer = None
+    follow = None
     if plan:
-        elapsed = history_state.get("elapsed", 0.0) + time.perf_counter() - started
-        timer = Timer(duration=timedelta(seconds=max(1.0, plan.train_deadline - elapsed)), interval="step")
-        callbacks.append(timer)
+        follow = FollowPlan(plan, spent, len(data.test), len(data.val) if data.val is not None else 0)
+        callbacks.append(follow)
     trainer = L.Trainer(
         max_epochs=planned_epochs, accelerator=cfg.accelerator, devices=cfg.devices, precision=precision,
         callbacks=callbacks, logger=False, enable_model_summary=False, plugins=[AtomicCheckpointIO()],
@@ -241,10 +267,14 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
         trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt)
     if not trainer.is_global_zero:
         return Run(run_dir, cfg, {})
+    fit_seconds = watch.lap("fit")
+    del watch.seconds["fit"]
+    watch.seconds.update(train=history.session_train_seconds, validate=history.session_val_seconds)
+    watch.seconds["checkpoints and loop"] = max(0.0, fit_seconds - history.session_train_seconds - history.session_val_seconds)
 
     rows = history.rows
     stopped_early = bool(stopper and stopper.stopped_epoch > 0)
-    by_budget = bool(timer and (timer.time_remaining("train") or 0) <= 0)
+    by_budget = bool(follow and follow.stopped_by_deadline)
     final_logits, labels = predict_logits(module.model, data.test, cfg.batch_size * 2, precision, module.device, cfg.tta)
     final = test_metrics(final_logits, labels, data.class_names)
     logits, evaluated = final_logits, "final"
@@ -254,6 +284,7 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
         module.load_state_dict(state)
         logits, _ = predict_logits(module.model, data.test, cfg.batch_size * 2, precision, module.device, cfg.tta)
         evaluated = "best"
+    watch.lap("test")
     extra = {
         "evaluated_model": evaluated,
         "final_model_test": {k: final[k] for k in ("test_accuracy", "test_loss", "f1_macro")},
@@ -264,9 +295,11 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
                            "start_from_epoch": cfg.start_from_epoch, "restore_best": cfg.restore_best}
         if cfg.early_stopping else None,
         "time_budget_seconds": plan.budget_seconds if plan else None,
-        "budget_epochs": plan.epochs if plan else None,
+        "budget_epochs": round(plan.epochs, 2) if plan else None,
         "stopped_by_budget": by_budget,
-        "budget_note": plan.sentence(cfg.epochs) if plan else None,
+        "budget_note": plan.sentence() if plan else None,
+        "budget_plan": plan.to_dict() if plan else None,
+        "steps_run": trainer.global_step,
     }
     if model.weights_info:
         extra.update(strategy=cfg.strategy, input_size=input_size, weights_source=model.weights_info["source"],
@@ -278,16 +311,17 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
                                   if cfg.strategy == "freeze-unfreeze" else None))
     metrics = finish_run(run_dir, cfg, data, model, logits, labels, history, precision, total_params,
                          trainable_params, started, interrupted=interrupt.interrupted or trainer.interrupted,
-                         extra=extra)
+                         extra=extra, watch=watch)
     return Run(run_dir, cfg, metrics)
 
 
 def finish_run(run_dir: Path, cfg: TrainConfig, data: PreparedData, model: torch.nn.Module,
                logits: torch.Tensor, labels: torch.Tensor, history: HistoryWriter, precision: str,
                total_params: int, trainable_params: int, started: float, interrupted: bool,
-               extra: dict | None = None) -> dict:
+               extra: dict | None = None, watch: Stopwatch | None = None) -> dict:
     from ..evaluate.metrics import write_evaluation
     from ..evaluate.plots import plot_curves
+    from ..evaluate.diagnosis import diagnose
     from ..report.run_report import write_run_report
 
     rows = history.rows
@@ -309,7 +343,7 @@ def finish_run(run_dir: Path, cfg: TrainConfig, data: PreparedData, model: torch
         "num_classes": data.num_classes, "class_names": data.class_names, "image_size": data.image_size,
         "channels": data.channels,
         "train_images": len(data.train), "val_images": len(data.val) if data.val else 0, "test_images": len(data.test),
-        "epochs": cfg.epochs, "epochs_run": epochs_run, "monitor": cfg.monitor,
+        "epochs": cfg.epochs or history.planned_epochs, "epochs_run": epochs_run, "monitor": cfg.monitor,
         "best_epoch": best["epoch"] if best else None,
         "wall_seconds": round(history.elapsed_before + time.perf_counter() - started, 2),
         "train_seconds": round(history.train_seconds, 2),
@@ -320,11 +354,17 @@ def finish_run(run_dir: Path, cfg: TrainConfig, data: PreparedData, model: torch
         "best_val_loss": min(r["val_loss"] for r in with_val) if with_val else None,
         "best_val_acc": max(r["val_acc"] for r in with_val) if with_val else None,
         "data_notes": data.notes, "interrupted": bool(interrupted),
+        "predicted_classes": int(logits.argmax(1).unique().numel()) if len(logits) else 0,
         **(extra or {}),
         **test,
     }
-    atomic.write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
     plot_curves(rows, run_dir / "curves.png", best_epoch=metrics["best_epoch"], stop_epoch=metrics.get("stop_epoch"),
                 title=f"{cfg.model} on {dataset_slug(cfg.dataset)}")
+    metrics["diagnosis"] = diagnose(rows, metrics, cfg)
+    if watch is not None:
+        watch.lap("write")
+        metrics["time_breakdown"] = {k: round(v, 2) for k, v in watch.seconds.items()}
+    metrics["wall_seconds"] = round(history.elapsed_before + time.perf_counter() - started, 2)
+    atomic.write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
     write_run_report(run_dir)
     return metrics

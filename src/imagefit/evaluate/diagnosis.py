@@ -1,0 +1,49 @@
+"""Honest sentences about a run that did not get what it needed: cut short, or collapsed onto a few classes.
+
+A short budget on a hard data set can end with a model that predicts a handful of classes: accuracy can
+look passable while macro F1 is near zero. The report and the CLI's last lines say so, computed from the
+numbers, with what to try.
+"""
+from __future__ import annotations
+
+STILL_FALLING = 0.05  # validation loss fell by more than 5% over the last epoch: training was cut short
+GOOD_ENOUGH = 0.97  # above this test accuracy, a still-falling loss is not worth a warning
+COLLAPSE_F1_RATIO = 0.5  # macro F1 under half the accuracy
+COLLAPSE_UNPREDICTED = 0.5  # more than half the classes never predicted
+
+
+def diagnose(rows: list[dict], metrics: dict, cfg) -> list[str]:
+    """Plain sentences (empty when nothing is wrong) from history rows and test metrics."""
+    said = []
+    tries = _what_to_try(cfg, metrics)
+    with_val = [r for r in rows if r.get("val_loss") not in ("", None)]
+    if len(with_val) >= 2 and (metrics.get("test_accuracy") or 0) < GOOD_ENOUGH:
+        before, last = float(with_val[-2]["val_loss"]), float(with_val[-1]["val_loss"])
+        if before > 0 and (before - last) / before > STILL_FALLING:
+            said.append(f"Undertrained: validation loss was still falling steeply at the end ({before:.3f} to "
+                        f"{last:.3f} over the last epoch), so more training would very likely help: {tries}.")
+    accuracy, f1 = metrics.get("test_accuracy"), metrics.get("f1_macro")
+    classes = metrics.get("num_classes") or 0
+    predicted = metrics.get("predicted_classes")
+    if accuracy and f1 is not None and classes > 2:
+        unpredicted = 1 - predicted / classes if predicted is not None else 0.0
+        if f1 < COLLAPSE_F1_RATIO * accuracy or unpredicted > COLLAPSE_UNPREDICTED:
+            which = (f"it predicts only {predicted} of the {classes} classes" if predicted is not None
+                     else f"macro F1 {f1:.3f} against accuracy {accuracy:.3f}")
+            said.append(f"Collapsed: {which} (macro F1 {f1:.3f}, accuracy {accuracy:.3f}): the model has not "
+                        f"learned most classes; {tries}.")
+    return said
+
+
+def _what_to_try(cfg, metrics: dict) -> str:
+    options = []
+    if cfg.time_budget:
+        options.append("a longer --time-budget")
+    else:
+        options.append("more --epochs")
+    if not cfg.transfer:
+        size = metrics.get("image_size") or 0
+        if size > 32:
+            options.append(f"a smaller --image-size (e.g. {max(32, size // 2)})")
+        options.append("transfer learning (--pretrained)")
+    return ", ".join(options[:-1]) + (" or " if len(options) > 1 else "") + options[-1]

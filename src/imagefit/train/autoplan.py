@@ -1,0 +1,122 @@
+"""Measure the candidates a budget could buy on this machine, then let `budget.plan_budget` choose.
+
+The measurement is the only part of planning that needs models and data: a few warm steps of each
+candidate (airbench94 and airbench93 at the data's side and cheaper ones, or the configured model alone)
+on real training images with the run's augmentation. Candidates that cannot reach the epochs a schedule
+needs even on a rough estimate are not measured at all, so the probe costs seconds, and those seconds
+are measured and subtracted from the budget like every other fixed cost.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+
+from ..config import TrainConfig
+from ..data.augment import AUGMENTATIONS
+from ..data.pipeline import PreparedData
+from ..data.types import ImageSet
+from ..recipes import FAST_BATCH, recipe_defaults
+from .budget import (TARGET_EPOCHS, BudgetPlan, Speed, Workload, candidate_sizes, choose_batch, early_size_for,
+                     measure_speed, plan_budget)
+
+log = logging.getLogger("imagefit")
+PROBE_BATCH = 48  # images per probe step: per-image speed barely depends on the batch on a CPU
+FAMILY = ("airbench93", "airbench")  # narrow first: its speeds bound the wide net's
+
+
+def workload(cfg: TrainConfig, data: PreparedData, train_images: int) -> Workload:
+    return Workload(train_images=train_images, val_images=len(data.val) if data.val is not None else 0,
+                    test_images=len(data.test), num_classes=data.num_classes, image_size=data.image_size,
+                    max_batch=FAST_BATCH if cfg.recipe == "fast" else 128 if cfg.batch_size is None else cfg.batch_size,
+                    batch_size=cfg.batch_size, tta=cfg.tta, early_size=cfg.early_size,
+                    early_fraction=cfg.early_fraction)
+
+
+def plan_run(cfg: TrainConfig, data: PreparedData, precision: str, spent, make_model, train_images=None,
+             fixed_model=None, augment: bool = True, checkpoint_seconds: float = 0.0) -> BudgetPlan:
+    """`spent()`: seconds of the budget used so far. `make_model(name)`: a fresh model of that name.
+    `fixed_model`: the run's model when only the step count is the planner's (transfer, a pinned model)."""
+    work = workload(cfg, data, train_images if train_images is not None else len(data.train))
+    # the run's own batch when it is small: oneDNN compiles kernels per shape (seconds, on a first backward
+    # pass), and the training steps then reuse what the probe compiled
+    batch = min(PROBE_BATCH, work.batch_size or choose_batch(work.train_images, work.max_batch))
+    sample = data.train.take(0, min(len(data.train), batch))
+    labels = data.train.labels[:len(sample)]
+    augment = AUGMENTATIONS[cfg.augment] if augment else None
+    speeds: list[Speed] = []
+
+    def measure(model, name, size):
+        train, evaluate = measure_speed(model, sample, labels, precision, size, augment)
+        speeds.append(Speed(name, size, train, evaluate))
+        log.info("probe: %s at %d px trains %.0f images/s, evaluates %.0f", name, size, train, evaluate)
+
+    if fixed_model is not None or (cfg.model is not None and cfg.model not in FAMILY):
+        model = fixed_model if fixed_model is not None else make_model(cfg.model)
+        size = cfg.image_size or data.image_size
+        measure(model, cfg.model, size)
+        early = cfg.early_size if cfg.early_size is not None else None
+        if early:
+            measure(model, cfg.model, early)
+    else:
+        names = (cfg.model,) if cfg.model else FAMILY
+        sizes = [cfg.image_size or data.image_size] if cfg.image_size or data.loader == "stream" else \
+            candidate_sizes(data.image_size)
+        for name in names:
+            model = make_model(name, max(sizes))
+            for size in sorted(sizes):  # smallest first: once a side is hopeless, larger ones are too
+                early = cfg.early_size if cfg.early_size is not None else early_size_for(size)
+                if early and not any(s.model == name and s.size == early for s in speeds):
+                    measure(model, name, early)
+                measure(model, name, size)
+                trial = plan_budget(cfg.budget_seconds, spent(), work, [s for s in speeds if s.model == name and s.size in (size, early)])
+                if trial.epochs < 0.6 * TARGET_EPOCHS.get(name, 10):
+                    break
+    plan = plan_budget(cfg.budget_seconds, spent(), work, speeds, checkpoint_seconds=checkpoint_seconds)
+    return plan
+
+
+def apply_plan(cfg: TrainConfig, plan: BudgetPlan) -> TrainConfig:
+    """The config the run saves: every planned choice written down, so `--config` repeats it."""
+    changes = dict(model=plan.model, image_size=plan.image_size if not cfg.transfer else cfg.image_size,
+                   early_size=plan.early_size, batch_size=plan.batch_size, tta=plan.tta)
+    if cfg.lr is None and cfg.recipe != "none":
+        changes["lr"] = recipe_defaults(cfg.recipe, {"batch_size": plan.batch_size})["lr"]
+    return cfg.replace(**changes)
+
+
+class Stopwatch:
+    """Named wall-clock intervals: the run's time breakdown."""
+
+    def __init__(self, start: float | None = None):
+        self.seconds: dict[str, float] = {}
+        self._start = start if start is not None else time.perf_counter()
+
+    def lap(self, name: str) -> float:
+        now = time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self._start
+        self._start = now
+        return self.seconds[name]
+
+
+def resize_data(data: PreparedData, size: int) -> PreparedData:
+    """Every split at a smaller side, once, in memory: training, validation and test all see `size`."""
+    import dataclasses
+
+    splits = {name: ImageSet(resized(part.take(0, len(part)), size), part.labels.clone())
+              for name in ("train", "val", "test") if (part := getattr(data, name)) is not None}
+    note = f"Images were resized from {data.image_size} px to {size} px in memory for training and evaluation."
+    return dataclasses.replace(data, **splits, image_shape=(data.channels, size), notes=data.notes + [note])
+
+
+def resized(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 images at another side (antialiased), in chunks so that float copies stay small."""
+    import torch.nn.functional as F
+
+    out = torch.empty((len(images), images.shape[1], size, size), dtype=torch.uint8)
+    for start in range(0, len(images), 512):
+        x = images[start:start + 512].float()
+        out[start:start + 512] = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
+                                               align_corners=False).round_().clamp_(0, 255).to(torch.uint8)
+    return out

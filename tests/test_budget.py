@@ -1,0 +1,146 @@
+"""The time-budget planner: its choices as pure functions of measured speeds, then real budgeted runs."""
+import json
+import signal
+import time
+
+import pytest
+import yaml
+
+import imagefit
+from imagefit.train.budget import (END_MARGIN, MIN_STEPS_PER_EPOCH, TTA_VIEWS, BudgetPlan, Speed, Workload,
+                                   candidate_sizes, choose_batch, choose_tta, plan_budget, replan_steps)
+
+from cli_process import start_cli
+
+CIFAR = Workload(train_images=45_000, val_images=5_000, test_images=10_000, num_classes=10, image_size=32)
+PHOTOS = Workload(train_images=7_000, val_images=700, test_images=2_000, num_classes=101, image_size=96)
+
+
+def cifar_speeds(narrow: float = 1100, wide: float = 450) -> list[Speed]:
+    return [Speed("airbench93", 32, narrow, 4 * narrow), Speed("airbench", 32, wide, 4 * wide)]
+
+
+def photo_speeds() -> list[Speed]:
+    """Per-pixel cost: speeds fall with the square of the side, the wide net at 40% of the narrow one."""
+    out = []
+    for size in (24, 32, 48, 72, 96):
+        narrow = 1100 * (32 / size) ** 2
+        out += [Speed("airbench93", size, narrow, 4 * narrow), Speed("airbench", size, 0.4 * narrow, 1.6 * narrow)]
+    return out
+
+
+def planned_seconds(plan: BudgetPlan) -> float:
+    return plan.spent_seconds + plan.train_seconds + plan.epochs * plan.val_seconds + plan.test_seconds + plan.write_seconds
+
+
+@pytest.mark.parametrize("images, batch", [(45_000, 1024), (7_000, 256), (9_469, 256), (1_300, 32), (100, 16)])
+def test_the_batch_leaves_enough_steps_an_epoch(images, batch):
+    assert choose_batch(images, 1024) == batch
+    assert images / batch >= MIN_STEPS_PER_EPOCH or batch == 16
+
+
+def test_a_short_budget_buys_the_narrow_net_and_a_long_one_the_wide_net():
+    short = plan_budget(600, 20, CIFAR, cifar_speeds())
+    long = plan_budget(1800, 20, CIFAR, cifar_speeds())
+    assert short.model == "airbench93" and short.epochs >= 10
+    assert long.model == "airbench" and long.epochs >= 10
+    assert "airbench93" in short.sentence() and "because" in short.sentence()
+
+
+def test_the_plan_spends_the_budget_and_no_more():
+    for budget in (120, 600, 1800):
+        plan = plan_budget(budget, 15, CIFAR, cifar_speeds())
+        assert 0.95 * budget * (1 - END_MARGIN) <= planned_seconds(plan) <= budget * (1 - END_MARGIN) + 1e-6
+
+
+def test_larger_photos_get_a_side_that_affords_the_epochs_and_progressive_resizing():
+    plan = plan_budget(600, 30, PHOTOS, photo_speeds())
+    assert plan.image_size in candidate_sizes(96) and plan.epochs >= 10
+    fast = plan_budget(3600, 30, PHOTOS, photo_speeds())
+    assert fast.image_size == 96 and fast.early_size == 48 and fast.switch_step == round(0.5 * fast.steps)
+    assert fast.size_at(0) == 48 and fast.size_at(fast.steps - 1) == 96
+    slow = plan_budget(120, 30, PHOTOS, photo_speeds())
+    assert slow.image_size < 96  # two minutes cannot buy ten epochs at full size: a smaller side trains instead
+    assert plan.batch_size == 256 and plan.steps_per_epoch >= MIN_STEPS_PER_EPOCH
+
+
+def test_pinned_keys_are_never_overridden():
+    work = Workload(**{**PHOTOS.__dict__, "batch_size": 1024, "tta": "none", "early_size": 24})
+    plan = plan_budget(600, 30, work, photo_speeds())
+    assert (plan.batch_size, plan.tta, plan.early_size) == (1024, "none", 24)
+
+
+def test_test_time_augmentation_only_when_affordable():
+    assert choose_tta(10_000, 5_000, 600) == "flip-translate"  # 12 s of 600
+    assert choose_tta(10_000, 500, 600) == "none"  # 20 s for even one view is over 4%
+    assert choose_tta(10_000, 1_000, 600) == "flip"
+    assert TTA_VIEWS["flip"] == 2
+
+
+def test_replanning_follows_the_measured_speed():
+    plan = plan_budget(600, 20, CIFAR, cifar_speeds())
+    slower = replan_steps(plan, 100, 150.0, 2.0, plan.epochs)
+    faster = replan_steps(plan, 100, 150.0, 0.5, plan.epochs)
+    same = replan_steps(plan, 100, 150.0, 1.0, plan.epochs)
+    assert slower < same < faster
+    assert replan_steps(plan, 100, plan.train_deadline + 10, 1.0, 0) == 100  # out of time: no more steps
+
+
+def test_small_data_capped_at_max_epochs_says_so():
+    tiny = Workload(train_images=500, val_images=50, test_images=100, num_classes=5, image_size=32)
+    plan = plan_budget(3600, 5, tiny, cifar_speeds())
+    assert plan.epochs == 100 and any("unused" in r for r in plan.reasons)
+
+
+# ---- real runs --------------------------------------------------------------------------------------
+
+def test_a_30s_budget_ends_inside_it_and_trains_most_of_it(quick):
+    # oneDNN compiles its kernels per shape, seconds each on a first backward pass: a budget this short would
+    # measure that, not the planner, so the process is warmed first with a one-epoch run of both candidates
+    # at the batch the planner will choose
+    base = {k: v for k, v in quick.items() if k not in ("epochs", "model", "batch_size", "runs_dir")}
+    for model in ("airbench93", "airbench"):
+        imagefit.train(**base, recipe="fast", model=model, epochs=1, image_size=16, batch_size=choose_batch(1295, 1024),
+                       runs_dir=quick["runs_dir"] + "-warm")
+    base["runs_dir"] = quick["runs_dir"]
+    budget = 30.0
+    started = time.perf_counter()
+    run = imagefit.train(**base, time_budget=f"{budget}s")
+    wall = time.perf_counter() - started
+    m = run.metrics
+    assert 0.85 * budget <= wall <= budget, (wall, m["time_breakdown"])
+    spent = m["time_breakdown"]
+    assert spent["train"] + spent["validate"] >= 0.8 * budget, (spent, m["budget_plan"])
+    plan = m["budget_plan"]
+    assert plan["steps_per_epoch"] >= 20 and m["steps_run"] >= plan["steps"] - 2  # the small set gets its steps
+    saved = yaml.safe_load((run.dir / "config.yaml").read_text())
+    assert saved["model"] == plan["model"] and saved["batch_size"] == plan["batch_size"] and saved["epochs"] is None
+    report = (run.dir / "report.md").read_text()
+    assert "Where the time went" in report and f"{plan['model']} trains {plan['steps']} steps" in report
+
+
+def test_pinned_keys_reach_the_run(quick):
+    args = {k: v for k, v in quick.items() if k not in ("epochs", "model")}
+    run = imagefit.train(**args, recipe="fast", model="airbench", tta="none", image_size=16, time_budget="15s")
+    saved = yaml.safe_load((run.dir / "config.yaml").read_text())
+    assert (saved["model"], saved["batch_size"], saved["tta"], saved["image_size"]) == ("airbench", 64, "none", 16)
+    assert run.metrics["budget_plan"]["batch_size"] == 64
+
+
+def test_a_resumed_budgeted_run_replans_the_time_left(tmp_path):
+    run_dir = tmp_path / "runs" / "b"
+    proc = start_cli("train", "--dataset", "digits", "--time-budget", "40s", "--name", "b", "--runs-dir", tmp_path / "runs",
+                     "--cache-dir", tmp_path / "cache", "--no-progress", "--precision", "32")
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run_dir / "checkpoints" / "last.ckpt").exists():
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    first = json.loads((run_dir / "metrics.json").read_text())
+    assert first["interrupted"]
+    resumed = start_cli("train", "--resume", run_dir, "--no-progress")
+    assert resumed.wait(timeout=120) == 0, resumed.stderr.read()
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert not m["interrupted"] and m["steps_run"] > first["steps_run"]
+    assert any(r.startswith("resumed after") for r in m["budget_plan"]["replans"])
+    assert m["wall_seconds"] <= 40 * 1.05
