@@ -84,6 +84,7 @@ def test_replanning_follows_the_measured_speed():
     same = replan_steps(plan, 100, 150.0, 1.0, plan.epochs)
     assert slower < same < faster
     assert replan_steps(plan, 100, plan.train_deadline + 10, 1.0, 0) == 100  # out of time: no more steps
+    assert replan_steps(plan, 100, 150.0, 0.001, plan.epochs) == plan.max_steps  # never past the epoch cap
 
 
 def test_small_data_capped_at_max_epochs_says_so():
@@ -144,3 +145,21 @@ def test_a_resumed_budgeted_run_replans_the_time_left(tmp_path):
     assert not m["interrupted"] and m["steps_run"] > first["steps_run"]
     assert any(r.startswith("resumed after") for r in m["budget_plan"]["replans"])
     assert m["wall_seconds"] <= 40 * 1.05
+
+
+def test_diagnosis_names_collapse_chance_and_cut_short_runs():
+    from imagefit.config import TrainConfig
+    from imagefit.evaluate.diagnosis import diagnose
+
+    cfg = TrainConfig(dataset="x.zip", time_budget="15m")
+    rows = [{"val_loss": 3.0}, {"val_loss": 2.5}]
+    falling = diagnose(rows, {"test_accuracy": 0.6, "f1_macro": 0.58, "num_classes": 10, "predicted_classes": 10,
+                              "image_size": 96}, cfg)
+    assert len(falling) == 1 and falling[0].startswith("Undertrained") and "--time-budget" in falling[0]
+    collapsed = diagnose([], {"test_accuracy": 0.218, "f1_macro": 0.014, "num_classes": 101, "predicted_classes": 4}, cfg)
+    assert collapsed and collapsed[0].startswith("Collapsed") and "4 of the 101" in collapsed[0]
+    chance = diagnose([], {"test_accuracy": 0.0947, "f1_macro": 0.05, "num_classes": 10, "predicted_classes": 5}, cfg)
+    assert chance and chance[0].startswith("Not learned")
+    healthy = diagnose([{"val_loss": 0.50}, {"val_loss": 0.49}],
+                       {"test_accuracy": 0.9, "f1_macro": 0.89, "num_classes": 10, "predicted_classes": 10}, cfg)
+    assert healthy == []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 STILL_FALLING = 0.05  # validation loss fell by more than 5% over the last epoch: training was cut short
 GOOD_ENOUGH = 0.97  # above this test accuracy, a still-falling loss is not worth a warning
+CHANCE_FACTOR = 1.5  # accuracy under 1.5x chance: nothing was learned
 COLLAPSE_F1_RATIO = 0.5  # macro F1 under half the accuracy
 COLLAPSE_UNPREDICTED = 0.5  # more than half the classes never predicted
 
@@ -25,6 +26,10 @@ def diagnose(rows: list[dict], metrics: dict, cfg) -> list[str]:
     accuracy, f1 = metrics.get("test_accuracy"), metrics.get("f1_macro")
     classes = metrics.get("num_classes") or 0
     predicted = metrics.get("predicted_classes")
+    if accuracy is not None and classes >= 2 and accuracy <= CHANCE_FACTOR / classes:
+        said.append(f"Not learned: test accuracy {accuracy:.3f} is close to chance ({1 / classes:.3f} for {classes} "
+                    f"classes): {tries}.")
+        return said
     if accuracy and f1 is not None and classes > 2:
         unpredicted = 1 - predicted / classes if predicted is not None else 0.0
         if f1 < COLLAPSE_F1_RATIO * accuracy or unpredicted > COLLAPSE_UNPREDICTED:

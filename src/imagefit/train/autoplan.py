@@ -8,6 +8,7 @@ are measured and subtracted from the budget like every other fixed cost.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
@@ -39,6 +40,8 @@ def plan_run(cfg: TrainConfig, data: PreparedData, precision: str, spent, make_m
     """`spent()`: seconds of the budget used so far. `make_model(name)`: a fresh model of that name.
     `fixed_model`: the run's model when only the step count is the planner's (transfer, a pinned model)."""
     work = workload(cfg, data, train_images if train_images is not None else len(data.train))
+    if data.train.images.ndim == 2:  # a linear probe's cached features: no views to augment at test time
+        work = dataclasses.replace(work, tta="none")
     # the run's own batch when it is small: oneDNN compiles kernels per shape (seconds, on a first backward
     # pass), and the training steps then reuse what the probe compiled
     batch = min(PROBE_BATCH, work.batch_size or choose_batch(work.train_images, work.max_batch))
@@ -54,7 +57,7 @@ def plan_run(cfg: TrainConfig, data: PreparedData, precision: str, spent, make_m
 
     if fixed_model is not None or (cfg.model is not None and cfg.model not in FAMILY):
         model = fixed_model if fixed_model is not None else make_model(cfg.model)
-        size = cfg.image_size or data.image_size
+        size = cfg.image_size or getattr(model, "input_size", None) or data.image_size
         measure(model, cfg.model, size)
         early = cfg.early_size if cfg.early_size is not None else None
         if early:

@@ -95,6 +95,7 @@ class BudgetPlan:
     write_seconds: float
     reasons: list[str] = field(default_factory=list)
     replans: list[str] = field(default_factory=list)
+    max_steps: int | None = None  # the epoch cap in steps: re-planning never goes past it
 
     @property
     def epochs(self) -> float:
@@ -231,7 +232,7 @@ def plan_budget(budget_seconds: float, spent_seconds: float, work: Workload, spe
     train_seconds = steps * (f * best["early_step"] + (1 - f) * best["step"])
     return BudgetPlan(budget_seconds, spent_seconds, s.model, s.size, best["early"], work.early_fraction,
                       batch, steps_per_epoch, steps, best["tta"], train_seconds, best["step"], best["early_step"],
-                      best["val"], best["test"], write, reasons)
+                      best["val"], best["test"], write, reasons, max_steps=work.max_epochs * steps_per_epoch)
 
 
 def replan_steps(plan: BudgetPlan, done: int, now: float, measured_ratio: float, val_passes_left: float) -> int:
@@ -241,9 +242,10 @@ def replan_steps(plan: BudgetPlan, done: int, now: float, measured_ratio: float,
     per_step = plan.step_seconds * measured_ratio
     early_left = max(0, plan.switch_step - done)
     if early_left * per_step_early >= left:
-        return done + max(0, int(left / per_step_early))
-    left -= early_left * per_step_early
-    return max(done, plan.switch_step) + max(0, int(left / per_step))
+        steps = done + max(0, int(left / per_step_early))
+    else:
+        steps = max(done, plan.switch_step) + max(0, int((left - early_left * per_step_early) / per_step))
+    return min(steps, plan.max_steps) if plan.max_steps else steps
 
 
 # ---- measurement (the impure part) ---------------------------------------------------------------

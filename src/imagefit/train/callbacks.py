@@ -192,7 +192,8 @@ class FollowPlan(L.Callback):
             ratio = self._ema[side] / planned
             if abs(ratio - 1) > DRIFT:
                 epochs_left = math.ceil(max(0.0, (plan.steps - step) / plan.steps_per_epoch))
-                steps = max(step + 1, replan_steps(plan, step, self.spent(), ratio, epochs_left))
+                steps = replan_steps(plan, step, self.spent(), ratio, epochs_left)
+                steps = max(steps, min(step + 1, plan.max_steps or step + 1))
                 plan.step_seconds *= ratio
                 plan.early_step_seconds *= ratio
                 if steps != plan.steps:
