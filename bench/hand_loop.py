@@ -38,7 +38,7 @@ def main(argv=None) -> dict:
     values = {"dataset": args.dataset, "recipe": args.recipe, "image_size": args.image_size, "cache_dir": args.cache_dir}
     values.update({k: v for k, v in (("model", args.model), ("batch_size", args.batch_size),
                                                      ("augment", args.augment)) if v is not None})
-    cfg = TrainConfig.from_dict(values)
+    cfg = TrainConfig.from_dict(values).with_defaults()
     torch.manual_seed(cfg.seed)
     precision = resolve_precision(cfg.precision, "cpu")
     data = prepare_data(cfg)

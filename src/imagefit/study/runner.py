@@ -29,7 +29,7 @@ from .spec import BUILTIN, STUDY_OWNED, StudySpec, load_study
 log = logging.getLogger("imagefit")
 
 # settings resolved when a run starts (None in the study means "choose"): compared only when set
-RESOLVED_AT_RUN = ("image_size", "lr")
+RESOLVED_AT_RUN = ("image_size", "lr", "epochs", "batch_size", "tta", "model", "early_size")  # None: the run's choice
 
 
 @dataclass

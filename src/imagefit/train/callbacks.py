@@ -154,6 +154,7 @@ class FollowPlan(L.Callback):
         self._since_check = 0
         self._val_start: float | None = None
         self.count = 0
+        self.earlier = list(plan.replans)  # notes of an earlier session of a resumed run stay as they are
         self.stopped_by_deadline = False
 
     def on_train_epoch_start(self, trainer, pl_module):
@@ -209,7 +210,9 @@ class FollowPlan(L.Callback):
 
     def note(self, text: str) -> None:
         self.count += 1
+        mine = self.plan.replans[len(self.earlier):]
         if self.count < self.max_notes:
-            self.plan.replans.append(text)
+            mine.append(text)
         else:
-            self.plan.replans[self.max_notes - 1:] = [f"{self.count} re-plans in all, the last at {text}"]
+            mine[self.max_notes - 1:] = [f"{self.count} re-plans in all, the last at {text}"]
+        self.plan.replans[len(self.earlier):] = mine
