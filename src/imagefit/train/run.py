@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 from .. import atomic
 from ..config import TrainConfig
 from ..data.loader import TensorLoader, stream_loader
-from ..data.pipeline import PreparedData, prepare_data
+from ..data.pipeline import SKIPPED_SHOWN, PreparedData, prepare_data
 from ..errors import UserError
 from ..evaluate.metrics import test_metrics
 from ..evaluate.predict import predict_logits
@@ -320,6 +320,7 @@ def finish_run(run_dir: Path, cfg: TrainConfig, data: PreparedData, model: torch
         "best_val_loss": min(r["val_loss"] for r in with_val) if with_val else None,
         "best_val_acc": max(r["val_acc"] for r in with_val) if with_val else None,
         "data_notes": data.notes, "interrupted": bool(interrupted),
+        "skipped_files": {"count": len(data.skipped), "files": data.skipped[:SKIPPED_SHOWN]},
         **(extra or {}),
         **test,
     }
