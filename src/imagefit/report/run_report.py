@@ -454,7 +454,7 @@ def rebuild_report(run_dir: Path) -> Path:
             raise UserError(f"{predictions} has {logits.shape[1]} classes but metrics.json names {len(names)}",
                             "rerun training to write a consistent run folder")
         metrics.update(write_evaluation(run_dir, logits, labels, names))
-        atomic.write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        atomic.write_json(run_dir / "metrics.json", metrics)
     history = read_history(run_dir / "history.csv")
     if history:
         model = metrics.get("model") or config.get("model", "")
