@@ -81,3 +81,30 @@ def test_atomic_checkpoint_io_round_trip_and_refuses_pickled_code(tmp_path):
     with pytest.raises(Exception):
         io.load_checkpoint(tmp_path / "evil.ckpt")
     assert not (tmp_path / "pwned").exists()
+
+
+def test_a_diverging_run_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_path):
+    import json as _json
+
+    from cli_process import run_imagefit
+
+    proc = run_imagefit("train", "--dataset", "digits", "--epochs", "3", "--lr", "1e30", "--optimizer", "sgd",
+                        "--batch-size", "256", "--precision", "32", "--no-progress", "--name", "boom",
+                        "--runs-dir", tmp_path / "runs", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    line = [s for s in proc.stderr.splitlines() if "error" in s][-1]
+    assert "loss became nan in epoch 1" in line or "loss became inf in epoch 1" in line, line
+    assert "lower the learning rate, e.g. --lr 1e+29" in line
+    assert not (tmp_path / "runs" / "boom" / "metrics.json").exists()
+    assert not (tmp_path / "runs" / "boom" / "checkpoints" / "last.ckpt").exists()  # epoch 1 was never good
+
+
+def test_atomic_json_has_no_bare_nan(tmp_path):
+    import json as _json
+
+    from imagefit import atomic
+
+    atomic.write_json(tmp_path / "m.json", {"loss": float("nan"), "rows": [1.0, float("inf")], "ok": 0.5})
+    text = (tmp_path / "m.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert _json.loads(text) == {"loss": None, "rows": [1.0, None], "ok": 0.5}

@@ -55,18 +55,33 @@ def write_folder(root, empty_class=False, corrupt=False):
     ("unknown data set", ["--dataset", "imagenet-9000"], "unknown data set 'imagenet-9000'"),
     ("unknown model", ["--dataset", "digits", "--model", "resnet-9000"], "unknown model 'resnet-9000'"),
     ("missing path", ["--dataset", "./no/such/folder"], "no/such/folder"),
-    ("empty class", ["--dataset", "{empty}"], "dog"),
-    ("corrupt image", ["--dataset", "{corrupt}"], "broken.jpg"),
+    ("empty class leaves one", ["--dataset", "{empty}"], "has a single class (cat)"),
+    ("corrupt image, strict", ["--dataset", "{corrupt}", "--strict"], "broken.jpg"),
     ("unknown key", ["--config", "{badkey}"], "unknown config key 'epoch'"),
+    ("older version's config", ["--config", "{old}"], "unknown config key 'learning_rate'"),
+    ("bad yaml", ["--config", "{badyaml}"], "is not valid YAML"),
     ("missing config", ["--config", "{missing}"], "config file not found"),
     ("bad choice", ["--dataset", "digits", "--scheduler", "sometimes"], "invalid choice"),
+    ("zero epochs", ["--epochs", "0"], "epochs must be at least 1, got 0"),
+    ("negative epochs", ["--epochs=-3"], "epochs must be at least 1, got -3"),
+    ("zero batch", ["--batch-size", "0"], "batch_size must be at least 1, got 0"),
+    ("zero budget", ["--time-budget", "0"], "time budget '0' is not a duration"),
+    ("negative budget", ["--time-budget=-5m"], "time budget '-5m' is not a duration"),
+    ("image size 0", ["--image-size", "0"], "image_size must be at least 4 pixels, got 0"),
+    ("wrong type", ["--epochs", "three"], "config key 'epochs' in the command line must be a <class 'int'>, got 'three'"),
+    ("bad accelerator", ["--accelerator", "tpu"], "cannot train with --accelerator tpu"),
+    ("bad devices", ["--devices", "0"], "cannot train with --accelerator auto --devices 0"),
+    ("missing resume folder", ["--resume", "{missing}"], "run folder not found"),
+    ("resume of a non-run", ["--resume", "{empty}"], "is not an imagefit run folder"),
 ])
 def test_user_mistakes_get_one_line_and_exit_2(tmp_path, base, case, args, message):
     write_folder(tmp_path / "empty", empty_class=True)
     write_folder(tmp_path / "corrupt", corrupt=True)
     (tmp_path / "badkey.yaml").write_text("dataset: digits\nepoch: 3\n")
+    (tmp_path / "old.yaml").write_text("dataset: digits\nlearning_rate: 0.01\n")  # a key no version of imagefit reads
+    (tmp_path / "bad.yaml").write_text("dataset: digits\nepochs: [1\n")
     paths = {"empty": tmp_path / "empty", "corrupt": tmp_path / "corrupt", "badkey": tmp_path / "badkey.yaml",
-             "missing": tmp_path / "missing.yaml"}
+             "missing": tmp_path / "missing.yaml", "old": tmp_path / "old.yaml", "badyaml": tmp_path / "bad.yaml"}
     args = [a.format(**paths) for a in args]
     proc = imagefit("train", *args, *base, cwd=tmp_path, check=False)
     assert proc.returncode == 2, (case, proc.stdout, proc.stderr)

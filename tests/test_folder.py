@@ -1,4 +1,8 @@
+import io
+import os
+import struct
 import zipfile
+import zlib
 
 import numpy as np
 import pytest
@@ -80,27 +84,29 @@ def test_val_with_different_classes(tmp_path):
         load_folder(tmp_path, 8, 0.2, 0, workers=1)
 
 
-def test_empty_class_folder_is_named(tmp_path):
+def test_empty_class_folder_is_ignored_and_noted(tmp_path):
     make_classes(tmp_path)
     (tmp_path / "bird").mkdir()
     (tmp_path / "bird" / "readme.txt").write_text("no images here")
-    with pytest.raises(UserError, match="bird has no images"):
-        load_folder(tmp_path, 8, 0.2, 0, workers=1)
+    src = load_folder(tmp_path, 8, 0.2, 0, workers=1)
+    assert src.class_names == ["cat", "dog"]
+    assert any("bird" in n and "ignored" in n for n in src.notes)
 
 
-def test_corrupt_image_is_named(tmp_path):
+def test_corrupt_image_is_skipped_and_named(tmp_path):
     make_classes(tmp_path)
     (tmp_path / "dog" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
-    with pytest.raises(UserError) as e:
-        load_folder(tmp_path, 8, 0.2, 0, workers=2)
-    assert "broken.jpg" in str(e.value) and "remove or replace" in str(e.value)
+    src = load_folder(tmp_path, 8, 0.2, 0, workers=2)
+    assert len(src.train) == 5
+    assert [s["file"] for s in src.skipped] == ["dog/broken.jpg", "dog/notes.txt"]
 
 
-def test_corrupt_image_with_auto_size(tmp_path):
+def test_corrupt_image_with_auto_size_is_skipped(tmp_path):
     make_classes(tmp_path)
     (tmp_path / "cat" / "zz.png").write_bytes(b"not a png")
-    with pytest.raises(UserError, match="zz.png"):
-        load_folder(tmp_path, None, 0.2, 0, workers=1)
+    src = load_folder(tmp_path, None, 0.2, 0, workers=1)
+    assert src.image_size == 20 and len(src.train) == 5
+    assert "cat/zz.png" in [s["file"] for s in src.skipped]
 
 
 def test_path_errors(tmp_path):
@@ -159,3 +165,154 @@ def test_zip_member_names_as_other_tools_write_them(tmp_path):
             zf.writestr(zipfile.ZipInfo(("./" + rel) if i % 2 else rel.replace("/", "\\")), p.read_bytes())
     src = load_folder(archive, 8, 0.2, 0, workers=1)
     assert src.class_names == ["cat", "dog"] and len(src.train) == 5
+
+
+# ---- bad files inside a data set: skipped and counted ------------------------------------------
+def _two_good_classes(root, n=3, size=(10, 10)):
+    for name, color in (("cat", (200, 0, 0)), ("dog", (0, 0, 200))):
+        for i in range(n):
+            _save(root / name / f"{i}.png", "RGB", size, color)
+
+
+def _jpeg_bytes(size=(40, 40)):
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def _png_bytes(size=(40, 40)):
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _bomb_png(width=40_000, height=40_000):
+    """A tiny PNG whose header declares width x height pixels (over Pillow's bomb limit), CRC fixed."""
+    data = bytearray(_png_bytes((4, 4)))
+    ihdr = 8  # the IHDR chunk follows the 8-byte signature: length(4) type(4) width(4) height(4) ...
+    data[ihdr + 8:ihdr + 16] = struct.pack(">II", width, height)
+    data[ihdr + 21:ihdr + 25] = struct.pack(">I", zlib.crc32(bytes(data[ihdr + 4:ihdr + 21])))
+    return bytes(data)
+
+
+def test_bad_files_are_skipped_counted_and_hidden_files_ignored(tmp_path):
+    _two_good_classes(tmp_path)
+    (tmp_path / "cat" / "truncated.jpg").write_bytes(_jpeg_bytes()[:400])
+    (tmp_path / "cat" / "truncated.png").write_bytes(_png_bytes()[:200])
+    (tmp_path / "dog" / "empty.png").write_bytes(b"")
+    (tmp_path / "dog" / "text.jpg").write_text("a text note named like a photo")
+    (tmp_path / "dog" / "note.txt").write_text("a text note")
+    (tmp_path / "dog" / "bomb.png").write_bytes(_bomb_png())
+    for hidden in (".DS_Store", "Thumbs.db", "._0.png", "__MACOSX/._1.png"):
+        (tmp_path / "cat" / hidden).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "cat" / hidden).write_bytes(b"junk")
+    for size in (None, 8):  # the automatic size reads headers first: bad headers are skipped there too
+        src = load_folder(tmp_path, size, 0.2, 0, workers=2)
+        assert src.class_names == ["cat", "dog"] and src.train.labels.tolist() == [0, 0, 0, 1, 1, 1]
+        reasons = {s["file"]: s["reason"] for s in src.skipped}
+        assert sorted(reasons) == ["cat/truncated.jpg", "cat/truncated.png", "dog/bomb.png", "dog/empty.png",
+                                   "dog/note.txt", "dog/text.jpg"]
+        assert "empty file" in reasons["dog/empty.png"] and "DecompressionBomb" in reasons["dog/bomb.png"]
+        assert "not an image file" in reasons["dog/note.txt"]
+        assert any("6 files skipped" in n for n in src.notes)
+
+
+def test_a_class_with_no_readable_image_is_one_clear_line(tmp_path):
+    _two_good_classes(tmp_path)
+    for i in range(2):
+        (tmp_path / "bird" / f"{i}.jpg").parent.mkdir(exist_ok=True)
+        (tmp_path / "bird" / f"{i}.jpg").write_bytes(b"")
+    with pytest.raises(UserError, match="no readable image of class bird"):
+        load_folder(tmp_path, 8, 0.2, 0, workers=1)
+
+
+def test_modes_are_scaled_by_mode_not_content(tmp_path):
+    _save(tmp_path / "a" / "rgb.png", "RGB", (8, 8), (10, 20, 30))
+    Image.fromarray(np.full((8, 8), 1000, np.uint16)).save(tmp_path / "a" / "dark16.png")  # 1000/65535 of white
+    Image.fromarray(np.full((8, 8), 0.5, np.float32)).save(tmp_path / "a" / "float.tif")  # mid grey in [0, 1]
+    Image.new("CMYK", (8, 8), (0, 255, 255, 0)).save(tmp_path / "b" / "cmyk.jpg") if (tmp_path / "b").mkdir() is None else None
+    frames = [Image.new("P", (8, 8), 0), Image.new("P", (8, 8), 1)]
+    for f in frames:
+        f.putpalette([0, 255, 0, 255, 0, 255] + [0] * 762)
+    frames[0].save(tmp_path / "b" / "anim.gif", save_all=True, append_images=frames[1:], duration=50, loop=0)
+    _save(tmp_path / "b" / "tiny.png", "RGB", (1, 1), (0, 0, 255))
+    _save(tmp_path / "b" / "large.png", "RGB", (3000, 2000), (255, 255, 0))
+    src = load_folder(tmp_path, 8, 0.2, 0, workers=1)
+    assert src.skipped == []
+    px = {name: src.train.images[i, :, 4, 4].tolist()
+          for i, name in enumerate(["dark16", "float", "rgb", "anim", "cmyk", "large", "tiny"])}
+    assert px["dark16"] == [4, 4, 4]  # round(1000 * 255 / 65535); per-image scaling gave 255
+    assert px["float"] == [128, 128, 128]  # 0.5 of white; truncating [0, 1] to uint8 gave 0
+    assert px["rgb"] == [10, 20, 30]
+    assert px["anim"] == [0, 255, 0]  # the first frame
+    assert px["cmyk"][0] > 240 and max(px["cmyk"][1:]) < 15  # no cyan, full magenta and yellow: red
+    assert px["large"] == [255, 255, 0] and px["tiny"] == [0, 0, 255]
+
+
+def test_zip_bad_members_are_skipped_and_never_escape(tmp_path, monkeypatch):
+    from imagefit.data import folder
+
+    good = io.BytesIO()
+    with zipfile.ZipFile(good, "w", zipfile.ZIP_DEFLATED) as zf:
+        for cls in ("cat", "dog"):
+            for i in range(3):
+                zf.writestr(f"{cls}/{i}.png", _png_bytes((6, 6)))
+        zf.writestr("cat/corrupt.png", _png_bytes((64, 64)))
+        zf.writestr("dog/big.png", _png_bytes((64, 64)))
+        zf.writestr("../escape/0.png", _png_bytes((6, 6)))
+        zf.writestr("/abs/0.png", _png_bytes((6, 6)))
+    raw = bytearray(good.getvalue())
+    # damage the deflate stream of cat/corrupt.png: zlib.error or a CRC error when read
+    with zipfile.ZipFile(io.BytesIO(bytes(raw))) as zf:
+        info = zf.getinfo("cat/corrupt.png")
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    raw[start + 10:start + 60] = b"\xff" * 50
+    archive = tmp_path / "pets.zip"
+    archive.write_bytes(bytes(raw))
+    monkeypatch.setattr(folder, "MAX_MEMBER_BYTES", len(_png_bytes((32, 32))))  # dog/big.png declares more
+    src = load_folder(archive, 8, 0.2, 0, workers=1)
+    assert src.class_names == ["cat", "dog"] and len(src.train) == 6
+    reasons = {s["file"]: s["reason"] for s in src.skipped}
+    assert sorted(reasons) == ["../escape/0.png", "/abs/0.png", "cat/corrupt.png", "dog/big.png"]
+    assert "zip bomb" in reasons["dog/big.png"] and "unsafe" in reasons["../escape/0.png"]
+    assert not (tmp_path.parent / "escape").exists() and not any(p.name == "escape" for p in tmp_path.rglob("*"))
+
+
+def test_a_broken_zip_is_one_clear_line(tmp_path):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("cat/0.png", _png_bytes((6, 6)))
+    (tmp_path / "cut.zip").write_bytes(buf.getvalue()[:-10])  # end-of-central-directory damaged
+    with pytest.raises(UserError, match="cut.zip"):
+        load_folder(tmp_path / "cut.zip", 8, 0.2, 0)
+
+
+def test_symlink_cycle_ends(tmp_path):
+    _two_good_classes(tmp_path / "data")
+    os.symlink(tmp_path / "data", tmp_path / "data" / "cat" / "loop")
+    src = load_folder(tmp_path / "data", 8, 0.2, 0, workers=1)
+    assert src.class_names == ["cat", "dog"] and len(src.train) == 6  # each real folder once
+
+
+# ---- layout -----------------------------------------------------------------------------------
+def test_class_names_differing_only_in_case_are_refused(tmp_path):
+    _two_good_classes(tmp_path)
+    _save(tmp_path / "Cat" / "x.png", "RGB", (8, 8), (1, 2, 3))
+    with pytest.raises(UserError, match="'Cat' and 'cat'.*differ only in case"):
+        load_folder(tmp_path, 8, 0.2, 0, workers=1)
+
+
+def test_unicode_spaces_and_nested_subfolders(tmp_path):
+    _save(tmp_path / "chat noir é" / "2024" / "juin" / "a b.png", "RGB", (8, 8), (1, 2, 3))
+    _save(tmp_path / "chat noir é" / "c.png", "RGB", (8, 8), (1, 2, 3))
+    _save(tmp_path / "犬" / "d.png", "RGB", (8, 8), (4, 5, 6))
+    src = load_folder(tmp_path, 8, 0.2, 0, workers=1)
+    assert src.class_names == ["chat noir é", "犬"] and src.train.labels.tolist() == [0, 0, 1]
+
+
+def test_a_folder_with_no_images_is_one_clear_line(tmp_path):
+    (tmp_path / "cat").mkdir()
+    (tmp_path / "cat" / "notes.txt").write_text("x")
+    (tmp_path / "dog").mkdir()
+    with pytest.raises(UserError, match="no class folders with images in"):
+        load_folder(tmp_path, 8, 0.2, 0, workers=1)

@@ -213,3 +213,20 @@ def test_streaming_loader_trains_to_the_same_artifacts(quick):
     assert run.metrics["train_images"] + run.metrics["val_images"] + run.metrics["test_images"] == 1797
     for name in ARTIFACTS:
         assert (run.dir / name).stat().st_size > 0, name
+
+
+def _claim(args):
+    from imagefit.train.run import unique_run_dir
+
+    return str(unique_run_dir(*args))
+
+
+def test_runs_started_at_once_with_one_name_get_their_own_folders(tmp_path):
+    import multiprocessing as mp
+    from pathlib import Path
+
+    args = [(tmp_path / "runs", "same")] * 8
+    with mp.get_context("fork").Pool(8) as pool:
+        claimed = pool.map(_claim, args)
+    assert len(set(claimed)) == 8 and all(Path(p).is_dir() for p in claimed)
+    assert sorted(Path(p).name for p in claimed) == sorted(["same"] + [f"same-{n}" for n in range(2, 9)])

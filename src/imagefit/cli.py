@@ -33,6 +33,7 @@ HELP = {
     "restore_best": "with early stopping: evaluate and save the best epoch's weights (default on)",
     "time_budget": "fit the run into a wall-clock budget, e.g. 90s, 10m, 1h",
     "start_from_epoch": "epochs of warm-up before early stopping counts",
+    "strict": "refuse a data set with unreadable or non-image files instead of skipping and listing them",
 }
 
 

@@ -22,7 +22,7 @@ import torch
 
 from .types import ImageSet, SourceData
 
-FORMAT = 1
+FORMAT = 2  # 2: meta.json lists the skipped files
 SPLITS = ("train", "val", "test")
 
 
@@ -42,7 +42,8 @@ def _write(folder: Path, source: SourceData, key: dict) -> None:
         np.save(folder / f"{split}_images.npy", part.images.numpy())
         np.save(folder / f"{split}_labels.npy", part.labels.numpy())
         sizes[split] = len(part)
-    meta = {"format": FORMAT, "name": source.name, "class_names": source.class_names, "notes": source.notes, "key": key, "sizes": sizes}
+    meta = {"format": FORMAT, "name": source.name, "class_names": source.class_names, "notes": source.notes, "key": key, "sizes": sizes,
+            "skipped": source.skipped}
     (folder / "meta.json").write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
 
 
@@ -58,7 +59,7 @@ def _read(folder: Path, key: dict, mmap: bool) -> SourceData:
         if images.dtype != np.uint8 or images.ndim != 4 or len(images) != n or labels.shape != (n,) or labels.dtype != np.int64:
             raise ValueError(f"cache entry split {split} has the wrong shape")
         splits[split] = ImageSet(torch.from_numpy(images), torch.from_numpy(labels))
-    return SourceData(name=meta["name"], class_names=meta["class_names"], train=splits["train"], val=splits.get("val"), test=splits.get("test"), notes=meta["notes"])
+    return SourceData(name=meta["name"], class_names=meta["class_names"], train=splits["train"], val=splits.get("val"), test=splits.get("test"), notes=meta["notes"], skipped=meta["skipped"])
 
 
 def _remove(folder: Path) -> None:

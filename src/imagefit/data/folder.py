@@ -3,6 +3,12 @@
 Decoding is the slow part of any folder data set, so it runs in a process pool over chunks, each
 worker opening the zip itself (a shared file offset across forked processes would corrupt reads).
 Worker functions import only PIL and numpy so that pool start-up stays cheap.
+
+A bad file inside a data set (truncated, empty, not an image, a decompression or zip bomb, an unsafe zip
+member name) is skipped and counted, not fatal: one unreadable photo among 10,000 should not stop a run.
+The skipped files travel with the data (`SourceData.skipped`) into metrics.json and report.md, and
+`--strict` turns them back into an error. Hidden files (`.DS_Store`, `__MACOSX/`, `Thumbs.db`,
+dotfiles) are not data at all and are ignored silently.
 """
 from __future__ import annotations
 
@@ -11,8 +17,9 @@ import multiprocessing as mp
 import os
 import statistics
 import sys
+import warnings
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
@@ -28,10 +35,30 @@ SPLITS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "
 MAX_AUTO_SIZE = 128
 _SIZE_SAMPLE = 2000  # header reads for the automatic size: the median of a sample is as good and O(1)
 _IGNORED_PARTS = {"__MACOSX", "Thumbs.db", "desktop.ini"}
+# A zip member whose declared size is over this is skipped unread (a zip bomb); zipfile never inflates
+# more than the declared size, so the declaration is binding. No real image comes near it.
+MAX_MEMBER_BYTES = 512 << 20
 
 
 def _visible(parts: tuple[str, ...]) -> bool:
     return not any(p.startswith(".") or p in _IGNORED_PARTS for p in parts)
+
+
+def walk(path: Path):
+    """os.walk(followlinks=True) that visits each real directory once, so a symlink cycle ends."""
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        yield dirpath, dirnames, filenames
+
+
+def skip(file: str, reason: str) -> dict:
+    """One skipped file as it is listed in metrics.json: its path inside the data set and why."""
+    return {"file": file, "reason": reason}
 
 
 @dataclass
@@ -43,6 +70,7 @@ class _Tree:
     files: list[tuple[str, ...]]
     dirs: set[tuple[str, ...]]
     members: dict[tuple[str, ...], str]  # zip member names as stored ("./a/b.png", "a\\b.png")
+    unsafe: list[str] = field(default_factory=list)  # zip members named "../x" or "/x": never read
 
     def rel(self, parts: tuple[str, ...]) -> str:
         return self.members.get(parts, "/".join(parts))
@@ -51,7 +79,7 @@ class _Tree:
 def _list(path: Path) -> _Tree:
     files, dirs, members = [], set(), {}
     if path.is_dir():
-        for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
+        for dirpath, dirnames, filenames in walk(path):
             rel = Path(dirpath).relative_to(path).parts
             dirnames[:] = sorted(d for d in dirnames if _visible((d,)))
             for d in dirnames:
@@ -65,8 +93,14 @@ def _list(path: Path) -> _Tree:
             names = zf.namelist()
     except (zipfile.BadZipFile, OSError) as e:
         raise UserError(f"cannot read zip {path}: {e}", "re-create the zip or unpack it and pass the folder") from e
+    unsafe = []
     for name in names:
-        parts = tuple(p for p in PurePosixPath(name.replace("\\", "/")).parts if p not in ("", ".", "/"))
+        posix = name.replace("\\", "/")
+        parts = tuple(p for p in PurePosixPath(posix).parts if p not in ("", ".", "/"))
+        if posix.startswith("/") or ".." in parts or (parts and ":" in parts[0]):
+            if not name.endswith(("/", "\\")):
+                unsafe.append(name)
+            continue
         if not parts or not _visible(parts):
             continue
         dirs.update(parts[:i] for i in range(1, len(parts)))
@@ -75,7 +109,7 @@ def _list(path: Path) -> _Tree:
         else:
             files.append(parts)
             members[parts] = name
-    return _Tree(path, True, files, dirs, members)
+    return _Tree(path, True, files, dirs, members, unsafe)
 
 
 def _unwrap(tree: _Tree) -> tuple[str, ...]:
@@ -102,6 +136,7 @@ def _is_image(parts: tuple[str, ...]) -> bool:
 
 
 def _classes_in(tree: _Tree, base: tuple[str, ...]) -> dict[str, list[tuple[str, ...]]]:
+    """Class folder -> its image files, nested subfolders included (a class may be organised in folders)."""
     n = len(base)
     classes: dict[str, list[tuple[str, ...]]] = {d[n]: [] for d in tree.dirs if len(d) == n + 1 and d[:n] == base}
     for f in tree.files:
@@ -110,12 +145,41 @@ def _classes_in(tree: _Tree, base: tuple[str, ...]) -> dict[str, list[tuple[str,
     return {c: sorted(v) for c, v in sorted(classes.items())}
 
 
+def _other_files(tree: _Tree, base: tuple[str, ...], classes: list[str]) -> list[tuple[str, ...]]:
+    """Files inside class folders that are not images by their extension (notes, annotations, stray files)."""
+    n, wanted = len(base), set(classes)
+    return sorted(f for f in tree.files if len(f) > n + 1 and f[:n] == base and f[n] in wanted and not _is_image(f))
+
+
 def _display(tree: _Tree, parts: tuple[str, ...]) -> str:
     return f"{tree.root}!/{'/'.join(parts)}" if tree.is_zip else str(tree.root.joinpath(*parts))
 
 
-def _layout(tree: _Tree) -> tuple[list[str], dict[str, list[tuple[tuple[str, ...], int]]]]:
-    """Return class names and, per split present, (image path, label) ordered by class then name."""
+@dataclass
+class Layout:
+    """What the listing says before any decoding: classes, per split (image path, label), what is skipped."""
+
+    class_names: list[str]
+    files: dict[str, list[tuple[tuple[str, ...], int]]]
+    skipped: list[dict]
+    notes: list[str]
+
+
+def _case_clash(names: list[str], where: str) -> None:
+    seen: dict[str, str] = {}
+    for name in names:
+        other = seen.setdefault(name.casefold(), name)
+        if other != name:
+            raise UserError(f"class folders '{other}' and '{name}' in {where} differ only in case "
+                            "(on macOS and Windows they are one folder)", "merge them or rename one")
+
+
+def _layout(tree: _Tree) -> Layout:
+    """Class names and, per split present, (image path, label) ordered by class then name.
+
+    A class folder without images is ignored with a note; a test/ or val/ class that train/ lacks (or the
+    reverse) is refused, since the model could not learn it or its metrics would be empty.
+    """
     prefix = _unwrap(tree)
     top = _classes_in(tree, prefix)
     split_dirs = {name: SPLITS[name.lower()] for name in top if name.lower() in SPLITS}
@@ -131,10 +195,25 @@ def _layout(tree: _Tree) -> tuple[list[str], dict[str, list[tuple[tuple[str, ...
     else:
         per_split = {"train": (None, top)}
 
+    skipped = [skip(name, "unsafe zip member name (absolute or with '..'): not read") for name in tree.unsafe]
+    notes = []
+    for split, (dirname, classes) in per_split.items():
+        base = prefix + ((dirname,) if dirname else ())
+        skipped += [skip("/".join(f), f"not an image file ({PurePosixPath(f[-1]).suffix or 'no extension'})")
+                    for f in _other_files(tree, base, list(classes))]
+        empty = [name for name, paths in classes.items() if not paths]
+        if empty:
+            notes.append(f"class folder{'s' if len(empty) > 1 else ''} {', '.join(empty)} in {_display(tree, base)} "
+                         f"ha{'ve' if len(empty) > 1 else 's'} no images ({', '.join(sorted(IMAGE_EXTENSIONS))}): ignored.")
+        for name in empty:
+            del classes[name]
+        _case_clash(list(classes), _display(tree, base))
+
     train_dir, train_classes = per_split["train"]
     train_where = _display(tree, prefix + ((train_dir,) if train_dir else ()))
     if not train_classes:
-        raise UserError(f"no class folders in {train_where}", "put images in one folder per class, e.g. cats/*.jpg and dogs/*.jpg")
+        raise UserError(f"no class folders with images in {train_where} ({', '.join(sorted(IMAGE_EXTENSIONS))})",
+                        "put images in one folder per class, e.g. cats/*.jpg and dogs/*.jpg")
     class_names = list(train_classes)
     files: dict[str, list[tuple[tuple[str, ...], int]]] = {}
     for split, (dirname, classes) in per_split.items():
@@ -144,11 +223,8 @@ def _layout(tree: _Tree) -> tuple[list[str], dict[str, list[tuple[tuple[str, ...
             if missing or extra:
                 detail = "; ".join(x for x in (f"missing {', '.join(missing)}" if missing else "", f"extra {', '.join(extra)}" if extra else "") if x)
                 raise UserError(f"{dirname}/ class folders differ from train/ in {where}: {detail}", f"give {dirname}/ the same class folders as train/")
-        for name, paths in classes.items():
-            if not paths:
-                raise UserError(f"class folder {_display(tree, prefix + ((dirname,) if dirname else ()) + (name,))} has no images", f"add images ({', '.join(sorted(IMAGE_EXTENSIONS))}) or remove the folder")
         files[split] = [(p, label) for label, name in enumerate(class_names) for p in classes[name]]
-    return class_names, files
+    return Layout(class_names, files, skipped, notes)
 
 
 # ---- workers: PIL and numpy only ------------------------------------------------------------------
@@ -162,27 +238,55 @@ def _read(root: str, is_zip: bool, rel: str) -> bytes:
     key = (os.getpid(), root)
     if key not in _ZIPS:
         _ZIPS[key] = zipfile.ZipFile(root)
+    info = _ZIPS[key].getinfo(rel)
+    if info.file_size > MAX_MEMBER_BYTES:
+        raise ValueError(f"zip member of {info.file_size:,} bytes unpacked, over the {MAX_MEMBER_BYTES:,}-byte limit (a zip bomb?)")
     return _ZIPS[key].read(rel)
 
 
+def _reason(e: BaseException) -> str:
+    from PIL import UnidentifiedImageError
+
+    if isinstance(e, UnidentifiedImageError):
+        return "UnidentifiedImageError: not an image format Pillow can read"
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:200]}" if text else type(e).__name__
+
+
 def _header_size(args) -> tuple[int, int] | str:
+    """An image's size from its header; a string (the reason) when the file cannot be read."""
     from PIL import Image
 
     root, is_zip, rel = args
     try:
-        with Image.open(io.BytesIO(_read(root, is_zip, rel))) as im:
-            return im.size
-    except (OSError, ValueError, SyntaxError, EOFError, KeyError, zipfile.BadZipFile) as e:
-        return f"{type(e).__name__}: {e}"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(_read(root, is_zip, rel))) as im:
+                return im.size
+    except Exception as e:  # noqa: BLE001 - a bad file is the file's problem: Pillow's plugins raise many types
+        return _reason(e)
+
+
+# The full range of each high-bit-depth mode, by the mode and never by the pixels: a dark 16-bit image must
+# stay dark. "I" is what Pillow gives for 16-bit PGM/TIFF files, so it is read as 16-bit too; float ("F")
+# images are taken as 0..1 (the convention of scientific and HDR tools).
+_MODE_PEAK = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0, "I": 65535.0, "F": 1.0}
 
 
 def _to_rgb(im):
+    """Any Pillow image as 8-bit RGB.
+
+    High-bit-depth grayscale is scaled by its mode's range (see _MODE_PEAK). Transparency (RGBA, LA, a
+    palette with a transparent colour) is composited on white, as a viewer shows it on a white page,
+    rather than dropped (which would reveal whatever colour the hidden pixels happen to hold).
+    CMYK, YCbCr, 1-bit and the rest go through Pillow's own conversion.
+    """
     from PIL import Image
 
-    if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+    if im.mode in _MODE_PEAK:
         a = np.asarray(im, dtype=np.float64)
-        peak = 65535.0 if a.max() > 255 else 255.0
-        im = Image.fromarray(np.clip(a * (255.0 / peak), 0, 255).astype(np.uint8), "L")
+        a = np.nan_to_num(a, nan=0.0, posinf=_MODE_PEAK[im.mode], neginf=0.0)
+        im = Image.fromarray(np.clip(np.rint(a * (255.0 / _MODE_PEAK[im.mode])), 0, 255).astype(np.uint8), "L")
     if im.mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
     if im.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
@@ -204,10 +308,17 @@ def _center_square(im, size: int):
 
 
 def _open(data: bytes, size: int):
-    """Decode fully here, so a corrupt file fails now and is blamed on the file, not on our code."""
+    """Decode fully here, so a corrupt file fails now and is blamed on the file, not on our code.
+
+    An animated GIF or multi-page TIFF gives its first frame. Pillow's decompression-bomb limit applies:
+    an image over twice MAX_IMAGE_PIXELS raises (and is skipped); one between the limit and twice it
+    decodes without Pillow's warning text (large panoramas are real photos).
+    """
     from PIL import Image, ImageOps
 
-    im = Image.open(io.BytesIO(data))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        im = Image.open(io.BytesIO(data))
     if im.format == "JPEG" and min(im.size) >= 2 * size:
         im.draft("RGB", (size, size))  # DCT-domain downscale: much faster, result still >= size
     im.load()
@@ -215,22 +326,27 @@ def _open(data: bytes, size: int):
     return ImageOps.exif_transpose(im) if "exif" in im.info or im.format == "TIFF" else im
 
 
-def _decode_chunk(args) -> tuple[int, np.ndarray | None, str | None]:
-    """Decode images to (n, 3, size, size) uint8; on a bad file return its name and the reason instead."""
-    from PIL import Image
+def _decode_one(root: str, is_zip: bool, rel: str, size: int) -> np.ndarray:
+    data = _read(root, is_zip, rel)
+    if not data:
+        raise ValueError("empty file (0 bytes)")
+    im = _to_rgb(_open(data, size))
+    if im.size != (size, size):
+        im = _center_square(im, size)
+    return np.asarray(im)
 
+
+def _decode_chunk(args) -> tuple[int, np.ndarray, list[tuple[int, str]]]:
+    """Decode images to (n, 3, size, size) uint8; a bad file leaves its row zero and is returned as (row, reason)."""
     start, root, is_zip, rels, size = args
-    out = np.empty((len(rels), size, size, 3), dtype=np.uint8)
+    out = np.zeros((len(rels), size, size, 3), dtype=np.uint8)
+    bad = []
     for i, rel in enumerate(rels):
         try:
-            im = _open(_read(root, is_zip, rel), size)
-        except (OSError, ValueError, SyntaxError, EOFError, KeyError, zipfile.BadZipFile, Image.DecompressionBombError) as e:
-            return start, None, f"{rel}|{type(e).__name__}: {e}"
-        im = _to_rgb(im)
-        if im.size != (size, size):
-            im = _center_square(im, size)
-        out[i] = np.asarray(im)
-    return start, np.ascontiguousarray(out.transpose(0, 3, 1, 2)), None
+            out[i] = _decode_one(root, is_zip, rel, size)
+        except Exception as e:  # noqa: BLE001 - Pillow, zlib and zipfile raise many types for one bad file
+            bad.append((i, _reason(e)))
+    return start, np.ascontiguousarray(out.transpose(0, 3, 1, 2)), bad
 
 
 def _pool(workers: int):
@@ -248,14 +364,18 @@ def _run(fn, tasks: list, workers: int, ordered: bool):
 
 
 def _auto_size(tree: _Tree, paths: list[tuple[str, ...]], workers: int) -> tuple[int, str]:
+    """The median shorter side of a sample; unreadable files are left out here and skipped by the decode."""
     step = max(1, len(paths) // _SIZE_SAMPLE)
     sample = paths[::step]
     tasks = [(str(tree.root), tree.is_zip, tree.rel(p)) for p in sample]
-    sides = []
+    sides, first_bad = [], None
     for p, size in zip(sample, _run(_header_size, tasks, workers, ordered=True)):
         if isinstance(size, str):
-            _raise_bad_image(tree, p, size)
+            first_bad = first_bad or (p, size)
+            continue
         sides.append(min(size))
+    if not sides:
+        _raise_bad_image(tree, *first_bad)
     median = int(statistics.median(sides))
     size = max(1, min(median, MAX_AUTO_SIZE))
     counted = f"{len(sides):,} images" if len(sides) == len(paths) else f"{len(sides):,} of {len(paths):,} images, evenly spaced"
@@ -268,21 +388,31 @@ def _raise_bad_image(tree: _Tree, parts: tuple[str, ...], error: str):
     raise UserError(f"cannot read image {_display(tree, parts)} ({error})", "remove or replace that file")
 
 
-def decode(tree: _Tree, paths: list[tuple[str, ...]], size: int, workers: int) -> np.ndarray:
+def decode_images(tree: _Tree, paths: list[tuple[str, ...]], size: int, workers: int) -> tuple[np.ndarray, dict[int, str]]:
+    """(n, 3, size, size) uint8 for every path, and {index: reason} for those that could not be decoded."""
     out = np.empty((len(paths), 3, size, size), dtype=np.uint8)
     chunk = max(16, min(1024, -(-len(paths) // max(1, workers * 8))))
     tasks = [(s, str(tree.root), tree.is_zip, [tree.rel(p) for p in paths[s : s + chunk]], size) for s in range(0, len(paths), chunk)]
-    for start, images, error in _run(_decode_chunk, tasks, workers, ordered=False):
-        if error is not None:
-            rel, message = error.split("|", 1)
-            _raise_bad_image(tree, tuple(rel.replace("\\", "/").split("/")), message)
+    bad: dict[int, str] = {}
+    for start, images, errors in _run(_decode_chunk, tasks, workers, ordered=False):
         out[start : start + len(images)] = images
+        bad.update((start + i, reason) for i, reason in errors)
+    return out, bad
+
+
+def decode(tree: _Tree, paths: list[tuple[str, ...]], size: int, workers: int) -> np.ndarray:
+    """Every image decoded, or a UserError naming the first that cannot be."""
+    out, bad = decode_images(tree, paths, size, workers)
+    if bad:
+        first = min(bad)
+        _raise_bad_image(tree, paths[first], bad[first])
     return out
 
 
 def load_folder(path: Path, image_size: int | None, test_fraction: float, seed: int, workers: int = 2) -> SourceData:
     """test_fraction and seed are accepted for the caller's symmetry; carving the test split is not done here
-    (so the decoded result, and its cache entry, do not depend on them)."""
+    (so the decoded result, and its cache entry, do not depend on them). Unreadable files are skipped and
+    listed in the result's `skipped`; a class left with no readable image is an error."""
     import torch
 
     from .types import ImageSet, SourceData
@@ -291,7 +421,8 @@ def load_folder(path: Path, image_size: int | None, test_fraction: float, seed: 
     if not path.exists():
         raise UserError(f"image folder not found: {path}", "check the path, or pass a data set name such as digits")
     tree = _list(path.resolve())
-    class_names, files = _layout(tree)
+    layout = _layout(tree)
+    class_names, files = layout.class_names, layout.files
     notes = []
     if image_size is None:
         image_size, note = _auto_size(tree, [p for p, _ in files["train"]], workers)
@@ -299,14 +430,36 @@ def load_folder(path: Path, image_size: int | None, test_fraction: float, seed: 
     elif image_size < 1:
         raise UserError(f"image size must be positive, got {image_size}", "pass an image size such as 32 or 64")
     everything = [item for paths in files.values() for item in paths]  # one pool for all splits
-    images = torch.from_numpy(decode(tree, [p for p, _ in everything], image_size, workers))
+    decoded, bad = decode_images(tree, [p for p, _ in everything], image_size, workers)
+    skipped = sorted(layout.skipped + [skip("/".join(everything[i][0]), reason) for i, reason in bad.items()],
+                     key=lambda s: s["file"])
+    keep = np.ones(len(everything), dtype=bool)
+    keep[list(bad)] = False
+    images = torch.from_numpy(decoded)
     labels = torch.from_numpy(np.asarray([label for _, label in everything], dtype=np.int64))
     out, start = {}, 0
     for split, paths in files.items():
-        out[split] = ImageSet(images[start : start + len(paths)], labels[start : start + len(paths)])
+        part = torch.from_numpy(np.flatnonzero(keep[start : start + len(paths)]) + start)
+        out[split] = ImageSet(images[part], labels[part])
         start += len(paths)
+        _check_readable(tree, split, out[split], class_names, skipped)
     sizes = ", ".join(f"{len(out[s]):,} {s}" for s in ("train", "val", "test") if s in out)
     notes.insert(0, f"image folder {path}: {len(class_names)} classes, {sizes} images, center-cropped and resized to {image_size}x{image_size} RGB.")
+    notes += layout.notes
+    if skipped:
+        notes.append(f"{len(skipped):,} file{'s' if len(skipped) > 1 else ''} skipped (unreadable or not images): "
+                     "listed under skipped_files in metrics.json.")
     if "test" not in out:
         notes.append("the folder has only class folders, no train/ and test/ split: every image is in train, the test split is carved from it later.")
-    return SourceData(name=path.name, class_names=class_names, train=out["train"], val=out.get("val"), test=out.get("test"), notes=notes)
+    return SourceData(name=path.name, class_names=class_names, train=out["train"], val=out.get("val"), test=out.get("test"),
+                      notes=notes, skipped=skipped)
+
+
+def _check_readable(tree: _Tree, split: str, part, class_names: list[str], skipped: list[dict]) -> None:
+    """After skipping, a class with no readable image left cannot be learned or tested: say so."""
+    counts = np.bincount(part.labels.numpy(), minlength=len(class_names))
+    empty = [name for name, n in zip(class_names, counts) if n == 0]
+    if empty:
+        example = f" (e.g. {skipped[-1]['file']}: {skipped[-1]['reason']})" if skipped else ""
+        raise UserError(f"no readable image of class {', '.join(empty)} in the {split} split of {tree.root}: "
+                        f"{len(skipped):,} files could not be decoded{example}", "replace the unreadable files")

@@ -31,6 +31,7 @@ class PreparedData:
     loader: str  # "memory" or "stream"
     notes: list[str] = field(default_factory=list)
     image_shape: tuple[int, int] | None = None  # (channels, side) of the images, kept when splits become features
+    skipped: list[dict] = field(default_factory=list)  # files of the source that could not be used (SourceData.skipped)
 
     def __post_init__(self):
         if self.image_shape is None:
@@ -88,6 +89,12 @@ def prepare_data(cfg: TrainConfig) -> PreparedData:
     source: SourceData = load_source(cfg.dataset, data_dir=cfg.data_dir, cache_dir=cfg.cache_dir,
                                      image_size=cfg.image_size, test_fraction=cfg.test_fraction,
                                      seed=cfg.seed, mmap=cfg.loader != "memory", workers=cfg.num_workers)
+    check_skipped(cfg, source)
+    if len(source.class_names) < 2:
+        from ..errors import UserError
+
+        raise UserError(f"data set {cfg.dataset} has a single class ({', '.join(source.class_names)}): "
+                        "a classifier needs at least two", "add a second class folder of images")
     notes = list(source.notes)
     train, val, test = source.train, source.val, source.test
     nbytes = sum(s.images.numel() for s in (train, val, test) if s is not None)
@@ -112,7 +119,34 @@ def prepare_data(cfg: TrainConfig) -> PreparedData:
         train, val, test = (s.materialize() if s is not None else None for s in (train, val, test))
     notes.append(why[0].upper() + why[1:] + ".")
     mean, std = channel_stats(train)
-    return PreparedData(source.name, source.class_names, train, val, test, mean, std, mode, notes)
+    return PreparedData(source.name, source.class_names, train, val, test, mean, std, mode, notes,
+                        skipped=list(source.skipped))
+
+
+SKIPPED_SHOWN = 20  # skipped files named in a log line, metrics.json and the report; the count is always whole
+
+
+def skipped_summary(skipped: list[dict], shown: int = 5) -> str:
+    """'3 files: cat/a.jpg (OSError: ...), ...' with at most `shown` named."""
+    named = "; ".join(f"{s['file']} ({s['reason']})" for s in skipped[:shown])
+    more = f"; and {len(skipped) - shown:,} more" if len(skipped) > shown else ""
+    return f"{len(skipped):,} file{'s' if len(skipped) != 1 else ''}: {named}{more}"
+
+
+def check_skipped(cfg: TrainConfig, source: SourceData) -> None:
+    """Bad files in a data set: one log line and on with the rest, or with --strict one clear error.
+
+    Runs after the decode cache, so a cached source is judged by the same list as a fresh decode.
+    """
+    if not source.skipped:
+        return
+    if cfg.strict:
+        from ..errors import UserError
+
+        raise UserError(f"--strict: data set {cfg.dataset} has {skipped_summary(source.skipped, 3)} that cannot be used",
+                        "remove or replace those files, or drop --strict to skip them")
+    log.warning("skipped %s (listed in metrics.json and report.md; --strict refuses instead)",
+                skipped_summary(source.skipped, 3))
 
 
 def raise_empty(cfg: TrainConfig):

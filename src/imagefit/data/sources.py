@@ -53,7 +53,9 @@ def _fingerprint(path: Path) -> str:
         return f"{st.st_size}-{st.st_mtime_ns}"
     h = hashlib.sha256()
     rows = []
-    for dirpath, _, filenames in os.walk(path, followlinks=True):
+    from .folder import walk  # symlinks followed, each real folder once (a cycle ends)
+
+    for dirpath, _, filenames in walk(path):
         for name in filenames:
             full = os.path.join(dirpath, name)
             st = os.stat(full)

@@ -56,7 +56,9 @@ class SourceData:
     """What a data source yields: its own splits, before imagefit carves validation or test from train.
 
     `val` and `test` are None when the source has no such split. `notes` are plain sentences for
-    the report (where the files came from, how images were resized, what was carved out).
+    the report (where the files came from, how images were resized, what was carved out). `skipped`
+    lists the files of the source that could not be used, each {"file": path inside the data set,
+    "reason": why}; it is kept in the decode cache so a cached run reports the same files.
     """
 
     name: str
@@ -65,6 +67,7 @@ class SourceData:
     val: ImageSet | None = None
     test: ImageSet | None = None
     notes: list[str] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
 
     @property
     def image_size(self) -> int:

@@ -328,6 +328,21 @@ def _confusion_section(top: list[dict]) -> list[str]:
     return _table(["True → predicted", "Images", "Share of the true class"], rows)
 
 
+def skipped_section(metrics: dict) -> list[str]:
+    """The data set's files that were not used, from metrics.json (count always whole, names capped)."""
+    info = metrics.get("skipped_files") or {}
+    count, files = int(number(info.get("count")) or 0), info.get("files") or []
+    if not count:
+        return []
+    lines = ["## Skipped files", "",
+             f"{count:,} file{'s' if count != 1 else ''} of the data set could not be used and "
+             f"{'were' if count != 1 else 'was'} skipped (`--strict` refuses such a data set instead):", ""]
+    lines += _table(["File", "Why"], [[f.get("file", "?"), f.get("reason", "?")] for f in files])
+    if count > len(files):
+        lines += [f"The first {len(files)} are listed; {count - len(files):,} more were skipped.", ""]
+    return lines
+
+
 def stopping_sentences(metrics: dict) -> list[str]:
     """Early stopping and time budget, read off metrics.json: what fired, what it saved, what it cost."""
     said = []
@@ -382,6 +397,7 @@ def write_run_report(run_dir: Path) -> Path:
     notes = metrics.get("data_notes") or []
     if notes:
         lines += ["## Data notes", ""] + [f"- {n}" for n in notes] + [""]
+    lines += skipped_section(metrics)
     stopping = stopping_sentences(metrics)
     if stopping:
         lines += ["## Stopping", ""] + [" ".join(stopping), ""]
@@ -428,7 +444,7 @@ def rebuild_report(run_dir: Path) -> Path:
             raise UserError(f"{predictions} has {logits.shape[1]} classes but metrics.json names {len(names)}",
                             "rerun training to write a consistent run folder")
         metrics.update(write_evaluation(run_dir, logits, labels, names))
-        atomic.write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        atomic.write_json(run_dir / "metrics.json", metrics)
     history = read_history(run_dir / "history.csv")
     if history:
         model = metrics.get("model") or config.get("model", "")

@@ -38,6 +38,28 @@ class EpochSeeding(L.Callback):
             pl_module.reseed_augmentation(epoch)
 
 
+class StopOnNonFinite(L.Callback):
+    """A NaN or infinite epoch loss stops the run with one clear line, before the checkpoint of that epoch.
+
+    Lightning runs checkpoint callbacks last, so raising here keeps last.ckpt at the last good epoch. The
+    check reads the epoch's logged mean (no per-step device sync).
+    """
+
+    def __init__(self, run_dir, lr: float):
+        self.run_dir, self.lr = run_dir, lr
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        from ..errors import UserError
+
+        for key in ("train_loss", "val_loss"):
+            value = trainer.callback_metrics.get(key)
+            if value is not None and not math.isfinite(float(value)):
+                kept = self.run_dir / "checkpoints" / "last.ckpt"
+                kept = f"the last good epoch's checkpoint is kept in {kept}" if kept.is_file() else "no epoch finished cleanly"
+                raise UserError(f"the {key.replace('_', ' ')} became {float(value)} in epoch {trainer.current_epoch + 1}: "
+                                f"training diverged ({kept})", f"lower the learning rate, e.g. --lr {self.lr / 10:g}")
+
+
 class ShardByRank(L.Callback):
     """Tell imagefit's tensor loaders which share of the data this process trains on."""
 

@@ -18,13 +18,14 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from safetensors.torch import save_file
 
 from .. import atomic
 from ..config import TrainConfig
 from ..data.loader import TensorLoader, stream_loader
-from ..data.pipeline import PreparedData, prepare_data
+from ..data.pipeline import SKIPPED_SHOWN, PreparedData, prepare_data
 from ..errors import UserError
 from ..evaluate.metrics import test_metrics
 from ..evaluate.predict import predict_logits
@@ -32,7 +33,7 @@ from ..models import count_parameters, create_model
 from .autoplan import FAMILY, Stopwatch, apply_plan, plan_run, resize_data
 from .budget import BudgetPlan, replan_steps
 from .callbacks import (AtomicCheckpointIO, EarlyStoppingInEpochs, EpochSeeding, GracefulInterrupt, Lookahead,
-                        FollowPlan, ShardByRank)
+                        FollowPlan, ShardByRank, StopOnNonFinite)
 from .history import HistoryWriter
 from .module import ClassifierModule
 from .precision import resolve_precision
@@ -74,12 +75,31 @@ def dataset_slug(dataset: str) -> str:
 
 
 def unique_run_dir(runs_dir: Path, name: str) -> Path:
-    """runs/<name>, or runs/<name>-2, -3 ... : a new run never overwrites an old one."""
+    """Create and return runs/<name>, or runs/<name>-2, -3 ... : a new run never overwrites an old one.
+
+    mkdir without exist_ok is the claim, so two runs started at once with one name get two folders.
+    """
+    runs_dir.mkdir(parents=True, exist_ok=True)
     candidate, n = runs_dir / name, 1
-    while candidate.exists():
-        n += 1
-        candidate = runs_dir / f"{name}-{n}"
-    return candidate
+    while True:
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            n += 1
+            candidate = runs_dir / f"{name}-{n}"
+
+
+def check_trainer_args(cfg: TrainConfig, precision: str) -> None:
+    """Build a throwaway Trainer with the run's accelerator, devices and precision, before the run folder
+    exists, so a bad --accelerator or --devices is one clear line and leaves nothing behind."""
+    try:
+        L.Trainer(accelerator=cfg.accelerator, devices=cfg.devices, precision=precision, logger=False,
+                  enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    except (MisconfigurationException, ValueError, RuntimeError, ImportError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot train with --accelerator {cfg.accelerator} --devices {cfg.devices}: {first}",
+                        "pass --accelerator auto --devices auto (or cpu, gpu and a device count this machine has)") from None
 
 
 def probe_features(cfg: TrainConfig, data: PreparedData, model, input_size: int, precision: str) -> PreparedData:
@@ -133,6 +153,8 @@ def resume(run_dir: str | Path, **overrides) -> Run:
     """Continue an interrupted run from its last checkpoint, with optimizer, schedule, RNG and
     early-stopping state as they were at the end of the last finished epoch."""
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run folder not found: {run_dir}", "pass an existing folder under runs/ to --resume")
     if not (run_dir / "config.yaml").is_file():
         raise UserError(f"{run_dir} is not an imagefit run folder (no config.yaml)", "pass a folder under runs/")
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -154,6 +176,7 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
     torch.set_flush_denormal(True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     precision = resolve_precision(cfg.precision, cfg.accelerator)
+    check_trainer_args(cfg, precision)  # before the data is decoded and before the run folder exists
     watch.lap("start")
     checkpoint = torch.load(ckpt, weights_only=True) if ckpt else {}
     history_state = checkpoint.get("callbacks", {}).get("HistoryWriter", {})
@@ -223,7 +246,6 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
         name = cfg.name or f"{dataset_slug(cfg.dataset)}-{cfg.model}-{datetime.now():%Y%m%d-%H%M%S}"
         run_dir = unique_run_dir(Path(cfg.runs_dir).expanduser(), name)
         cfg = cfg.replace(name=run_dir.name, image_size=input_size or data.image_size, lr=cfg.learning_rate)
-        run_dir.mkdir(parents=True)
         info = model.weights_info
         cfg.save(run_dir / "config.yaml", notes=[
             f"pretrained weights: {info['source']}, sha256 {info.get('sha256')}",
@@ -237,7 +259,8 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
     history.planned_epochs = planned_epochs
     history.plan = plan
     has_val = val_loader is not None
-    callbacks = [history, EpochSeeding(cfg.seed, train_loader), ShardByRank(train_loader, val_loader)]
+    callbacks = [history, StopOnNonFinite(run_dir, cfg.learning_rate), EpochSeeding(cfg.seed, train_loader),
+                 ShardByRank(train_loader, val_loader)]
     checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", save_last=True,
                                   monitor=cfg.monitor if has_val else None, mode=cfg.monitor_mode,
                                   save_top_k=1, save_on_train_epoch_end=True, enable_version_counter=False)
@@ -355,6 +378,7 @@ def finish_run(run_dir: Path, cfg: TrainConfig, data: PreparedData, model: torch
         "best_val_acc": max(r["val_acc"] for r in with_val) if with_val else None,
         "data_notes": data.notes, "interrupted": bool(interrupted),
         "predicted_classes": int(logits.argmax(1).unique().numel()) if len(logits) else 0,
+        "skipped_files": {"count": len(data.skipped), "files": data.skipped[:SKIPPED_SHOWN]},
         **(extra or {}),
         **test,
     }
@@ -365,6 +389,6 @@ def finish_run(run_dir: Path, cfg: TrainConfig, data: PreparedData, model: torch
         watch.lap("write")
         metrics["time_breakdown"] = {k: round(v, 2) for k, v in watch.seconds.items()}
     metrics["wall_seconds"] = round(history.elapsed_before + time.perf_counter() - started, 2)
-    atomic.write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+    atomic.write_json(run_dir / "metrics.json", metrics)  # a NaN loss is written as null, never as bare NaN
     write_run_report(run_dir)
     return metrics
