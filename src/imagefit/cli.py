@@ -17,29 +17,78 @@ from . import IMPORTED_AT as PROCESS_STARTED  # imagefit's first line: a run's w
 from .config import CHOICES, TrainConfig
 from .errors import UserError
 
-HELP = {
+HELP = {  # one line per TrainConfig key; the allowed values and the default are appended by config_help()
+    "recipe": "a named set of defaults: fast = the airbench recipe (airbench net, SGD, triangle schedule, "
+              "label smoothing, lookahead, flip-translate TTA); keys you pass override it",
     "dataset": "digits, cifar10, cifar100, mnist, fashion-mnist, or a path to an image folder or .zip",
-    "model": "seed-cnn, resnet9, resnet9-small or any timm architecture (trained from scratch)",
-    "image_size": "side in pixels (default: from the data, its median side capped at 128; "
-                  "for a pretrained model the network input, default 128 for images of 64 px or less)",
-    "lr": "learning rate (default: 1e-3 for adam/adamw, 0.05 for sgd)",
-    "precision": "auto: bf16 autocast on CPUs with native bf16 and on CUDA, else 32",
-    "name": "run folder name under --runs-dir (default: <dataset>-<model>-<time>)",
+    "data_dir": "where named data sets are downloaded and kept",
+    "cache_dir": "where decoded images (and linear-probe features) are cached between runs",
+    "image_size": "side in pixels; unset: from the data, its median side capped at 128 (for a pretrained "
+                  "model the network input, 128 for images of 64 px or less)",
+    "val_fraction": "share of the training images held out for validation (0 for none)",
+    "test_fraction": "share of the images held out for test when the source has no test split",
+    "augment": "training augmentation: basic = random crop (1/8 of the side) + flip, light = 1/16 shift + flip",
+    "loader": "memory = decoded uint8 tensor in RAM, stream = memory-mapped cache with DataLoader workers, "
+              "auto = memory when it fits",
+    "num_workers": "DataLoader workers of the stream loader (and image decoding processes)",
+    "model": "seed-cnn, airbench, resnet9, resnet9-small or any timm architecture ('imagefit models' lists "
+             "them); unset: seed-cnn, or tf_efficientnet_lite0 with --pretrained/--weights",
     "pretrained": "start from ImageNet weights (offline for tf_efficientnet_lite0/lite2 from their pip packages)",
     "weights": "a local safetensors file or torch state dict to start from (never unpickled)",
     "strategy": "transfer: fine-tune (all layers, backbone at a lower rate), linear-probe or freeze-unfreeze",
-    "backbone_lr_mult": "the backbone's learning rate as a multiple of the head's (default 0.1)",
+    "backbone_lr_mult": "fine-tune: the backbone's learning rate as a multiple of the head's",
+    "freeze_epochs": "freeze-unfreeze: epochs with the backbone frozen before all layers train",
+    "epochs": "passes over the training data (an upper bound with early stopping or a time budget)",
+    "batch_size": "training images per step (evaluation uses twice as many)",
+    "optimizer": "sgd (Nesterov with --momentum), adam or adamw",
+    "lr": "learning rate; unset: 1e-3 for adam/adamw, 0.05 for sgd",
+    "weight_decay": "L2 penalty (decoupled for adamw)",
+    "momentum": "SGD momentum",
+    "label_smoothing": "soft targets: this share of the probability is spread over all classes",
+    "bias_lr_scale": "models with BatchNorm-shift groups (airbench): their rate as a multiple of --lr",
+    "lookahead": "from 30%% of training, every 5 steps move the weights to their running average",
+    "tta": "test-time augmentation: average the test logits over the mirror (flip) and 1-pixel shifts "
+           "(flip-translate, 6 views)",
+    "compile": "torch.compile the network (pays on GPUs; measured in bench/ for CPUs)",
+    "scheduler": "learning-rate schedule: cosine decay, onecycle, or triangle (warm-up then linear decay)",
+    "precision": "auto = bf16-mixed on CUDA and on CPUs with native bf16 (16-mixed on older GPUs), else 32",
+    "seed": "random seed of the split, the initialisation and the augmentation",
+    "val_every": "validate every N epochs",
     "early_stopping": "stop when --monitor has not improved for --patience epochs",
-    "restore_best": "with early stopping: evaluate and save the best epoch's weights (default on)",
-    "time_budget": "fit the run into a wall-clock budget, e.g. 90s, 10m, 1h",
+    "monitor": "the validation metric that early stopping and the best checkpoint follow",
+    "patience": "early stopping: epochs without improvement before stopping, whatever --val-every is",
+    "min_delta": "early stopping: the smallest change that counts as an improvement",
     "start_from_epoch": "epochs of warm-up before early stopping counts",
+    "restore_best": "with early stopping: evaluate and save the best epoch's weights",
+    "time_budget": "fit the run into a wall-clock budget, e.g. 90s, 10m, 1h (unset: no budget)",
+    "name": "run folder name under --runs-dir; unset: <dataset>-<model>-<time>",
+    "runs_dir": "where run folders are written",
+    "accelerator": "Lightning's accelerator: auto, cpu, gpu/cuda, mps",
+    "devices": "Lightning's devices: how many (or which, e.g. 0,1) of the accelerator's devices to use",
+    "progress": "a progress bar during training",
+    "limit_train_batches": "train on at most N batches per epoch (smoke tests, benchmarks); unset: all",
 }
+
+
+def config_help(name: str) -> str:
+    """HELP[name] plus the allowed values and the default, both read from the config, so they cannot drift."""
+    from dataclasses import MISSING
+
+    field = next(f for f in fields(TrainConfig) if f.name == name)
+    parts = [HELP[name]]
+    if name in CHOICES:
+        parts.append("one of " + ", ".join(CHOICES[name]))
+    default = field.default if field.default is not MISSING else None
+    if field.type in ("bool", bool):
+        default = "on" if default else "off"
+    parts.append("default: " + ("unset" if default is None else str(default)))
+    return "; ".join(parts[:1]) + " (" + "; ".join(parts[1:]) + ")"
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
-        kwargs = {"default": argparse.SUPPRESS, "dest": f.name, "help": HELP.get(f.name)}
+        kwargs = {"default": argparse.SUPPRESS, "dest": f.name, "help": config_help(f.name)}
         if f.type in ("bool", bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
             continue
@@ -49,17 +98,21 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="imagefit", description="Train, evaluate and report image classifiers.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="imagefit", description="Train, evaluate, compare and report image classifiers. "
+        "'imagefit COMMAND --help' lists a command's options with their allowed values and defaults.",
+        epilog="Example: imagefit train --dataset cifar10 --recipe fast --time-budget 10m")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a model and write runs/<name>/ with curves, metrics and a report")
-    p.add_argument("--config", dest="config_file", metavar="FILE.yaml", help="a config file (e.g. runs/<name>/config.yaml)")
+    p.add_argument("--config", dest="config_file", metavar="FILE.yaml",
+                   help="a config file of TrainConfig keys (e.g. runs/<name>/config.yaml); options given here override it")
     p.add_argument("--resume", dest="resume_dir", metavar="RUN_DIR", type=Path,
                    help="continue an interrupted run from its last checkpoint")
     add_config_options(p)
 
     p = sub.add_parser("report", help="rebuild a run's report files from what the run saved")
-    p.add_argument("run_dir", type=Path)
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder (runs/<name>)")
 
     p = sub.add_parser(
         "study", help="run several trainings (a YAML study, or 'seed' for the built-in one) and compare them",
@@ -69,15 +122,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "early stopping). Finished runs are skipped and interrupted ones resumed. The train options below "
                     "apply to every run; --name names the study and --runs-dir is where its folder goes.")
     p.add_argument("spec", metavar="STUDY", help="a study YAML file, or 'seed' for the built-in course study")
-    p.add_argument("--rerun", action="store_true", help="train every run again, even those already finished")
-    p.add_argument("--seeds", type=int, metavar="N", help="repeat every run with N seeds (seed, seed+1, ...)")
+    p.add_argument("--rerun", action="store_true",
+                   help="train every run again, even those already finished (default: skip finished runs)")
+    p.add_argument("--seeds", type=int, metavar="N",
+                   help="repeat every run with N seeds (seed, seed+1, ...) (default: the study file's 'seeds', else 1)")
     p.add_argument("--out", type=Path, metavar="DIR", help="where the comparison goes (default: the study folder)")
     p.add_argument("--reference", metavar="RUN", help="the run the others are compared with (default: the first)")
     add_config_options(p)
 
     p = sub.add_parser("compare", help="compare finished runs: comparison.md/.html/.csv/.png",
                        description="Compare runs from their folders' files (rerun it any time).")
-    p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
+    p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="two or more run folders")
     p.add_argument("--out", type=Path, metavar="DIR", help="where to write (default: the runs' common parent folder)")
     p.add_argument("--reference", metavar="RUN", help="the run the others are compared with (default: the first)")
 
