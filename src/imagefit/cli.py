@@ -136,6 +136,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, metavar="DIR", help="where to write (default: the runs' common parent folder)")
     p.add_argument("--reference", metavar="RUN", help="the run the others are compared with (default: the first)")
 
+    p = sub.add_parser("predict", help="classify images with a trained run (or an exported model)",
+                       description="Classify images, folders of images or .zip files with a run's model, decoded and "
+                                   "resized the way its training data was. Unreadable files are listed, not fatal.")
+    p.add_argument("model_path", type=Path, metavar="RUN_DIR",
+                   help="a run folder (runs/<name>), or a .onnx/.pt file written by imagefit export")
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files, folders of images, or .zip files")
+    p.add_argument("--top-k", type=int, default=3, metavar="K", help="classes shown per image, most probable first (default: 3)")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print JSON on stdout instead of a table (default: a table)")
+    out.add_argument("--csv", type=Path, metavar="FILE",
+                     help="also write FILE.csv: one row per image and rank (path, rank, class, probability)")
+    p.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per forward pass (default: 64)")
+    p.add_argument("--precision", choices=CHOICES["precision"], default="auto",
+                   help="as in training: auto = bf16 where the hardware does it natively, else 32; one of "
+                        + ", ".join(CHOICES["precision"]) + " (default: auto; exported models run as exported)")
+
     sub.add_parser("models", help="list the architectures imagefit can train")
     sub.add_parser("datasets", help="list the named data sets")
     return parser
@@ -207,6 +223,41 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    import csv
+    import io
+    import json
+
+    from . import atomic
+    from .inference import load
+
+    predictor = load(args.model_path, precision=args.precision)
+    result = predictor.predict(args.paths, top_k=args.top_k, batch_size=args.batch_size)
+    speed = (f"{len(result)} images in {result.seconds:.2f} s ({result.images_per_second:.0f} images/s, "
+             f"{predictor.precision} on {predictor.device}); {len(result.unreadable)} unreadable")
+    if args.json:
+        print(json.dumps({"model": str(args.model_path), "class_names": predictor.class_names,
+                          "predictions": [{"path": p.source, "top": [{"class": c, "probability": round(v, 6)}
+                                                                    for c, v in p.top]} for p in result],
+                          "unreadable": [{"path": n, "error": e} for n, e in result.unreadable],
+                          "images_per_second": round(result.images_per_second, 1)}, indent=1))
+    else:
+        for p in result:
+            print(f"{p.source}: " + ", ".join(f"{c} {v:.3f}" for c, v in p.top))
+    for name, error in result.unreadable:
+        print(f"unreadable: {name} ({error})", file=sys.stderr)
+    if args.csv:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["path", "rank", "class", "probability"])
+        for p in result:
+            w.writerows([p.source, rank, c, f"{v:.6f}"] for rank, (c, v) in enumerate(p.top, 1))
+        atomic.write_text(args.csv, buf.getvalue())
+        print(f"predictions: {args.csv}", file=sys.stderr if args.json else sys.stdout)
+    print(speed, file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     import timm
 
@@ -239,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="imagefit: %(message)s")
     commands = {"train": cmd_train, "report": cmd_report, "study": cmd_study, "compare": cmd_compare,
-                "models": cmd_models, "datasets": cmd_datasets}
+                "models": cmd_models, "datasets": cmd_datasets, "predict": cmd_predict}
     try:
         return commands[args.command](args)
     except UserError as e:

@@ -6,6 +6,7 @@ Worker functions import only PIL and numpy so that pool start-up stays cheap.
 """
 from __future__ import annotations
 
+import functools
 import io
 import multiprocessing as mp
 import os
@@ -14,7 +15,7 @@ import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -215,6 +216,24 @@ def _open(data: bytes, size: int):
     return ImageOps.exif_transpose(im) if "exif" in im.info or im.format == "TIFF" else im
 
 
+def to_square_rgb(im, size: int) -> np.ndarray:
+    """A PIL image as training sees it: RGB (alpha on white, 16-bit scaled), centre square, size x size;
+    returned (size, size, 3) uint8. `imagefit predict` calls this too, so a run's inputs match its data."""
+    im = _to_rgb(im)
+    if im.size != (size, size):
+        im = _center_square(im, size)
+    return np.asarray(im)
+
+
+def decode_image(data: bytes, size: int) -> np.ndarray:
+    """Encoded image bytes -> (size, size, 3) uint8, exactly as the training data was decoded.
+    Raises what PIL raises on a bad file (see DECODE_ERRORS)."""
+    return to_square_rgb(_open(data, size), size)
+
+
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, KeyError, zipfile.BadZipFile)
+
+
 def _decode_chunk(args) -> tuple[int, np.ndarray | None, str | None]:
     """Decode images to (n, 3, size, size) uint8; on a bad file return its name and the reason instead."""
     from PIL import Image
@@ -223,14 +242,24 @@ def _decode_chunk(args) -> tuple[int, np.ndarray | None, str | None]:
     out = np.empty((len(rels), size, size, 3), dtype=np.uint8)
     for i, rel in enumerate(rels):
         try:
-            im = _open(_read(root, is_zip, rel), size)
-        except (OSError, ValueError, SyntaxError, EOFError, KeyError, zipfile.BadZipFile, Image.DecompressionBombError) as e:
+            out[i] = decode_image(_read(root, is_zip, rel), size)
+        except (*DECODE_ERRORS, Image.DecompressionBombError) as e:
             return start, None, f"{rel}|{type(e).__name__}: {e}"
-        im = _to_rgb(im)
-        if im.size != (size, size):
-            im = _center_square(im, size)
-        out[i] = np.asarray(im)
     return start, np.ascontiguousarray(out.transpose(0, 3, 1, 2)), None
+
+
+def image_files(path: Path) -> list[tuple[str, Callable[[], bytes]]]:
+    """Every image file under a folder or in a zip (or `path` itself when it is a file that is not a zip),
+    in name order, as (display name, a function that reads its bytes)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise UserError(f"not found: {path}", "pass image files, folders of images or .zip files")
+    if path.is_file() and not zipfile.is_zipfile(path):
+        return [(str(path), path.read_bytes)]
+    tree = _list(path.resolve())
+    root = str(tree.root)
+    return [(_display(tree, p), functools.partial(_read, root, tree.is_zip, tree.rel(p)))
+            for p in sorted(tree.files) if _is_image(p)]
 
 
 def _pool(workers: int):
