@@ -134,7 +134,7 @@ def test_every_option_of_every_command_explains_itself():
         if action.dest in config_keys:
             assert "default: " in action.help, f"{where}: its help does not state the default"
         seen.add(path[0] if path else "")
-    assert {"train", "report", "study", "compare", "predict"} <= seen
+    assert {"train", "report", "study", "compare", "predict", "export"} <= seen
     assert "COMMAND --help" in " ".join(parser.format_help().split())
 
 

@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="classify images with a trained run (or an exported model)",
                        description="Classify images, folders of images or .zip files with a run's model, decoded and "
                                    "resized the way its training data was. Unreadable files are listed, not fatal.")
-    p.add_argument("model_path", type=Path, metavar="RUN_DIR",
+    p.add_argument("model_path", type=Path, metavar="RUN_DIR|FILE",
                    help="a run folder (runs/<name>), or a .onnx/.pt file written by imagefit export")
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files, folders of images, or .zip files")
     p.add_argument("--top-k", type=int, default=3, metavar="K", help="classes shown per image, most probable first (default: 3)")
@@ -151,6 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=CHOICES["precision"], default="auto",
                    help="as in training: auto = bf16 where the hardware does it natively, else 32; one of "
                         + ", ".join(CHOICES["precision"]) + " (default: auto; exported models run as exported)")
+
+    p = sub.add_parser("export", help="write a run's model as ONNX or TorchScript, with its class names and preprocessing",
+                       description="Export a run's model (fp32) with its class names and preprocessing in the file. "
+                                   "The graph takes uint8 images of the run's size and returns logits.")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a finished run folder (runs/<name>)")
+    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx",
+                   help="onnx (for onnxruntime and other runtimes) or torchscript (default: onnx)")
+    p.add_argument("--out", type=Path, metavar="FILE", help="where to write (default: RUN_DIR/model.onnx or RUN_DIR/model.pt)")
 
     sub.add_parser("models", help="list the architectures imagefit can train")
     sub.add_parser("datasets", help="list the named data sets")
@@ -258,6 +266,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export
+
+    path = export(args.run_dir, args.format, args.out)
+    print(f"exported: {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    print(f"predict with: imagefit predict {path} IMAGES...")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     import timm
 
@@ -290,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="imagefit: %(message)s")
     commands = {"train": cmd_train, "report": cmd_report, "study": cmd_study, "compare": cmd_compare,
-                "models": cmd_models, "datasets": cmd_datasets, "predict": cmd_predict}
+                "models": cmd_models, "datasets": cmd_datasets, "predict": cmd_predict, "export": cmd_export}
     try:
         return commands[args.command](args)
     except UserError as e:
