@@ -35,7 +35,8 @@ HELP = {  # one line per TrainConfig key; the allowed values and the default are
              "them); unset: seed-cnn, or tf_efficientnet_lite0 with --pretrained/--weights",
     "pretrained": "start from ImageNet weights (offline for tf_efficientnet_lite0/lite2 from their pip packages)",
     "weights": "a local safetensors file or torch state dict to start from (never unpickled)",
-    "strategy": "transfer: fine-tune (all layers, backbone at a lower rate), linear-probe or freeze-unfreeze",
+    "transfer_strategy": "what trains from pretrained weights: fine-tune (all layers, the backbone at a lower "
+                         "rate), linear-probe (a new head on frozen features) or freeze-unfreeze (head first)",
     "backbone_lr_mult": "fine-tune: the backbone's learning rate as a multiple of the head's",
     "freeze_epochs": "freeze-unfreeze: epochs with the backbone frozen before all layers train",
     "epochs": "passes over the training data (an upper bound with early stopping or a time budget)",
@@ -64,7 +65,11 @@ HELP = {  # one line per TrainConfig key; the allowed values and the default are
     "name": "run folder name under --runs-dir; unset: <dataset>-<model>-<time>",
     "runs_dir": "where run folders are written",
     "accelerator": "Lightning's accelerator: auto, cpu, gpu/cuda, mps",
-    "devices": "Lightning's devices: how many (or which, e.g. 0,1) of the accelerator's devices to use",
+    "devices": "Lightning's devices: how many (or which, e.g. 0,1) of the accelerator's devices to use; "
+               "auto takes every GPU of the host",
+    "num_nodes": "Lightning's num_nodes: machines in a multi-node run (SLURM, torchrun)",
+    "strategy": "Lightning's distributed strategy, passed unchanged (before 0.2 this key was the transfer "
+                "strategy: old values are read as --transfer-strategy)",
     "progress": "a progress bar during training",
     "limit_train_batches": "train on at most N batches per epoch (smoke tests, benchmarks); unset: all",
 }
@@ -92,7 +97,7 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
         if f.type in ("bool", bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
             continue
-        if f.name in CHOICES:
+        if f.name in CHOICES and f.name != "strategy":  # old transfer values of 'strategy' are renamed later
             kwargs["choices"] = CHOICES[f.name]
         parser.add_argument(flag, metavar=f.name.upper(), **kwargs)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -17,6 +18,8 @@ import yaml
 from . import atomic
 from .errors import UserError
 
+log = logging.getLogger("imagefit")
+
 CHOICES = {
     "augment": ("none", "basic", "light"),
     "optimizer": ("sgd", "adam", "adamw"),
@@ -24,7 +27,8 @@ CHOICES = {
     "precision": ("auto", "32", "bf16-mixed", "16-mixed"),
     "loader": ("auto", "memory", "stream"),
     "monitor": ("val_loss", "val_acc"),
-    "strategy": ("fine-tune", "linear-probe", "freeze-unfreeze"),
+    "transfer_strategy": ("fine-tune", "linear-probe", "freeze-unfreeze"),
+    "strategy": ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp"),
     "tta": ("none", "flip", "flip-translate"),
     "recipe": ("none", "fast"),
 }
@@ -48,7 +52,7 @@ class TrainConfig:
     # transfer learning: with --pretrained or --weights the model starts from ImageNet weights
     pretrained: bool = False
     weights: str | None = None  # a local safetensors file or torch state dict (loaded with weights_only)
-    strategy: str = "fine-tune"  # fine-tune | linear-probe | freeze-unfreeze
+    transfer_strategy: str = "fine-tune"  # fine-tune | linear-probe | freeze-unfreeze (was 'strategy')
     backbone_lr_mult: float = 0.1
     freeze_epochs: int = 1
     # optimisation
@@ -79,7 +83,9 @@ class TrainConfig:
     name: str | None = None  # None: <dataset>-<model>-<time>
     runs_dir: str = "runs"
     accelerator: str = "auto"
-    devices: str | int = "auto"
+    devices: int | str = 1  # one device unless asked: a multi-GPU host is not taken whole by default
+    num_nodes: int = 1
+    strategy: str = "auto"  # Lightning's distributed strategy, passed to L.Trainer unchanged
     progress: bool = True
     limit_train_batches: int | None = None  # for smoke tests and benchmarks
 
@@ -91,6 +97,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> "TrainConfig":
         known = {f.name for f in fields(cls)}
+        values = rename_legacy_keys(values, source)
         if values.get("recipe") not in (None, "none"):
             from .recipes import recipe_defaults
 
@@ -142,13 +149,25 @@ class TrainConfig:
             raise UserError(f"patience must be at least 1 epoch, got {self.patience}", "pass --patience 5")
         if self.time_budget is not None:
             self.budget_seconds  # raises a UserError when malformed
-        if self.tta != "none" and self.transfer and self.strategy == "linear-probe":
+        if self.tta != "none" and self.transfer and self.transfer_strategy == "linear-probe":
             raise UserError("test-time augmentation needs images, but a linear probe evaluates cached features",
-                            "pass --tta none, or --strategy fine-tune")
+                            "pass --tta none, or --transfer-strategy fine-tune")
+        if self.num_nodes < 1:
+            raise UserError(f"num_nodes must be at least 1, got {self.num_nodes}", "pass --num-nodes 1")
+        if self.precision == "16-mixed" and not self.on_cuda:
+            raise UserError("precision 16-mixed needs a CUDA GPU: on a CPU Lightning would train bf16 instead",
+                            "pass --precision bf16-mixed, 32 or auto")
         if not 0 <= self.label_smoothing < 1:
             raise UserError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}", "pass --label-smoothing 0.1")
 
     # ---- derived values -----------------------------------------------------------------------
+    @property
+    def on_cuda(self) -> bool:
+        """Whether the run's accelerator is a CUDA GPU (auto: when one is present)."""
+        import torch
+
+        return self.accelerator in ("cuda", "gpu") or (self.accelerator == "auto" and torch.cuda.is_available())
+
     @property
     def learning_rate(self) -> float:
         if self.lr is not None:
@@ -186,6 +205,27 @@ class TrainConfig:
         header = "".join(f"# {line}\n" for line in ["imagefit run configuration: `imagefit train --config "
                                                      "<this file>` repeats the run.", *(notes or [])])
         atomic.write_text(path, header + yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def transfer_strategy_of(config: dict[str, Any]) -> str | None:
+    """The transfer strategy in a saved config.yaml or metrics.json, old ('strategy') or new spelling."""
+    if config.get("transfer_strategy"):
+        return config["transfer_strategy"]
+    old = config.get("strategy")
+    return old if old in CHOICES["transfer_strategy"] else None
+
+
+def rename_legacy_keys(values: dict[str, Any], source: str, note: bool = True) -> dict[str, Any]:
+    """'strategy: linear-probe' from before the rename (config files, study YAML, old run folders) is the
+    transfer strategy: read it as transfer_strategy, with a note, so old files keep working."""
+    if values.get("strategy") in CHOICES["transfer_strategy"]:
+        values = dict(values)
+        value = values.pop("strategy")
+        values.setdefault("transfer_strategy", value)
+        if note:
+            log.info("note: 'strategy: %s' in %s is read as transfer_strategy (now 'strategy' is Lightning's "
+                     "distributed strategy: auto, ddp, ...)", value, source)
+    return values
 
 
 def _coerce(cls: type, key: str, value: Any, source: str) -> Any:

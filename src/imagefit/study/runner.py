@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from .. import atomic
-from ..config import TrainConfig
+from ..config import TrainConfig, rename_legacy_keys
 from ..errors import UserError
 from ..report.compare import BOOKKEEPING, Comparison, compare, config_differences
 from .spec import BUILTIN, STUDY_OWNED, StudySpec, load_study
@@ -100,6 +100,7 @@ def differences(saved: dict, wanted: TrainConfig) -> dict[str, tuple]:
     """The settings in which a run folder's config.yaml differs from what the study asks for."""
     want = wanted.to_dict()
     defaults = TrainConfig().to_dict()
+    saved = rename_legacy_keys(saved, "a saved config.yaml", note=False)
     saved = {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
     for key in RESOLVED_AT_RUN:
         if want.get(key) is None:

@@ -168,7 +168,7 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
     if cfg.compile:
         model.net.compile()  # in place: the state dict keeps its keys
     total_params, _ = count_parameters(model)
-    trainable, groups, probe = model, None, cfg.transfer and cfg.strategy == "linear-probe"
+    trainable, groups, probe = model, None, cfg.transfer and cfg.transfer_strategy == "linear-probe"
     if probe:
         data = probe_features(cfg, data, model, input_size, precision)
         trainable = model.head().train()  # the feature pass left the whole model in eval mode
@@ -201,7 +201,7 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
         info = model.weights_info
         cfg.save(run_dir / "config.yaml", notes=[
             f"pretrained weights: {info['source']}, sha256 {info.get('sha256')}",
-            f"strategy {cfg.strategy}: {total_params - trainable_params:,} frozen and {trainable_params:,} trainable parameters",
+            f"transfer strategy {cfg.transfer_strategy}: {total_params - trainable_params:,} frozen and {trainable_params:,} trainable parameters",
         ] if info else None)
         os.environ[RUN_DIR_ENV] = str(run_dir)  # inherited by the processes a distributed launch starts
     log.info("run folder: %s", run_dir)
@@ -215,7 +215,7 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
                                   monitor=cfg.monitor if has_val else None, mode=cfg.monitor_mode,
                                   save_top_k=1, save_on_train_epoch_end=True, enable_version_counter=False)
     callbacks.append(checkpoints)
-    if cfg.transfer and cfg.strategy == "freeze-unfreeze":
+    if cfg.transfer and cfg.transfer_strategy == "freeze-unfreeze":
         callbacks.append(FreezeUnfreeze(model, cfg.freeze_epochs))
     stopper = None
     if cfg.early_stopping:
@@ -230,7 +230,8 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
         timer = Timer(duration=timedelta(seconds=max(1.0, plan.train_deadline - elapsed)), interval="step")
         callbacks.append(timer)
     trainer = L.Trainer(
-        max_epochs=planned_epochs, accelerator=cfg.accelerator, devices=cfg.devices, precision=precision,
+        max_epochs=planned_epochs, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
+        strategy=cfg.strategy, precision=precision,
         callbacks=callbacks, logger=False, enable_model_summary=False, plugins=[AtomicCheckpointIO()],
         enable_progress_bar=cfg.progress, num_sanity_val_steps=0, default_root_dir=run_dir,
         limit_train_batches=cfg.limit_train_batches, limit_val_batches=None if has_val else 0,
@@ -269,13 +270,13 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
         "budget_note": plan.sentence(cfg.epochs) if plan else None,
     }
     if model.weights_info:
-        extra.update(strategy=cfg.strategy, input_size=input_size, weights_source=model.weights_info["source"],
+        extra.update(transfer_strategy=cfg.transfer_strategy, input_size=input_size, weights_source=model.weights_info["source"],
                      weights_sha256=model.weights_info.get("sha256"),
                      weights_missing_keys=model.weights_info.get("missing_keys"),
                      weights_unexpected_keys=model.weights_info.get("unexpected_keys"),
                      frozen_params=total_params - trainable_params,
                      frozen_note=(f"backbone frozen for the first {cfg.freeze_epochs} epochs"
-                                  if cfg.strategy == "freeze-unfreeze" else None))
+                                  if cfg.transfer_strategy == "freeze-unfreeze" else None))
     metrics = finish_run(run_dir, cfg, data, model, logits, labels, history, precision, total_params,
                          trainable_params, started, interrupted=interrupt.interrupted or trainer.interrupted,
                          extra=extra)
