@@ -89,3 +89,12 @@ def test_one_device_unless_asked_and_fp16_refused_on_a_cpu():
     assert TrainConfig.from_dict({"devices": "2"}).devices == 2 and TrainConfig.from_dict({"devices": "0,1"}).devices == "0,1"
     with pytest.raises(UserError, match="16-mixed needs a CUDA GPU.*bf16-mixed"):
         TrainConfig.from_dict({"accelerator": "cpu", "precision": "16-mixed"})
+
+
+def test_logger_is_a_list_from_yaml_or_a_comma_separated_flag(tmp_path):
+    assert TrainConfig().logger == []
+    assert TrainConfig.from_dict({"logger": "csv, mlflow"}).logger == ["csv", "mlflow"]
+    (tmp_path / "c.yaml").write_text("logger: [tensorboard]\n")
+    assert TrainConfig.load(tmp_path / "c.yaml").logger == ["tensorboard"]
+    with pytest.raises(UserError, match="logger 'wandb' is not one of csv, tensorboard, mlflow"):
+        TrainConfig.from_dict({"logger": "csv,wandb"})

@@ -14,7 +14,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from . import IMPORTED_AT as PROCESS_STARTED  # imagefit's first line: a run's wall clock starts there
-from .config import CHOICES, TrainConfig
+from .config import CHOICES, LIST_CHOICES, TrainConfig
 from .errors import UserError
 
 HELP = {  # one line per TrainConfig key; the allowed values and the default are appended by config_help()
@@ -70,7 +70,9 @@ HELP = {  # one line per TrainConfig key; the allowed values and the default are
     "num_nodes": "Lightning's num_nodes: machines in a multi-node run (SLURM, torchrun)",
     "strategy": "Lightning's distributed strategy, passed unchanged (before 0.2 this key was the transfer "
                 "strategy: old values are read as --transfer-strategy)",
-    "progress": "a progress bar during training",
+    "progress": "progress: Lightning's rich bar on a terminal, one plain line per epoch when output is not a terminal",
+    "logger": "experiment tracking, several comma-separated: csv (runs/<name>/logs/csv/metrics.csv), tensorboard "
+              "(runs/<name>/logs/tensorboard), mlflow (store sqlite:///<runs-dir>/mlflow.db, the run folder as artifacts)",
     "limit_train_batches": "train on at most N batches per epoch (smoke tests, benchmarks); unset: all",
 }
 
@@ -83,7 +85,11 @@ def config_help(name: str) -> str:
     parts = [HELP[name]]
     if name in CHOICES:
         parts.append("one of " + ", ".join(CHOICES[name]))
+    if name in LIST_CHOICES:
+        parts.append("any of " + ", ".join(LIST_CHOICES[name]))
     default = field.default if field.default is not MISSING else None
+    if field.default_factory is not MISSING:
+        default = ",".join(field.default_factory()) or "none"
     if field.type in ("bool", bool):
         default = "on" if default else "off"
     parts.append("default: " + ("unset" if default is None else str(default)))

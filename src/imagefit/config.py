@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -32,6 +32,7 @@ CHOICES = {
     "tta": ("none", "flip", "flip-translate"),
     "recipe": ("none", "fast"),
 }
+LIST_CHOICES = {"logger": ("csv", "tensorboard", "mlflow")}  # keys that take several values
 
 
 @dataclass
@@ -86,7 +87,8 @@ class TrainConfig:
     devices: int | str = 1  # one device unless asked: a multi-GPU host is not taken whole by default
     num_nodes: int = 1
     strategy: str = "auto"  # Lightning's distributed strategy, passed to L.Trainer unchanged
-    progress: bool = True
+    progress: bool = True  # a rich bar on a terminal, one plain line per epoch otherwise
+    logger: list[str] = field(default_factory=list)  # experiment tracking: csv, tensorboard, mlflow (several)
     limit_train_batches: int | None = None  # for smoke tests and benchmarks
 
     def __post_init__(self):
@@ -133,6 +135,11 @@ class TrainConfig:
             value = str(getattr(self, key))
             if value not in allowed:
                 raise UserError(f"{key} '{value}' is not one of {', '.join(allowed)}", f"pass --{key.replace('_', '-')} {allowed[0]}")
+        for key, allowed in LIST_CHOICES.items():
+            for value in getattr(self, key):
+                if value not in allowed:
+                    raise UserError(f"{key} '{value}' is not one of {', '.join(allowed)}",
+                                    f"pass --{key} {','.join(allowed[:2])} (comma-separated)")
         if self.epochs < 1:
             raise UserError(f"epochs must be at least 1, got {self.epochs}", "pass --epochs 10")
         if self.batch_size < 1:
@@ -233,6 +240,11 @@ def _coerce(cls: type, key: str, value: Any, source: str) -> Any:
     hint = get_type_hints(cls)[key]
     if value is None:
         return None
+    if getattr(hint, "__origin__", None) is list:  # a YAML list, or 'a,b' from a command line
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise UserError(f"config key '{key}' in {source} must be a list, got {value!r}", f"write {key}: [a, b] or a,b")
+        return [str(v).strip() for v in items if str(v).strip() not in ("", "none")]
     kinds = getattr(hint, "__args__", (hint,))
     if isinstance(value, bool) and bool not in kinds:
         raise UserError(f"config key '{key}' in {source} must be a {hint}, got {value!r}", f"give '{key}' a value of that type")

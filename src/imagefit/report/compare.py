@@ -34,7 +34,7 @@ from .run_report import (GAP_MILD, GAP_NONE, _duration, _f, _int, _read_csv, _re
 SEED_SUFFIX = re.compile(r"-seed(\d+)$")
 # settings that do not change what a run learns: never named as "the difference" between two runs
 BOOKKEEPING = {"name", "runs_dir", "progress", "cache_dir", "data_dir", "num_workers", "accelerator", "devices",
-               "num_nodes", "strategy",
+               "num_nodes", "strategy", "logger",
                "loader", "limit_train_batches", "compile"}
 STOPPING_KEYS = {"early_stopping", "patience", "monitor", "min_delta", "start_from_epoch", "restore_best"}
 STRATEGY_WORDS = {"linear-probe": "linear probe on frozen features", "fine-tune": "fine-tuned",

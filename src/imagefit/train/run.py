@@ -33,6 +33,7 @@ from .budget import measure_step_seconds, plan_epochs
 from .callbacks import (AtomicCheckpointIO, EarlyStoppingInEpochs, EpochSeeding, GracefulInterrupt, Lookahead,
                         ShardByRank)
 from .history import HistoryWriter
+from .loggers import Tracking, progress_callbacks
 from .module import ClassifierModule
 from .precision import resolve_precision
 from .transfer import FreezeUnfreeze, cached_features, default_input_size, parameter_groups
@@ -211,6 +212,9 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
     history.planned_epochs = planned_epochs
     has_val = val_loader is not None
     callbacks = [history, EpochSeeding(cfg.seed, train_loader), ShardByRank(train_loader, val_loader)]
+    tracking = Tracking(cfg, run_dir, history) if cfg.logger else None
+    progress, bar = progress_callbacks(cfg, history, planned_epochs)
+    callbacks += ([tracking] if tracking else []) + progress
     checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", save_last=True,
                                   monitor=cfg.monitor if has_val else None, mode=cfg.monitor_mode,
                                   save_top_k=1, save_on_train_epoch_end=True, enable_version_counter=False)
@@ -233,7 +237,7 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
         max_epochs=planned_epochs, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
         strategy=cfg.strategy, precision=precision,
         callbacks=callbacks, logger=False, enable_model_summary=False, plugins=[AtomicCheckpointIO()],
-        enable_progress_bar=cfg.progress, num_sanity_val_steps=0, default_root_dir=run_dir,
+        enable_progress_bar=bar, num_sanity_val_steps=0, default_root_dir=run_dir,
         limit_train_batches=cfg.limit_train_batches, limit_val_batches=None if has_val else 0,
         check_val_every_n_epoch=cfg.val_every,
     )
@@ -280,6 +284,8 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
     metrics = finish_run(run_dir, cfg, data, model, logits, labels, history, precision, total_params,
                          trainable_params, started, interrupted=interrupt.interrupted or trainer.interrupted,
                          extra=extra)
+    if tracking:
+        tracking.finish(run_dir, interrupted=metrics["interrupted"])
     return Run(run_dir, cfg, metrics)
 
 
