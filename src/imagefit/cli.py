@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import warnings
 from dataclasses import fields
@@ -316,7 +317,9 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # lightning's own, about torch's pytree
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="imagefit: %(message)s")
+    # only rank 0 of a distributed launch speaks (the rank as train.run.launched_rank reads it, without its imports)
+    rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", os.environ.get("LOCAL_RANK", 0))))
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="imagefit: %(message)s")
     commands = {"train": cmd_train, "report": cmd_report, "study": cmd_study, "compare": cmd_compare,
                 "models": cmd_models, "datasets": cmd_datasets, "predict": cmd_predict, "export": cmd_export}
     try:

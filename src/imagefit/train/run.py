@@ -32,6 +32,7 @@ from ..models import count_parameters, create_model
 from .budget import measure_step_seconds, plan_epochs
 from .callbacks import (AtomicCheckpointIO, EarlyStoppingInEpochs, EpochSeeding, GracefulInterrupt, Lookahead,
                         ShardByRank)
+from .distributed import one_launch
 from .history import HistoryWriter
 from .loggers import Tracking, progress_callbacks
 from .module import ClassifierModule
@@ -65,8 +66,9 @@ RUN_DIR_ENV = "IMAGEFIT_RUN_DIR"
 
 
 def launched_rank() -> int:
-    """This process's rank as set by a distributed launcher (0 for the launching process)."""
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)))
+    """This process's rank as set by a distributed launcher (0 for the launching process); SLURM's srun sets
+    only SLURM_PROCID."""
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", os.environ.get("LOCAL_RANK", 0))))
 
 
 def dataset_slug(dataset: str) -> str:
@@ -194,6 +196,8 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
 
     if run_dir is None and os.environ.get(RUN_DIR_ENV) and launched_rank() > 0:
         run_dir = Path(os.environ[RUN_DIR_ENV])  # a worker of a distributed launch: rank 0 owns the folder
+        if ckpt is None and (run_dir / "checkpoints" / "last.ckpt").is_file():  # rank 0 resumes: so must we
+            ckpt = run_dir / "checkpoints" / "last.ckpt"
     if run_dir is None:
         name = cfg.name or f"{dataset_slug(cfg.dataset)}-{cfg.model}-{datetime.now():%Y%m%d-%H%M%S}"
         run_dir = unique_run_dir(Path(cfg.runs_dir).expanduser(), name)
@@ -204,7 +208,8 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
             f"pretrained weights: {info['source']}, sha256 {info.get('sha256')}",
             f"transfer strategy {cfg.transfer_strategy}: {total_params - trainable_params:,} frozen and {trainable_params:,} trainable parameters",
         ] if info else None)
-        os.environ[RUN_DIR_ENV] = str(run_dir)  # inherited by the processes a distributed launch starts
+    if launched_rank() == 0:  # inherited by the processes a distributed launch starts (a resumed run's too)
+        os.environ[RUN_DIR_ENV] = str(run_dir.resolve())
     log.info("run folder: %s", run_dir)
 
     module = ClassifierModule(trainable, cfg, data.num_classes, groups, augment=not probe)
@@ -241,7 +246,7 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
         limit_train_batches=cfg.limit_train_batches, limit_val_batches=None if has_val else 0,
         check_val_every_n_epoch=cfg.val_every,
     )
-    with GracefulInterrupt() as interrupt:
+    with GracefulInterrupt() as interrupt, one_launch():
         interrupt.trainer = trainer
         trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt)
     if not trainer.is_global_zero:
