@@ -123,13 +123,13 @@ class Bench:
     def b2(self) -> None:
         size = ["--image-size", "32"] if self.smoke else []
         common = ["--model", "tf_efficientnet_lite0", "--pretrained"]
-        probe = self.imagefit("b2-linear-probe", *common, "--strategy", "linear-probe", "--epochs", "1" if self.smoke else "30",
+        probe = self.imagefit("b2-linear-probe", *common, "--transfer-strategy", "linear-probe", "--epochs", "1" if self.smoke else "30",
                               "--batch-size", "256", "--optimizer", "adamw", "--lr", "1e-3", "--weight-decay", "1e-4",
                               "--scheduler", "cosine", *size)
         self.record("B2", {"run": "EfficientNet-Lite0, linear probe (128 px)", **probe})
         length = ["--image-size", "32", "--epochs", "1", "--limit-train-batches", "2"] if self.smoke else \
                  ["--image-size", "64", "--epochs", "10", "--time-budget", "5m"]
-        tune = self.imagefit("b2-fine-tune", *common, "--strategy", "fine-tune", *length, "--batch-size", "64", "--optimizer", "adamw",
+        tune = self.imagefit("b2-fine-tune", *common, "--transfer-strategy", "fine-tune", *length, "--batch-size", "64", "--optimizer", "adamw",
                              "--lr", "2e-3", "--weight-decay", "1e-4", "--scheduler", "onecycle", "--label-smoothing", "0.1")
         self.record("B2", {"run": "EfficientNet-Lite0, fine-tune (64 px, 5-minute budget)", **tune})
 

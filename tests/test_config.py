@@ -60,3 +60,41 @@ def test_time_budget_parsing():
     assert TrainConfig(time_budget="1.5h").budget_seconds == 5400
     with pytest.raises(UserError, match="not a duration"):
         TrainConfig.from_dict({"time_budget": "soon"})
+
+
+def test_old_strategy_key_is_read_as_transfer_strategy_with_a_note(tmp_path, caplog):
+    (tmp_path / "old.yaml").write_text("pretrained: true\nstrategy: linear-probe\n")
+    with caplog.at_level("INFO", logger="imagefit"):
+        cfg = TrainConfig.load(tmp_path / "old.yaml")
+    assert (cfg.transfer_strategy, cfg.strategy) == ("linear-probe", "auto")
+    assert "read as transfer_strategy" in caplog.text
+    cfg = TrainConfig.from_dict({"strategy": "ddp_spawn", "transfer_strategy": "freeze-unfreeze"})
+    assert (cfg.transfer_strategy, cfg.strategy) == ("freeze-unfreeze", "ddp_spawn")
+    with pytest.raises(UserError, match="strategy 'deepspeed' is not one of auto, ddp"):
+        TrainConfig.from_dict({"strategy": "deepspeed"})
+
+
+def test_old_study_file_with_strategy_still_loads(tmp_path):
+    from imagefit.study import load_study
+
+    (tmp_path / "s.yaml").write_text("name: s\ndefaults: {dataset: digits}\nruns:\n"
+                                     "  - {name: probe, pretrained: true, strategy: linear-probe}\n")
+    spec = load_study(tmp_path / "s.yaml")
+    assert spec.config(spec.runs[0]).transfer_strategy == "linear-probe"
+
+
+def test_one_device_unless_asked_and_fp16_refused_on_a_cpu():
+    cfg = TrainConfig()
+    assert (cfg.devices, cfg.num_nodes, cfg.strategy) == (1, 1, "auto")
+    assert TrainConfig.from_dict({"devices": "2"}).devices == 2 and TrainConfig.from_dict({"devices": "0,1"}).devices == "0,1"
+    with pytest.raises(UserError, match="16-mixed needs a CUDA GPU.*bf16-mixed"):
+        TrainConfig.from_dict({"accelerator": "cpu", "precision": "16-mixed"})
+
+
+def test_logger_is_a_list_from_yaml_or_a_comma_separated_flag(tmp_path):
+    assert TrainConfig().logger == []
+    assert TrainConfig.from_dict({"logger": "csv, mlflow"}).logger == ["csv", "mlflow"]
+    (tmp_path / "c.yaml").write_text("logger: [tensorboard]\n")
+    assert TrainConfig.load(tmp_path / "c.yaml").logger == ["tensorboard"]
+    with pytest.raises(UserError, match="logger 'wandb' is not one of csv, tensorboard, mlflow"):
+        TrainConfig.from_dict({"logger": "csv,wandb"})

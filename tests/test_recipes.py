@@ -24,7 +24,7 @@ def test_unknown_recipe_is_one_clear_error():
 
 def test_tta_with_a_linear_probe_is_refused():
     with pytest.raises(UserError, match="test-time augmentation needs images"):
-        TrainConfig.from_dict({"pretrained": True, "strategy": "linear-probe", "tta": "flip"})
+        TrainConfig.from_dict({"pretrained": True, "transfer_strategy": "linear-probe", "tta": "flip"})
 
 
 def test_fast_recipe_trains_and_its_config_reruns_identically(quick):

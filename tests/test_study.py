@@ -66,8 +66,8 @@ def test_seed_study_writes_three_runs_and_a_comparison(seed):
     assert str(study_dir / "comparison.md") in first.stdout
 
     m = {run: metrics_of(study_dir / run) for run in ("scratch", "transfer", "transfer-early-stopping")}
-    assert m["scratch"]["model"] == "seed-cnn" and "strategy" not in m["scratch"]
-    assert m["transfer"]["model"] == "tf_efficientnet_lite0" and m["transfer"]["strategy"] == "linear-probe"
+    assert m["scratch"]["model"] == "seed-cnn" and "transfer_strategy" not in m["scratch"]
+    assert m["transfer"]["model"] == "tf_efficientnet_lite0" and m["transfer"]["transfer_strategy"] == "linear-probe"
     assert m["transfer"]["trainable_params"] < m["transfer"]["params"]  # the frozen base
     assert m["transfer-early-stopping"]["early_stopping"]["patience"] == 5
     assert m["transfer-early-stopping"]["early_stopping"]["restore_best"] is True
@@ -279,7 +279,7 @@ def test_builtin_seed_study_is_the_course_study():
     assert configs["scratch"].model == "seed-cnn" and not configs["scratch"].pretrained
     for name in ("transfer", "transfer-early-stopping"):
         c = configs[name]
-        assert c.model == "tf_efficientnet_lite0" and c.pretrained and c.strategy == "linear-probe"
+        assert c.model == "tf_efficientnet_lite0" and c.pretrained and c.transfer_strategy == "linear-probe"
     es = configs["transfer-early-stopping"]
     assert es.early_stopping and es.patience == 5 and es.restore_best and not configs["transfer"].early_stopping
     assert {c.epochs for c in configs.values()} == {50} and {c.dataset for c in configs.values()} == {"cifar100"}

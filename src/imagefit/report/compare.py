@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import atomic
+from ..config import rename_legacy_keys, transfer_strategy_of
 from ..errors import UserError
 from ..evaluate.cells import number
 from .run_report import (GAP_MILD, GAP_NONE, _duration, _f, _int, _read_csv, _read_json, _read_yaml, _table,
@@ -33,6 +34,7 @@ from .run_report import (GAP_MILD, GAP_NONE, _duration, _f, _int, _read_csv, _re
 SEED_SUFFIX = re.compile(r"-seed(\d+)$")
 # settings that do not change what a run learns: never named as "the difference" between two runs
 BOOKKEEPING = {"name", "runs_dir", "progress", "cache_dir", "data_dir", "num_workers", "accelerator", "devices",
+               "num_nodes", "strategy", "logger",
                "loader", "limit_train_batches", "compile"}
 STOPPING_KEYS = {"early_stopping", "patience", "monitor", "min_delta", "start_from_epoch", "restore_best"}
 STRATEGY_WORDS = {"linear-probe": "linear probe on frozen features", "fine-tune": "fine-tuned",
@@ -82,7 +84,7 @@ def load_run(run_dir: str | Path) -> RunRecord:
     if not metrics:
         raise UserError(f"{run_dir} is not an imagefit run folder (no metrics.json)",
                         "pass folders under runs/ that hold a finished run")
-    config = _read_yaml(run_dir / "config.yaml")
+    config = rename_legacy_keys(_read_yaml(run_dir / "config.yaml"), str(run_dir), note=False)
     class_f1 = {}
     for row in _read_csv(run_dir / "classification_report.csv"):
         f1 = number(row.get("f1-score"))
@@ -149,7 +151,7 @@ def describe_model(r: RunRecord) -> str:
     model = r.metrics.get("model") or r.config.get("model", "?")
     if _transfer(r.config):
         source = "ImageNet weights" if r.config.get("pretrained") else "weights from a file"
-        strategy = r.metrics.get("strategy") or r.config.get("strategy", "fine-tune")
+        strategy = transfer_strategy_of(r.metrics) or transfer_strategy_of(r.config) or "fine-tune"
         text = f"{model}, {source}, {STRATEGY_WORDS.get(strategy, strategy)}"
     else:
         text = f"{model}, from scratch"
@@ -223,7 +225,7 @@ def _what_changed(partner: Group, g: Group) -> tuple[str, str]:
     a, b = partner.first.config, g.first.config
     diffs = config_differences(a, b)
     if not _transfer(a) and _transfer(b):
-        strategy = b.get("strategy", "fine-tune")
+        strategy = b.get("transfer_strategy", "fine-tune")
         source = "ImageNet weights" if b.get("pretrained") else "weights from a file"
         return "transfer", f"Transfer learning ({b.get('model')} from {source}, {STRATEGY_WORDS.get(strategy, strategy)})"
     if _transfer(a) and not _transfer(b):
@@ -479,10 +481,10 @@ def _csv_cell(v: Any) -> Any:
 def _runs_csv(runs: list[RunRecord]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["run", "group", "seed", "model", "pretrained", "strategy", "dir", *CSV_METRICS])
+    w.writerow(["run", "group", "seed", "model", "pretrained", "transfer_strategy", "dir", *CSV_METRICS])
     for r in runs:
         w.writerow([r.label, r.group, _csv_cell(r.seed), r.metrics.get("model") or r.config.get("model"),
-                    _csv_cell(_transfer(r.config)), r.metrics.get("strategy", "") if _transfer(r.config) else "",
+                    _csv_cell(_transfer(r.config)), (transfer_strategy_of(r.metrics) or "") if _transfer(r.config) else "",
                     str(r.dir), *(_csv_cell(r.value(k)) for k in CSV_METRICS)])
     return buf.getvalue()
 
@@ -548,7 +550,7 @@ TABLE_ROWS = [
 def _start(r: RunRecord) -> str:
     if not _transfer(r.config):
         return "from scratch"
-    strategy = r.metrics.get("strategy") or r.config.get("strategy", "fine-tune")
+    strategy = transfer_strategy_of(r.metrics) or transfer_strategy_of(r.config) or "fine-tune"
     return ("ImageNet" if r.config.get("pretrained") else "weights file") + ", " + strategy.replace("-", " ")
 
 

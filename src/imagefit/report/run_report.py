@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from .. import atomic
-from ..config import TrainConfig
+from ..config import TrainConfig, rename_legacy_keys, transfer_strategy_of
 from ..errors import UserError
 from ..evaluate.cells import number
 from .html import write_html
@@ -267,7 +267,7 @@ def _setup_rows(config: dict, metrics: dict) -> list[list[str]]:
         ["Seed", config.get("seed", "–")],
     ]
     if metrics.get("weights_source"):
-        strategy = metrics.get("strategy", config.get("strategy", "–"))
+        strategy = transfer_strategy_of(metrics) or transfer_strategy_of(config) or "–"
         if strategy != "linear-probe":
             strategy += f", backbone at {config.get('backbone_lr_mult')}× the head's learning rate"
         if metrics.get("frozen_note"):
@@ -370,7 +370,7 @@ def stopping_sentences(metrics: dict) -> list[str]:
 def write_run_report(run_dir: Path) -> Path:
     """Write report.md (and report.html) from the run folder's files; missing files shrink the page instead of failing."""
     run_dir = Path(run_dir)
-    config = _read_yaml(run_dir / "config.yaml")
+    config = rename_legacy_keys(_read_yaml(run_dir / "config.yaml"), str(run_dir), note=False)
     metrics = _read_json(run_dir / "metrics.json")
     history = read_history(run_dir / "history.csv")
     class_rows = _read_csv(run_dir / "classification_report.csv")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 import yaml
 
 from .. import atomic
-from ..config import TrainConfig
+from ..config import TrainConfig, rename_legacy_keys
 from ..errors import UserError
 from ..report.compare import BOOKKEEPING, Comparison, compare, config_differences
 from .spec import BUILTIN, STUDY_OWNED, StudySpec, load_study
@@ -100,6 +101,7 @@ def differences(saved: dict, wanted: TrainConfig) -> dict[str, tuple]:
     """The settings in which a run folder's config.yaml differs from what the study asks for."""
     want = wanted.to_dict()
     defaults = TrainConfig().to_dict()
+    saved = rename_legacy_keys(saved, "a saved config.yaml", note=False)
     saved = {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
     for key in RESOLVED_AT_RUN:
         if want.get(key) is None:
@@ -168,6 +170,23 @@ def run_one(r: StudyRun, rerun: bool) -> StudyRun:
     return r
 
 
+def distributed_worker_run(planned: list[StudyRun]) -> Study | None:
+    """In a process that Lightning's DDP launcher started (rank > 0) with the study's own command line: train
+    only the run rank 0 is training (its folder is in IMAGEFIT_RUN_DIR), then stop. Planning, skipping and
+    clearing are rank 0's: a worker that ran the whole study would delete rank 0's fresh folder (no checkpoint
+    yet) and carry the first run's folder into the next runs."""
+    from ..train.run import RUN_DIR_ENV, launched_rank, train
+
+    if launched_rank() == 0 or not os.environ.get(RUN_DIR_ENV):
+        return None
+    target = Path(os.environ[RUN_DIR_ENV]).resolve()
+    mine = [r for r in planned if r.dir.resolve() == target]
+    if not mine:
+        raise RuntimeError(f"rank {launched_rank()}: {target} is not a run of this study")
+    train(mine[0].config)
+    return Study(mine[0].name, target.parent, None, mine)
+
+
 def study(spec: StudySpec | str | Path, *, seeds: int | None = None, rerun: bool = False,
           out: str | Path | None = None, reference: str | None = None, **overrides: Any) -> Study:
     """Run a study (a spec, a YAML path, or 'seed' for the built-in one) and compare its runs.
@@ -177,6 +196,9 @@ def study(spec: StudySpec | str | Path, *, seeds: int | None = None, rerun: bool
     """
     spec = resolve_spec(spec, overrides)
     study_dir, planned = plan(spec, overrides, seeds)
+    worker = distributed_worker_run(planned)
+    if worker is not None:
+        return worker
     reference = reference or spec.reference
     if reference is not None and reference not in {r.run for r in planned} | {r.name for r in planned}:
         raise UserError(f"reference run '{reference}' is not in study {spec.name}",

@@ -164,7 +164,7 @@ def seed_study(dataset: str = "digits", epochs: int = SEED_EPOCHS) -> StudySpec:
     """
     from ..train.run import dataset_slug
 
-    transfer = {"model": "tf_efficientnet_lite0", "pretrained": True, "strategy": "linear-probe"}
+    transfer = {"model": "tf_efficientnet_lite0", "pretrained": True, "transfer_strategy": "linear-probe"}
     return StudySpec(
         name=f"seed-{dataset_slug(dataset)}",
         description=("The course study: a CNN from scratch, transfer learning from ImageNet, and transfer "

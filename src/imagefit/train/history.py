@@ -54,6 +54,7 @@ class HistoryWriter(L.Callback):
         self.train_images += len(batch[1])
 
     def on_train_epoch_start(self, trainer, pl_module):
+        self._images_at_epoch_start = self.train_images
         self._epoch_start = self._train_start = time.perf_counter()
 
     def _end_training_part(self) -> None:
@@ -73,6 +74,12 @@ class HistoryWriter(L.Callback):
             self._val_start = None
 
     def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.world_size > 1:  # images/s counts every rank's images, not rank 0's shard alone
+            import torch
+
+            mine = self.train_images - self._images_at_epoch_start
+            total = trainer.strategy.reduce(torch.tensor(float(mine), device=pl_module.device), reduce_op="sum")
+            self.train_images = self._images_at_epoch_start + int(total.item())
         self._end_training_part()  # no validation this epoch
         m = trainer.callback_metrics
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 import torch.nn.functional as F
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from ..config import TrainConfig
@@ -23,6 +24,8 @@ class ClassifierModule(L.LightningModule):
         self.augment = AUGMENTATIONS[cfg.augment] if augment else None
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        # a weighted mean synced as (sum, count): exact over ranks whose validation shards differ in size
+        self.val_loss = MeanMetric()
         self.aug_gen: torch.Generator | None = None
         self.channels_last = is_convolutional(model)
         if self.channels_last:
@@ -79,7 +82,8 @@ class ClassifierModule(L.LightningModule):
         logits = self(x)
         loss = F.cross_entropy(logits, y)
         self.val_acc(logits, y)
-        self.log("val_loss", loss, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
+        self.val_loss.update(loss.float(), weight=len(y))
+        self.log("val_loss", self.val_loss, on_step=False, on_epoch=True, batch_size=len(y))
         self.log("val_acc", self.val_acc, on_step=False, on_epoch=True, batch_size=len(y), prog_bar=True)
 
     def predict_step(self, batch, batch_idx):

@@ -34,7 +34,9 @@ from .autoplan import FAMILY, Stopwatch, apply_plan, plan_run, resize_data
 from .budget import BudgetPlan, replan_steps
 from .callbacks import (AtomicCheckpointIO, EarlyStoppingInEpochs, EpochSeeding, GracefulInterrupt, Lookahead,
                         FollowPlan, ShardByRank, StopOnNonFinite)
+from .distributed import one_launch
 from .history import HistoryWriter
+from .loggers import Tracking, progress_callbacks
 from .module import ClassifierModule
 from .precision import resolve_precision
 from .transfer import FreezeUnfreeze, cached_features, default_input_size, parameter_groups
@@ -66,8 +68,9 @@ RUN_DIR_ENV = "IMAGEFIT_RUN_DIR"
 
 
 def launched_rank() -> int:
-    """This process's rank as set by a distributed launcher (0 for the launching process)."""
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)))
+    """This process's rank as set by a distributed launcher (0 for the launching process); SLURM's srun sets
+    only SLURM_PROCID."""
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", os.environ.get("LOCAL_RANK", 0))))
 
 
 def dataset_slug(dataset: str) -> str:
@@ -215,7 +218,7 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
     if cfg.compile:
         model.net.compile()  # in place: the state dict keeps its keys
     total_params, _ = count_parameters(model)
-    trainable, groups, probe = model, None, cfg.transfer and cfg.strategy == "linear-probe"
+    trainable, groups, probe = model, None, cfg.transfer and cfg.transfer_strategy == "linear-probe"
     if probe:
         data = probe_features(cfg, data, model, input_size, precision)
         trainable = model.head().train()  # the feature pass left the whole model in eval mode
@@ -242,6 +245,8 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
 
     if run_dir is None and os.environ.get(RUN_DIR_ENV) and launched_rank() > 0:
         run_dir = Path(os.environ[RUN_DIR_ENV])  # a worker of a distributed launch: rank 0 owns the folder
+        if ckpt is None and (run_dir / "checkpoints" / "last.ckpt").is_file():  # rank 0 resumes: so must we
+            ckpt = run_dir / "checkpoints" / "last.ckpt"
     if run_dir is None:
         name = cfg.name or f"{dataset_slug(cfg.dataset)}-{cfg.model}-{datetime.now():%Y%m%d-%H%M%S}"
         run_dir = unique_run_dir(Path(cfg.runs_dir).expanduser(), name)
@@ -249,9 +254,10 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
         info = model.weights_info
         cfg.save(run_dir / "config.yaml", notes=[
             f"pretrained weights: {info['source']}, sha256 {info.get('sha256')}",
-            f"strategy {cfg.strategy}: {total_params - trainable_params:,} frozen and {trainable_params:,} trainable parameters",
+            f"transfer strategy {cfg.transfer_strategy}: {total_params - trainable_params:,} frozen and {trainable_params:,} trainable parameters",
         ] if info else None)
-        os.environ[RUN_DIR_ENV] = str(run_dir)  # inherited by the processes a distributed launch starts
+    if launched_rank() == 0:  # inherited by the processes a distributed launch starts (a resumed run's too)
+        os.environ[RUN_DIR_ENV] = str(run_dir.resolve())
     log.info("run folder: %s", run_dir)
 
     module = ClassifierModule(trainable, cfg, data.num_classes, groups, augment=not probe, plan=plan)
@@ -261,11 +267,14 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
     has_val = val_loader is not None
     callbacks = [history, StopOnNonFinite(run_dir, cfg.learning_rate), EpochSeeding(cfg.seed, train_loader),
                  ShardByRank(train_loader, val_loader)]
+    tracking = Tracking(cfg, run_dir, history) if cfg.logger else None
+    progress, bar = progress_callbacks(cfg, history, planned_epochs)
+    callbacks += ([tracking] if tracking else []) + progress
     checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", save_last=True,
                                   monitor=cfg.monitor if has_val else None, mode=cfg.monitor_mode,
                                   save_top_k=1, save_on_train_epoch_end=True, enable_version_counter=False)
     callbacks.append(checkpoints)
-    if cfg.transfer and cfg.strategy == "freeze-unfreeze":
+    if cfg.transfer and cfg.transfer_strategy == "freeze-unfreeze":
         callbacks.append(FreezeUnfreeze(model, cfg.freeze_epochs))
     stopper = None
     if cfg.early_stopping:
@@ -279,13 +288,14 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
         follow = FollowPlan(plan, spent, len(data.test), len(data.val) if data.val is not None else 0)
         callbacks.append(follow)
     trainer = L.Trainer(
-        max_epochs=planned_epochs, accelerator=cfg.accelerator, devices=cfg.devices, precision=precision,
+        max_epochs=planned_epochs, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
+        strategy=cfg.strategy, precision=precision,
         callbacks=callbacks, logger=False, enable_model_summary=False, plugins=[AtomicCheckpointIO()],
-        enable_progress_bar=cfg.progress, num_sanity_val_steps=0, default_root_dir=run_dir,
+        enable_progress_bar=bar, num_sanity_val_steps=0, default_root_dir=run_dir,
         limit_train_batches=cfg.limit_train_batches, limit_val_batches=None if has_val else 0,
         check_val_every_n_epoch=cfg.val_every,
     )
-    with GracefulInterrupt() as interrupt:
+    with GracefulInterrupt() as interrupt, one_launch():
         interrupt.trainer = trainer
         trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt)
     if not trainer.is_global_zero:
@@ -325,16 +335,18 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
         "steps_run": trainer.global_step,
     }
     if model.weights_info:
-        extra.update(strategy=cfg.strategy, input_size=input_size, weights_source=model.weights_info["source"],
+        extra.update(transfer_strategy=cfg.transfer_strategy, input_size=input_size, weights_source=model.weights_info["source"],
                      weights_sha256=model.weights_info.get("sha256"),
                      weights_missing_keys=model.weights_info.get("missing_keys"),
                      weights_unexpected_keys=model.weights_info.get("unexpected_keys"),
                      frozen_params=total_params - trainable_params,
                      frozen_note=(f"backbone frozen for the first {cfg.freeze_epochs} epochs"
-                                  if cfg.strategy == "freeze-unfreeze" else None))
+                                  if cfg.transfer_strategy == "freeze-unfreeze" else None))
     metrics = finish_run(run_dir, cfg, data, model, logits, labels, history, precision, total_params,
                          trainable_params, started, interrupted=interrupt.interrupted or trainer.interrupted,
                          extra=extra, watch=watch)
+    if tracking:
+        tracking.finish(run_dir, interrupted=metrics["interrupted"])
     return Run(run_dir, cfg, metrics)
 
 

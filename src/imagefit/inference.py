@@ -1,0 +1,209 @@
+"""Using a trained classifier: `imagefit.load(run_dir).predict(images)` and `imagefit predict`.
+
+A run folder's model.safetensors carries what prediction needs in its metadata (class names, the
+architecture, the data's image size and channels); the saved model itself holds the normalisation and
+the resize to the network's input. Images are decoded exactly as the training data was
+(`imagefit.data.folder.decode_image`: RGB, centre square, the run's size), so a photo is seen the way
+the training images were. An exported file (`imagefit export`) loads the same way, through
+`imagefit.export.load_exported`.
+"""
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+
+from .errors import UserError
+
+GRAY = np.array([0.299, 0.587, 0.114])  # ITU-R 601, what PIL's convert("L") uses
+
+
+@dataclass
+class Prediction:
+    source: str  # a path, "image 3" for an in-memory image
+    top: list[tuple[str, float]]  # (class name, probability), most probable first
+    probabilities: torch.Tensor  # over all classes, in class_names order
+
+    @property
+    def label(self) -> str:
+        return self.top[0][0]
+
+
+@dataclass
+class Predictions:
+    items: list[Prediction]
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (source, why)
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return len(self.items) / self.seconds if self.seconds else 0.0
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> Prediction:
+        return self.items[i]
+
+
+class Predictor:
+    """A trained classifier with its preprocessing: uint8 images of the run's size in, probabilities out."""
+
+    def __init__(self, logits: Callable[[torch.Tensor], torch.Tensor], class_names: list[str], image_size: int,
+                 channels: int, source: str, precision: str = "32", device: str = "cpu",
+                 module: torch.nn.Module | None = None):
+        self.logits = logits
+        self.class_names = list(class_names)
+        self.image_size = image_size
+        self.channels = channels
+        self.source = source
+        self.precision = precision
+        self.device = device
+        self.module = module  # the torch model, when there is one (for export)
+
+    def __repr__(self) -> str:
+        return (f"Predictor({self.source!r}, {len(self.class_names)} classes, {self.image_size}x{self.image_size}x"
+                f"{self.channels}, {self.precision} on {self.device})")
+
+    # ---- inputs -------------------------------------------------------------------------------
+    def to_array(self, image) -> np.ndarray:
+        """A path, encoded bytes, PIL image or (C|1, H, W) uint8 tensor/array -> (channels, size, size) uint8, as in training."""
+        from PIL import Image
+
+        from .data.folder import decode_image, to_square_rgb
+
+        if isinstance(image, (str, Path)):
+            image = Path(image).expanduser().read_bytes()
+        if isinstance(image, bytes):
+            rgb = decode_image(image, self.image_size)
+        elif isinstance(image, Image.Image):
+            rgb = to_square_rgb(image, self.image_size)
+        else:
+            a = image.numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+            if a.dtype != np.uint8 or a.ndim != 3:
+                raise UserError(f"an image tensor must be uint8 (channels, height, width), got {a.dtype} {a.shape}",
+                                "pass uint8 tensors, PIL images or paths")
+            if a.shape[0] == 1:
+                a = np.repeat(a, 3, axis=0)
+            rgb = to_square_rgb(Image.fromarray(np.ascontiguousarray(a.transpose(1, 2, 0))), self.image_size)
+        if self.channels == 1:
+            return np.rint(rgb @ GRAY).clip(0, 255).astype(np.uint8)[None]
+        return np.ascontiguousarray(rgb.transpose(2, 0, 1))
+
+    # ---- outputs ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
+        """(n, channels, size, size) uint8 -> (n, classes) float32 probabilities."""
+        return torch.softmax(self.logits(batch).float(), dim=1).cpu()
+
+    def predict(self, images: Iterable, top_k: int = 5, batch_size: int = 64, workers: int = 4) -> Predictions:
+        """Paths (files, folders, zips), PIL images or uint8 tensors. Unreadable files are listed in
+        `.unreadable`, not raised; the result also says how fast it went."""
+        if batch_size < 1 or top_k < 1:
+            raise UserError("batch size and top-k must be at least 1", "pass --batch-size 64 --top-k 5")
+        top_k = min(top_k, len(self.class_names))
+        started = time.perf_counter()
+        jobs = list(expand(images))
+        out = Predictions([])
+        with ThreadPoolExecutor(max(1, workers)) as pool:  # PIL decodes with the GIL released
+            for start in range(0, len(jobs), batch_size):
+                chunk = jobs[start:start + batch_size]
+                arrays = list(pool.map(self._read, chunk))
+                good = [(name, a) for (name, _), a in zip(chunk, arrays) if not isinstance(a, str)]
+                out.unreadable += [(name, a) for (name, _), a in zip(chunk, arrays) if isinstance(a, str)]
+                if not good:
+                    continue
+                probs = self.probabilities(torch.from_numpy(np.stack([a for _, a in good])))
+                values, indices = probs.topk(top_k, dim=1)
+                for (name, _), p, v, i in zip(good, probs, values.tolist(), indices.tolist()):
+                    out.items.append(Prediction(name, [(self.class_names[c], pv) for c, pv in zip(i, v)], p))
+        out.seconds = time.perf_counter() - started
+        return out
+
+    def _read(self, job) -> np.ndarray | str:
+        from PIL import Image
+
+        from .data.folder import DECODE_ERRORS
+
+        name, item = job
+        try:
+            return self.to_array(item() if callable(item) else item)
+        except (*DECODE_ERRORS, Image.DecompressionBombError) as e:
+            return f"{type(e).__name__}: {e}"
+
+
+def expand(images: Iterable) -> Iterable[tuple[str, object]]:
+    """(name, item) for each image; folders and zips expand to their image files (read lazily)."""
+    from .data.folder import image_files
+
+    if isinstance(images, (str, Path)) or not isinstance(images, Iterable) or isinstance(images, torch.Tensor) and images.ndim == 3:
+        images = [images]
+    for n, image in enumerate(images):
+        if isinstance(image, (str, Path)):
+            for name, read in image_files(Path(image)):
+                yield name, read
+        else:
+            yield f"image {n}", image
+
+
+def load_run(run_dir: str | Path, precision: str = "auto", device: str | None = None) -> Predictor:
+    """A run folder's model, ready to predict, under the training precision rules (auto: bf16 where the
+    hardware does it natively, else fp32)."""
+    from safetensors import safe_open
+
+    from .models.registry import ImageClassifier, build_net
+    from .train.precision import autocast, is_convolutional, resolve_precision
+
+    run_dir = Path(run_dir).expanduser()
+    weights = run_dir / "model.safetensors"
+    if not weights.is_file():
+        raise UserError(f"{run_dir} has no model.safetensors (not a finished run folder)",
+                        "pass a folder under runs/ whose training finished, or an exported .onnx/.pt file")
+    with safe_open(str(weights), "pt") as f:
+        meta = f.metadata() or {}
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    if "class_names" not in meta:
+        raise UserError(f"{weights} has no imagefit metadata", "train the run again with this imagefit version")
+    class_names = json.loads(meta["class_names"])
+    image_size, channels = int(meta["image_size"]), int(meta["channels"])
+    input_size = int(meta["input_size"]) if meta.get("input_size") not in (None, "None") else None
+    net_channels = state["mean"].shape[1]
+    net = build_net(meta["model"], len(class_names), net_channels, image_size if input_size is None else input_size)
+    model = ImageClassifier(net, [0.0] * net_channels, [1.0] * net_channels,
+                            input_size if input_size != image_size else None)
+    model.load_state_dict(state)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    precision = resolve_precision(precision, device)
+    model = model.to(device).eval()
+    channels_last = is_convolutional(model)
+
+    def logits(batch: torch.Tensor) -> torch.Tensor:
+        x = batch.to(device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(precision, torch.device(device).type):
+            return model(x)
+
+    return Predictor(logits, class_names, image_size, channels, str(run_dir), precision, device, module=model)
+
+
+def load(path: str | Path, precision: str = "auto", device: str | None = None) -> Predictor:
+    """A run folder, or a file written by `imagefit export` (.onnx, .pt)."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        return load_run(path, precision, device)
+    if path.suffix in (".onnx", ".pt", ".ts"):
+        from .export import load_exported
+
+        return load_exported(path)
+    raise UserError(f"{path} is neither a run folder nor an exported model",
+                    "pass runs/<name> or a file written by imagefit export (.onnx, .pt)")
