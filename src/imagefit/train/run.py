@@ -286,6 +286,7 @@ def finish_run(run_dir: Path, cfg: TrainConfig, data: PreparedData, model: torch
                logits: torch.Tensor, labels: torch.Tensor, history: HistoryWriter, precision: str,
                total_params: int, trainable_params: int, started: float, interrupted: bool,
                extra: dict | None = None) -> dict:
+    from ..evaluate.diagnostics import write_diagnostics
     from ..evaluate.metrics import write_evaluation
     from ..evaluate.plots import plot_curves
     from ..report.run_report import write_run_report
@@ -303,6 +304,7 @@ def finish_run(run_dir: Path, cfg: TrainConfig, data: PreparedData, model: torch
     with atomic.atomic_path(run_dir / "predictions.safetensors") as tmp:
         save_file({"logits": logits.contiguous(), "labels": labels.contiguous()}, str(tmp))
     test = write_evaluation(run_dir, logits, labels, data.class_names)
+    test.update(write_diagnostics(run_dir, data, logits, labels))
     epochs_run = len(rows)
     metrics = {
         "dataset": cfg.dataset, "model": cfg.model, "params": total_params, "trainable_params": trainable_params,
