@@ -303,7 +303,8 @@ def load_folder(path: Path, image_size: int | None, test_fraction: float, seed: 
     labels = torch.from_numpy(np.asarray([label for _, label in everything], dtype=np.int64))
     out, start = {}, 0
     for split, paths in files.items():
-        out[split] = ImageSet(images[start : start + len(paths)], labels[start : start + len(paths)])
+        out[split] = ImageSet(images[start : start + len(paths)], labels[start : start + len(paths)],
+                              files=["/".join(p) for p, _ in paths])  # the path inside the folder or zip
         start += len(paths)
     sizes = ", ".join(f"{len(out[s]):,} {s}" for s in ("train", "val", "test") if s in out)
     notes.insert(0, f"image folder {path}: {len(class_names)} classes, {sizes} images, center-cropped and resized to {image_size}x{image_size} RGB.")

@@ -57,7 +57,68 @@ def imbalance_section(run_dir: Path, metrics: dict) -> list[str]:
     return lines
 
 
+def _read_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _md_table(header: list[str], rows: list[list]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows] + [""]
+
+
+def mistakes_section(run_dir: Path, metrics: dict, listed: int = 8) -> list[str]:
+    if not (run_dir / "misclassified.csv").is_file():
+        return []
+    rows = _read_rows(run_dir / "misclassified.csv")
+    if not rows:
+        return ["## Mistakes", "", "No test image was misclassified.", ""]
+    total = number(metrics.get("test_images"))
+    shown = sum(1 for r in rows if r.get("in_gallery"))
+    where = "its source file and " if any(r.get("file") for r in rows) else ""
+    text = f"{len(rows):,} of {int(total):,} test images are misclassified" if total else f"{len(rows):,} test images are misclassified"
+    if shown:
+        text += f"; below, the {shown} with the highest loss (the model most sure of a wrong class)"
+    lines = ["## Mistakes", "", f"{text}. Every one is in `misclassified.csv` with {where}its index in the test split.", ""]
+    if (run_dir / "misclassified.png").is_file():
+        lines += ["![misclassified test images with the highest loss](misclassified.png)", ""]
+    table = [[r["rank"], f"`{r['file']}`" if r.get("file") else f"test image {r['index']}", r["true_name"],
+              r["predicted_name"], f"{float(r['p_predicted']):.3f}", f"{float(r['p_true']):.3f}"] for r in rows[:listed]]
+    return lines + _md_table(["Rank", "Image", "True class", "Predicted", "P(predicted)", "P(true)"], table)
+
+
+def calibration_sentences(m: dict) -> list[str]:
+    ece = number(m.get("test_ece"))
+    if ece is None:
+        return []
+    said = [f"Expected calibration error on test ({m.get('ece_bins', 15)} confidence bins) is {ece:.4f}: on average "
+            f"the top probability is {100 * ece:.1f} points away from the accuracy of the images given it."]
+    t = number(m.get("temperature"))
+    if t is None:
+        return said + ["The run has no validation split, so no temperature was fitted (it is never fitted on test)."]
+    how = ("the model was overconfident" if t > 1.02 else "the model was underconfident" if t < 0.98
+           else "the model was already about as confident as it is accurate")
+    said.append(f"Temperature scaling, fitted on the validation split and never on test, divides the logits by "
+                f"T = {t:.3f} ({how}): validation loss {number(m.get('val_nll')):.4f} → "
+                f"{number(m.get('val_nll_scaled')):.4f}; on test, ECE {ece:.4f} → {number(m.get('test_ece_scaled')):.4f} "
+                f"and loss {number(m.get('test_loss')):.4f} → {number(m.get('test_loss_scaled')):.4f}. Predictions do "
+                f"not change; T is saved in `model.safetensors` (metadata \"temperature\").")
+    return said
+
+
+def calibration_section(run_dir: Path, metrics: dict) -> list[str]:
+    said = calibration_sentences(metrics)
+    if not said:
+        return []
+    lines = ["## Calibration", "", " ".join(said), ""]
+    if (run_dir / "reliability.png").is_file():
+        lines += ["![reliability diagram](reliability.png)", ""]
+    return lines
+
+
 def sections(run_dir: str | Path, metrics: dict) -> list[str]:
     """Markdown lines of every diagnostic section the run folder has the files for."""
     run_dir = Path(run_dir)
-    return imbalance_section(run_dir, metrics)
+    return imbalance_section(run_dir, metrics) + mistakes_section(run_dir, metrics) + calibration_section(run_dir, metrics)

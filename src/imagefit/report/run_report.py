@@ -40,6 +40,9 @@ ARTIFACTS = {
     "confusion_matrix.png": "the confusion matrix, row-normalized",
     "top_confusions.csv": "the most frequent mistakes",
     "class_balance.png": "training images against test F1, one dot per class",
+    "misclassified.csv": "every misclassified test image: source file or index, true and predicted class, probabilities, loss",
+    "misclassified.png": "the misclassified test images with the highest loss",
+    "reliability.png": "reliability diagram: test accuracy against confidence, before and after temperature scaling",
 }
 
 
@@ -445,7 +448,7 @@ def rebuild_report(run_dir: Path) -> Path:
             raise UserError(f"{predictions} has {logits.shape[1]} classes but metrics.json names {len(names)}",
                             "rerun training to write a consistent run folder")
         metrics.update(write_evaluation(run_dir, logits, labels, names))
-        metrics.update(rebuild_diagnostics(run_dir, metrics, logits, labels))
+        metrics.update(rebuild_diagnostics(run_dir, metrics, tensors))
         atomic.write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     history = read_history(run_dir / "history.csv")
     if history:

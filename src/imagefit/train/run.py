@@ -93,7 +93,7 @@ def probe_features(cfg: TrainConfig, data: PreparedData, model, input_size: int,
     note = ("Linear probe: the frozen backbone's features of unaugmented images were "
             + ("read from the feature cache" if hits == len(splits) else "computed once and cached")
             + f" ({splits['train'].images.shape[1]} per image); augmentation does not apply.")
-    return dataclasses.replace(data, notes=data.notes + [note], **splits)
+    return dataclasses.replace(data, notes=data.notes + [note], test_images=data.test, **splits)
 
 
 def make_loaders(cfg: TrainConfig, data: PreparedData):
@@ -254,6 +254,8 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
         module.load_state_dict(state)
         logits, _ = predict_logits(module.model, data.test, cfg.batch_size * 2, precision, module.device, cfg.tta)
         evaluated = "best"
+    val_logits = (predict_logits(module.model, data.val, cfg.batch_size * 2, precision, module.device, cfg.tta)[0]
+                  if data.val is not None else None)  # temperature scaling is fitted on these, never on test
     extra = {
         "evaluated_model": evaluated,
         "final_model_test": {k: final[k] for k in ("test_accuracy", "test_loss", "f1_macro")},
@@ -278,14 +280,14 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
                                   if cfg.strategy == "freeze-unfreeze" else None))
     metrics = finish_run(run_dir, cfg, data, model, logits, labels, history, precision, total_params,
                          trainable_params, started, interrupted=interrupt.interrupted or trainer.interrupted,
-                         extra=extra)
+                         extra=extra, val_logits=val_logits)
     return Run(run_dir, cfg, metrics)
 
 
 def finish_run(run_dir: Path, cfg: TrainConfig, data: PreparedData, model: torch.nn.Module,
                logits: torch.Tensor, labels: torch.Tensor, history: HistoryWriter, precision: str,
                total_params: int, trainable_params: int, started: float, interrupted: bool,
-               extra: dict | None = None) -> dict:
+               extra: dict | None = None, val_logits: torch.Tensor | None = None) -> dict:
     from ..evaluate.diagnostics import write_diagnostics
     from ..evaluate.metrics import write_evaluation
     from ..evaluate.plots import plot_curves
@@ -299,12 +301,17 @@ def finish_run(run_dir: Path, cfg: TrainConfig, data: PreparedData, model: torch
     meta = {"class_names": json.dumps(data.class_names), "model": cfg.model, "image_size": str(data.image_size),
             "channels": str(data.channels), "input_size": str(getattr(model, "input_size", None) or data.image_size),
             "format": "imagefit-1"}
+    diagnostics = write_diagnostics(run_dir, data, logits, labels, val_logits)
+    if diagnostics.get("temperature") is not None:  # fitted on validation: a later predict divides by it
+        meta["temperature"] = repr(diagnostics["temperature"])
     with atomic.atomic_path(run_dir / "model.safetensors") as tmp:
         save_file(state, str(tmp), metadata=meta)
+    saved = {"logits": logits.contiguous(), "labels": labels.contiguous()}
+    if val_logits is not None:
+        saved.update(val_logits=val_logits.contiguous(), val_labels=data.val.labels.contiguous())
     with atomic.atomic_path(run_dir / "predictions.safetensors") as tmp:
-        save_file({"logits": logits.contiguous(), "labels": labels.contiguous()}, str(tmp))
-    test = write_evaluation(run_dir, logits, labels, data.class_names)
-    test.update(write_diagnostics(run_dir, data, logits, labels))
+        save_file(saved, str(tmp))
+    test = {**write_evaluation(run_dir, logits, labels, data.class_names), **diagnostics}
     epochs_run = len(rows)
     metrics = {
         "dataset": cfg.dataset, "model": cfg.model, "params": total_params, "trainable_params": trainable_params,
