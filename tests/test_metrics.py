@@ -87,9 +87,12 @@ def test_write_evaluation_files(tmp_path):
 
     report = read_csv(tmp_path / "classification_report.csv")
     assert report[0] == ["class", "precision", "recall", "f1-score", "support"]
-    assert [r[0] for r in report[1:]] == names + ["accuracy", "macro avg", "weighted avg"]
+    assert [r[0] for r in report[1:]] == names + ["accuracy", "balanced accuracy", "macro avg", "weighted avg"]
     assert float(report[k + 1][3]) == pytest.approx(m["test_accuracy"])
-    assert float(report[k + 2][3]) == pytest.approx(m["f1_macro"], abs=1e-6)
+    assert float(report[k + 2][3]) == pytest.approx(m["test_balanced_accuracy"], abs=1e-6)
+    assert float(report[k + 3][3]) == pytest.approx(m["f1_macro"], abs=1e-6)
+    balanced_line = next(line for line in text.splitlines() if line.strip().startswith("balanced accuracy"))
+    assert balanced_line.split()[2] == f"{m['test_balanced_accuracy']:.4f}"
     assert sum(int(r[4]) for r in report[1 : k + 1]) == n
 
     cm = read_csv(tmp_path / "confusion_matrix.csv")
@@ -110,3 +113,16 @@ def test_write_evaluation_files(tmp_path):
     assert all(1 / k <= float(r[5]) <= 1 for r in preds[1:])
     assert (tmp_path / "confusion_matrix.png").stat().st_size > 1000
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left behind
+
+
+def test_balanced_accuracy_equals_scikit_learn_on_uneven_classes():
+    from sklearn.metrics import balanced_accuracy_score
+
+    g = torch.Generator().manual_seed(3)
+    labels = torch.cat([torch.zeros(300, dtype=torch.long), torch.ones(40, dtype=torch.long), torch.full((10,), 2)])
+    logits = torch.randn(len(labels), 4, generator=g)
+    logits[:300, 0] += 3  # the big class is recognised, the small ones mostly not
+    m = M.test_metrics(logits, labels, ["big", "mid", "small", "absent"])
+    expected = balanced_accuracy_score(labels.numpy(), logits.argmax(1).numpy())
+    assert m["test_balanced_accuracy"] == pytest.approx(expected, abs=1e-12)
+    assert m["test_accuracy"] - m["test_balanced_accuracy"] > 0.2  # accuracy flatters the big class

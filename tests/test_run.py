@@ -49,7 +49,7 @@ def test_classification_report_agrees_with_metrics(digits_run):
         assert line in text
     assert all(f"\n{name:>12s} " in "\n" + text or name in text for name in m["class_names"])
     rows = list(csv.DictReader(open(digits_run.dir / "classification_report.csv")))
-    assert len(rows) == m["num_classes"] + 3
+    assert len(rows) == m["num_classes"] + 4  # + accuracy, balanced accuracy, macro and weighted avg
     cm = list(csv.reader(open(digits_run.dir / "confusion_matrix.csv")))
     counts = [[int(v) for v in r[1:]] for r in cm[1:]]
     assert sum(counts[i][i] for i in range(10)) / sum(map(sum, counts)) == pytest.approx(m["test_accuracy"])

@@ -22,7 +22,7 @@ import torch
 
 from .types import ImageSet, SourceData
 
-FORMAT = 2  # 2: meta.json lists the skipped files
+FORMAT = 3  # 2: meta.json lists the skipped files; 3: and the source file name of every image
 SPLITS = ("train", "val", "test")
 
 
@@ -34,7 +34,7 @@ def entry_dir(cache_dir: Path, key: dict) -> Path:
 
 
 def _write(folder: Path, source: SourceData, key: dict) -> None:
-    sizes = {}
+    sizes, files = {}, {}
     for split in SPLITS:
         part = getattr(source, split)
         if part is None:
@@ -42,7 +42,10 @@ def _write(folder: Path, source: SourceData, key: dict) -> None:
         np.save(folder / f"{split}_images.npy", part.images.numpy())
         np.save(folder / f"{split}_labels.npy", part.labels.numpy())
         sizes[split] = len(part)
-    meta = {"format": FORMAT, "name": source.name, "class_names": source.class_names, "notes": source.notes, "key": key, "sizes": sizes,
+        if part.files is not None:
+            files[split] = part.files
+    meta = {"format": FORMAT, "name": source.name, "class_names": source.class_names, "notes": source.notes, "key": key,
+            "sizes": sizes, "files": files,
             "skipped": source.skipped}
     (folder / "meta.json").write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
 
@@ -58,7 +61,7 @@ def _read(folder: Path, key: dict, mmap: bool) -> SourceData:
         labels = np.load(folder / f"{split}_labels.npy")
         if images.dtype != np.uint8 or images.ndim != 4 or len(images) != n or labels.shape != (n,) or labels.dtype != np.int64:
             raise ValueError(f"cache entry split {split} has the wrong shape")
-        splits[split] = ImageSet(torch.from_numpy(images), torch.from_numpy(labels))
+        splits[split] = ImageSet(torch.from_numpy(images), torch.from_numpy(labels), files=meta["files"].get(split))
     return SourceData(name=meta["name"], class_names=meta["class_names"], train=splits["train"], val=splits.get("val"), test=splits.get("test"), notes=meta["notes"], skipped=meta["skipped"])
 
 

@@ -469,7 +469,8 @@ def load_folder(path: Path, image_size: int | None, test_fraction: float, seed: 
     out, start = {}, 0
     for split, paths in files.items():
         part = torch.from_numpy(np.flatnonzero(keep[start : start + len(paths)]) + start)
-        out[split] = ImageSet(images[part], labels[part])
+        names = ["/".join(p) for p, _ in paths]  # the path inside the folder or zip
+        out[split] = ImageSet(images[part], labels[part], files=[names[int(j) - start] for j in part])
         start += len(paths)
         _check_readable(tree, split, out[split], class_names, skipped)
     sizes = ", ".join(f"{len(out[s]):,} {s}" for s in ("train", "val", "test") if s in out)

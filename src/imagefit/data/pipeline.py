@@ -32,10 +32,16 @@ class PreparedData:
     notes: list[str] = field(default_factory=list)
     image_shape: tuple[int, int] | None = None  # (channels, side) of the images, kept when splits become features
     skipped: list[dict] = field(default_factory=list)  # files of the source that could not be used (SourceData.skipped)
+    test_images: ImageSet | None = None  # the test images themselves when `test` became features (linear probe)
 
     def __post_init__(self):
         if self.image_shape is None:
             self.image_shape = (int(self.train.shape[1]), int(self.train.shape[-1]))
+
+    @property
+    def test_pictures(self) -> ImageSet:
+        """The test split as images (with their file names), whatever the model trained on."""
+        return self.test_images if self.test_images is not None else self.test
 
     @property
     def num_classes(self) -> int:

@@ -41,7 +41,7 @@ def _resized(source: SourceData, size: int | None) -> SourceData:
     for split in ("train", "val", "test"):
         part = getattr(source, split)
         if part is not None:
-            setattr(source, split, ImageSet(resize_images(part.images, size), part.labels))
+            setattr(source, split, ImageSet(resize_images(part.images, size), part.labels, files=part.files))
     source.notes.append(f"{source.name}: images resized from {old}x{old} to {size}x{size} (bilinear, antialiased).")
     return source
 

@@ -12,11 +12,16 @@ class ImageSet:
 
     With `index` set, the set is a lazy view: item i is images[index[i]]. That keeps a memory-mapped
     data set on disk when it is split, instead of copying it into RAM.
+
+    `files`, when the source has files, names item i's source file (its path inside the folder or zip),
+    so a misclassified test image can be traced back to the file a user can open. Data sets without
+    files (digits, the CIFAR and MNIST arrays) leave it None and are traced by index.
     """
 
     images: torch.Tensor
     labels: torch.Tensor
     index: torch.Tensor | None = None
+    files: list[str] | None = None
 
     def __post_init__(self):
         # uint8 images (N, C, H, W), or float features (N, F) that a linear probe trains on
@@ -24,6 +29,7 @@ class ImageSet:
             (self.images.is_floating_point() and self.images.ndim == 2), (self.images.dtype, self.images.shape)
         n = len(self.images) if self.index is None else len(self.index)
         assert self.labels.dtype == torch.int64 and len(self.labels) == n
+        assert self.files is None or len(self.files) == n, (len(self.files), n)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -33,11 +39,12 @@ class ImageSet:
         return (len(self),) + tuple(self.images.shape[1:])
 
     def subset(self, index: torch.Tensor, lazy: bool = False) -> "ImageSet":
+        files = [self.files[i] for i in index.tolist()] if self.files is not None else None
         if self.index is not None:
-            return ImageSet(self.images, self.labels[index], self.index[index])
+            return ImageSet(self.images, self.labels[index], self.index[index], files)
         if lazy:
-            return ImageSet(self.images, self.labels[index], index)
-        return ImageSet(self.images[index], self.labels[index])
+            return ImageSet(self.images, self.labels[index], index, files)
+        return ImageSet(self.images[index], self.labels[index], files=files)
 
     def take(self, start: int, stop: int) -> torch.Tensor:
         """Images start..stop as a real tensor, whatever the storage."""
@@ -48,7 +55,7 @@ class ImageSet:
     def materialize(self) -> "ImageSet":
         """A plain in-memory copy (reads a memory-mapped set into RAM once)."""
         images = self.images[self.index] if self.index is not None else self.images.clone()
-        return ImageSet(images, self.labels.clone())
+        return ImageSet(images, self.labels.clone(), files=self.files)
 
 
 @dataclass

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import csv
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import classification_report, confusion_matrix, precision_recall_fscore_support
+from sklearn.metrics import (balanced_accuracy_score, classification_report, confusion_matrix,
+                             precision_recall_fscore_support)
 
 from .. import atomic
 from ..errors import UserError
@@ -49,6 +51,17 @@ def _top_confusions(cm: np.ndarray, class_names: list[str], n: int = TOP_CONFUSI
     ]
 
 
+def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """The mean of per-class recalls (scikit-learn's): what accuracy would be if every class were equally common.
+
+    On uneven classes plain accuracy is mostly the big classes' recall; this is the number that drops when a
+    rare class is never recognised. Classes absent from the test labels are left out, as scikit-learn does.
+    """
+    with warnings.catch_warnings():  # "y_pred contains classes not in y_true": expected on small test sets
+        warnings.simplefilter("ignore", UserWarning)
+        return float(balanced_accuracy_score(y_true, y_pred))
+
+
 def test_metrics(logits: torch.Tensor, labels: torch.Tensor, class_names: list[str]) -> dict:
     """Plain floats and ints only, so the dict merges straight into metrics.json."""
     logits, labels = _check(logits, labels, class_names)
@@ -58,6 +71,7 @@ def test_metrics(logits: torch.Tensor, labels: torch.Tensor, class_names: list[s
     every = list(range(k))
     out: dict = {
         "test_accuracy": float((y_true == y_pred).mean()),
+        "test_balanced_accuracy": balanced_accuracy(y_true, y_pred),
         # float64: a float16/bf16 or large-K float32 sum loses digits the report prints
         "test_loss": float(F.cross_entropy(logits.double(), labels)),
     }
@@ -102,6 +116,9 @@ def write_evaluation(run_dir: Path, logits: torch.Tensor, labels: torch.Tensor, 
     names = [str(n) for n in class_names]
 
     text = classification_report(y_true, y_pred, labels=every, target_names=names, digits=4, zero_division=0)
+    balanced = balanced_accuracy(y_true, y_pred)
+    width = max(len(line) - len(line.lstrip()) + len("accuracy") for line in text.splitlines() if "accuracy" in line)
+    text = text.rstrip("\n") + f"\n{'balanced accuracy':>{width}}  {balanced:.4f}\n"
     atomic.write_text(run_dir / "classification_report.txt", text)
 
     # Per-class rows from the arrays, not the dict, so duplicate class names cannot collapse rows.
@@ -110,6 +127,7 @@ def write_evaluation(run_dir: Path, logits: torch.Tensor, labels: torch.Tensor, 
     rows = [["class", "precision", "recall", "f1-score", "support"]]
     rows += [[names[i], _fmt(p[i]), _fmt(r[i]), _fmt(f[i]), int(s[i])] for i in every]
     rows.append(["accuracy", "", "", _fmt(report["accuracy"]), int(s.sum())])
+    rows.append(["balanced accuracy", "", "", _fmt(balanced), int(s.sum())])
     for avg in ("macro avg", "weighted avg"):
         d = report[avg]
         rows.append([avg, _fmt(d["precision"]), _fmt(d["recall"]), _fmt(d["f1-score"]), int(d["support"])])

@@ -130,3 +130,13 @@ def plot_confusion(cm: np.ndarray, class_names: list[str], path: str | Path, nor
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return path
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Lay out, write atomically as PNG and close: the end of every figure a run writes."""
+    path = Path(path)
+    fig.tight_layout()
+    with atomic.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path

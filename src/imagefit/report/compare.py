@@ -27,7 +27,7 @@ from typing import Any, Callable
 from .. import atomic
 from ..config import rename_legacy_keys, transfer_strategy_of
 from ..errors import UserError
-from ..evaluate.cells import number
+from ..evaluate.cells import SUMMARY_ROWS, number
 from .run_report import (GAP_MILD, GAP_NONE, _duration, _f, _int, _read_csv, _read_json, _read_yaml, _table,
                          read_history)
 
@@ -39,12 +39,12 @@ BOOKKEEPING = {"name", "runs_dir", "progress", "cache_dir", "data_dir", "num_wor
 STOPPING_KEYS = {"early_stopping", "patience", "monitor", "min_delta", "start_from_epoch", "restore_best"}
 STRATEGY_WORDS = {"linear-probe": "linear probe on frozen features", "fine-tune": "fine-tuned",
                   "freeze-unfreeze": "head first, then every layer"}
-CLASS_ROWS_SKIPPED = ("accuracy", "macro avg", "weighted avg")
+CLASS_ROWS_SKIPPED = SUMMARY_ROWS
 # how many gains and losses per run the per-class section lists when there are too many classes to list all
 PER_CLASS_ALL, PER_CLASS_TOP = 12, 5
 
 # the columns of comparison.csv after the run's name: metrics.json keys, and train_val_gap computed from two
-CSV_METRICS = ["test_accuracy", "test_loss", "test_top5_accuracy", "precision_macro", "recall_macro", "f1_macro",
+CSV_METRICS = ["test_accuracy", "test_balanced_accuracy", "test_loss", "test_top5_accuracy", "precision_macro", "recall_macro", "f1_macro",
                "precision_weighted", "recall_weighted", "f1_weighted", "epochs", "epochs_run", "best_epoch",
                "stopped_early", "stop_epoch", "final_train_acc", "final_val_acc", "train_val_gap", "best_val_acc",
                "best_val_loss", "wall_seconds", "train_seconds", "train_images_per_second", "trainable_params",
@@ -528,6 +528,7 @@ def _fmt_epoch(x: Any) -> str:
 # (label, key, format, which way is better or None)
 TABLE_ROWS = [
     ("Test accuracy", "test_accuracy", _fmt4, max),
+    ("Test balanced accuracy", "test_balanced_accuracy", _fmt4, max),
     ("Test loss", "test_loss", _fmt4, min),
     ("Test top-5 accuracy", "test_top5_accuracy", _fmt4, max),
     ("Precision (macro)", "precision_macro", _fmt4, max),

@@ -17,7 +17,8 @@ import yaml
 from .. import atomic
 from ..config import TrainConfig, rename_legacy_keys, transfer_strategy_of
 from ..errors import UserError
-from ..evaluate.cells import number
+from ..evaluate.cells import SUMMARY_ROWS, number
+from .diagnostics import sections as diagnostic_sections
 from .html import write_html
 from .budget_section import budget_sentences, diagnosis_lines, time_breakdown_section
 from .markdown import cell, table
@@ -40,6 +41,10 @@ ARTIFACTS = {
     "confusion_matrix.csv": "counts, true class by row",
     "confusion_matrix.png": "the confusion matrix, row-normalized",
     "top_confusions.csv": "the most frequent mistakes",
+    "class_balance.png": "training images against test F1, one dot per class",
+    "misclassified.csv": "every misclassified test image: source file or index, true and predicted class, probabilities, loss",
+    "misclassified.png": "the misclassified test images with the highest loss",
+    "reliability.png": "reliability diagram: test accuracy against confidence, before and after temperature scaling",
 }
 
 
@@ -282,7 +287,10 @@ def _setup_rows(config: dict, metrics: dict) -> list[list[str]]:
 
 
 def _metric_rows(metrics: dict, has_val: bool) -> list[list[str]]:
-    rows = [["Test accuracy", _f(metrics.get("test_accuracy"))], ["Test loss", _f(metrics.get("test_loss"))]]
+    rows = [["Test accuracy", _f(metrics.get("test_accuracy"))]]
+    if metrics.get("test_balanced_accuracy") is not None:
+        rows.append(["Test balanced accuracy (mean per-class recall)", _f(metrics["test_balanced_accuracy"])])
+    rows.append(["Test loss", _f(metrics.get("test_loss"))])
     if metrics.get("test_top5_accuracy") is not None:
         rows.append(["Test top-5 accuracy", _f(metrics["test_top5_accuracy"])])
     for avg in ("macro", "weighted"):
@@ -303,7 +311,7 @@ def _metric_rows(metrics: dict, has_val: bool) -> list[list[str]]:
 
 
 def _class_section(class_rows: list[dict]) -> list[str]:
-    per_class = [r for r in class_rows if r.get("class") not in ("accuracy", "macro avg", "weighted avg")]
+    per_class = [r for r in class_rows if r.get("class") not in SUMMARY_ROWS]
     if not per_class:
         return ["No classification report: the run has no test predictions.", ""]
 
@@ -409,6 +417,7 @@ def write_run_report(run_dir: Path) -> Path:
     lines += ["## Top confusions", ""] + _confusion_section(top)
     if (run_dir / "confusion_matrix.png").is_file():
         lines += ["## Confusion matrix", "", "![confusion matrix](confusion_matrix.png)", ""]
+    lines += diagnostic_sections(run_dir, metrics)
     said = observations(metrics, history, class_rows, _confusion_rows(run_dir, top))
     if said:
         lines += ["## What the numbers say", ""] + [" ".join(said), ""]
@@ -429,6 +438,7 @@ def rebuild_report(run_dir: Path) -> Path:
     from safetensors.torch import load_file
 
     from ..evaluate import plot_curves, write_evaluation
+    from ..evaluate.diagnostics import rebuild_diagnostics
 
     run_dir = Path(run_dir)
     if not (run_dir / "metrics.json").is_file() or not (run_dir / "config.yaml").is_file():
@@ -444,6 +454,7 @@ def rebuild_report(run_dir: Path) -> Path:
             raise UserError(f"{predictions} has {logits.shape[1]} classes but metrics.json names {len(names)}",
                             "rerun training to write a consistent run folder")
         metrics.update(write_evaluation(run_dir, logits, labels, names))
+        metrics.update(rebuild_diagnostics(run_dir, metrics, tensors))
         atomic.write_json(run_dir / "metrics.json", metrics)
     history = read_history(run_dir / "history.csv")
     if history:

@@ -107,7 +107,7 @@ def resize_data(data: PreparedData, size: int) -> PreparedData:
     """Every split at a smaller side, once, in memory: training, validation and test all see `size`."""
     import dataclasses
 
-    splits = {name: ImageSet(resized(part.take(0, len(part)), size), part.labels.clone())
+    splits = {name: ImageSet(resized(part.take(0, len(part)), size), part.labels.clone(), files=part.files)
               for name in ("train", "val", "test") if (part := getattr(data, name)) is not None}
     note = f"Images were resized from {data.image_size} px to {size} px in memory for training and evaluation."
     return dataclasses.replace(data, **splits, image_shape=(data.channels, size), notes=data.notes + [note])

@@ -91,7 +91,7 @@ class BudgetPlan:
     step_seconds: float  # per step at the full side
     early_step_seconds: float  # per step at the early side
     val_seconds: float  # per validation pass
-    test_seconds: float  # the final test pass, with TTA
+    test_seconds: float  # the final passes over test and validation, with TTA
     write_seconds: float
     reasons: list[str] = field(default_factory=list)
     replans: list[str] = field(default_factory=list)
@@ -197,7 +197,8 @@ def plan_budget(budget_seconds: float, spent_seconds: float, work: Workload, spe
         step = batch / speed.train + loop_seconds_per_step
         early_step = batch / early_speed.train + loop_seconds_per_step if early else step
         tta = work.tta or choose_tta(work.test_images, speed.eval, budget_seconds)
-        test = work.test_images * TTA_VIEWS[tta] * TTA_EVAL_COST[tta] / speed.eval
+        # the final pass covers test, and validation again for the temperature fit (with the same views)
+        test = (work.test_images + work.val_images) * TTA_VIEWS[tta] * TTA_EVAL_COST[tta] / speed.eval
         val = work.val_images / speed.eval
         per_epoch = steps_per_epoch * (f * early_step + (1 - f) * step) + val + checkpoint_seconds
         available = budget_seconds * (1 - END_MARGIN) - spent_seconds - test - write

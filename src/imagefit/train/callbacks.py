@@ -195,7 +195,8 @@ class FollowPlan(L.Callback):
         per_image = seconds / self.val_images
         plan = self.plan
         plan.val_seconds = seconds
-        plan.test_seconds = per_image * self.test_images * TTA_VIEWS[plan.tta] * TTA_EVAL_COST[plan.tta]
+        plan.test_seconds = (per_image * (self.test_images + self.val_images)  # test, and validation for the temperature
+                             * TTA_VIEWS[plan.tta] * TTA_EVAL_COST[plan.tta])
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         from .budget import DRIFT, replan_steps

@@ -117,7 +117,7 @@ def probe_features(cfg: TrainConfig, data: PreparedData, model, input_size: int,
     note = ("Linear probe: the frozen backbone's features of unaugmented images were "
             + ("read from the feature cache" if hits == len(splits) else "computed once and cached")
             + f" ({splits['train'].images.shape[1]} per image); augmentation does not apply.")
-    return dataclasses.replace(data, notes=data.notes + [note], **splits)
+    return dataclasses.replace(data, notes=data.notes + [note], test_images=data.test, **splits)
 
 
 def make_loaders(cfg: TrainConfig, data: PreparedData):
@@ -317,6 +317,8 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
         module.load_state_dict(state)
         logits, _ = predict_logits(module.model, data.test, cfg.batch_size * 2, precision, module.device, cfg.tta)
         evaluated = "best"
+    val_logits = (predict_logits(module.model, data.val, cfg.batch_size * 2, precision, module.device, cfg.tta)[0]
+                  if data.val is not None else None)  # temperature scaling is fitted on these, never on test
     watch.lap("test")
     extra = {
         "evaluated_model": evaluated,
@@ -344,7 +346,7 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
                                   if cfg.transfer_strategy == "freeze-unfreeze" else None))
     metrics = finish_run(run_dir, cfg, data, model, logits, labels, history, precision, total_params,
                          trainable_params, started, interrupted=interrupt.interrupted or trainer.interrupted,
-                         extra=extra, watch=watch)
+                         extra=extra, watch=watch, val_logits=val_logits)
     if tracking:
         tracking.finish(run_dir, interrupted=metrics["interrupted"])
     return Run(run_dir, cfg, metrics)
@@ -353,7 +355,9 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
 def finish_run(run_dir: Path, cfg: TrainConfig, data: PreparedData, model: torch.nn.Module,
                logits: torch.Tensor, labels: torch.Tensor, history: HistoryWriter, precision: str,
                total_params: int, trainable_params: int, started: float, interrupted: bool,
-               extra: dict | None = None, watch: Stopwatch | None = None) -> dict:
+               extra: dict | None = None, watch: Stopwatch | None = None,
+               val_logits: torch.Tensor | None = None) -> dict:
+    from ..evaluate.diagnostics import write_diagnostics
     from ..evaluate.metrics import write_evaluation
     from ..evaluate.plots import plot_curves
     from ..evaluate.diagnosis import diagnose
@@ -367,11 +371,17 @@ def finish_run(run_dir: Path, cfg: TrainConfig, data: PreparedData, model: torch
     meta = {"class_names": json.dumps(data.class_names), "model": cfg.model, "image_size": str(data.image_size),
             "channels": str(data.channels), "input_size": str(getattr(model, "input_size", None) or data.image_size),
             "format": "imagefit-1"}
+    diagnostics = write_diagnostics(run_dir, data, logits, labels, val_logits)
+    if diagnostics.get("temperature") is not None:  # fitted on validation: a later predict divides by it
+        meta["temperature"] = repr(diagnostics["temperature"])
     with atomic.atomic_path(run_dir / "model.safetensors") as tmp:
         save_file(state, str(tmp), metadata=meta)
+    saved = {"logits": logits.contiguous(), "labels": labels.contiguous()}
+    if val_logits is not None:
+        saved.update(val_logits=val_logits.contiguous(), val_labels=data.val.labels.contiguous())
     with atomic.atomic_path(run_dir / "predictions.safetensors") as tmp:
-        save_file({"logits": logits.contiguous(), "labels": labels.contiguous()}, str(tmp))
-    test = write_evaluation(run_dir, logits, labels, data.class_names)
+        save_file(saved, str(tmp))
+    test = {**write_evaluation(run_dir, logits, labels, data.class_names), **diagnostics}
     epochs_run = len(rows)
     metrics = {
         "dataset": cfg.dataset, "model": cfg.model, "params": total_params, "trainable_params": trainable_params,

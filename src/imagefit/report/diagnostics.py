@@ -1,0 +1,124 @@
+"""The report's sections that explain mistakes: uneven classes, errors, calibration, the data audit.
+
+Like the rest of report.md, everything here is read off the run folder's files (metrics.json,
+classification_report.csv, the PNGs), so `imagefit report` rebuilds it, and the sentences come from
+the numbers by fixed rules.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from ..evaluate.cells import SUMMARY_ROWS, number
+
+# accuracy minus balanced accuracy above which the report says the small classes fare worse
+BALANCED_GAP = 0.02
+
+
+def _class_rows(run_dir: Path) -> list[dict]:
+    path = run_dir / "classification_report.csv"
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as f:
+        return [r for r in csv.DictReader(f) if r.get("class") not in SUMMARY_ROWS]
+
+
+def balanced_sentence(accuracy: float | None, balanced: float | None) -> str | None:
+    if accuracy is None or balanced is None:
+        return None
+    gap = accuracy - balanced
+    if gap >= BALANCED_GAP:
+        return (f"Balanced accuracy (the mean of per-class recalls) is {balanced:.3f}, {gap:.3f} below the accuracy "
+                f"{accuracy:.3f}: accuracy counts the common classes most, and the smaller classes are recognised "
+                f"less well.")
+    if gap <= -BALANCED_GAP:
+        return (f"Balanced accuracy (the mean of per-class recalls) is {balanced:.3f}, {-gap:.3f} above the accuracy "
+                f"{accuracy:.3f}: the common classes are recognised less well than the small ones.")
+    return (f"Balanced accuracy (the mean of per-class recalls) is {balanced:.3f}, close to the accuracy "
+            f"{accuracy:.3f}: no class size dominates the accuracy.")
+
+
+def imbalance_section(run_dir: Path, metrics: dict) -> list[str]:
+    from ..evaluate.imbalance import ClassBalance
+
+    said = []
+    sentence = balanced_sentence(number(metrics.get("test_accuracy")), number(metrics.get("test_balanced_accuracy")))
+    if sentence:
+        said.append(sentence)
+    counts, rows = metrics.get("train_class_counts"), _class_rows(run_dir)
+    if counts and len(counts) == len(rows):
+        balance = ClassBalance([r["class"] for r in rows], counts, [number(r.get("f1-score")) or 0.0 for r in rows])
+        said.append(balance.sentence())
+    if not said:
+        return []
+    lines = ["## Uneven classes", "", " ".join(said), ""]
+    if (run_dir / "class_balance.png").is_file():
+        lines += ["![training images against test F1 per class](class_balance.png)", ""]
+    return lines
+
+
+def _read_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _md_table(header: list[str], rows: list[list]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows] + [""]
+
+
+def mistakes_section(run_dir: Path, metrics: dict, listed: int = 8) -> list[str]:
+    if not (run_dir / "misclassified.csv").is_file():
+        return []
+    rows = _read_rows(run_dir / "misclassified.csv")
+    if not rows:
+        return ["## Mistakes", "", "No test image was misclassified.", ""]
+    total = number(metrics.get("test_images"))
+    shown = sum(1 for r in rows if r.get("in_gallery"))
+    where = "its source file and " if any(r.get("file") for r in rows) else ""
+    text = f"{len(rows):,} of {int(total):,} test images are misclassified" if total else f"{len(rows):,} test images are misclassified"
+    if shown:
+        text += f"; below, the {shown} with the highest loss (the model most sure of a wrong class)"
+    lines = ["## Mistakes", "", f"{text}. Every one is in `misclassified.csv` with {where}its index in the test split.", ""]
+    if (run_dir / "misclassified.png").is_file():
+        lines += ["![misclassified test images with the highest loss](misclassified.png)", ""]
+    table = [[r["rank"], f"`{r['file']}`" if r.get("file") else f"test image {r['index']}", r["true_name"],
+              r["predicted_name"], f"{float(r['p_predicted']):.3f}", f"{float(r['p_true']):.3f}"] for r in rows[:listed]]
+    return lines + _md_table(["Rank", "Image", "True class", "Predicted", "P(predicted)", "P(true)"], table)
+
+
+def calibration_sentences(m: dict) -> list[str]:
+    ece = number(m.get("test_ece"))
+    if ece is None:
+        return []
+    said = [f"Expected calibration error on test ({m.get('ece_bins', 15)} confidence bins) is {ece:.4f}: on average "
+            f"the top probability is {100 * ece:.1f} points away from the accuracy of the images given it."]
+    t = number(m.get("temperature"))
+    if t is None:
+        return said + ["The run has no validation split, so no temperature was fitted (it is never fitted on test)."]
+    how = ("the model was overconfident" if t > 1.02 else "the model was underconfident" if t < 0.98
+           else "the model was already about as confident as it is accurate")
+    said.append(f"Temperature scaling, fitted on the validation split and never on test, divides the logits by "
+                f"T = {t:.3f} ({how}): validation loss {number(m.get('val_nll')):.4f} → "
+                f"{number(m.get('val_nll_scaled')):.4f}; on test, ECE {ece:.4f} → {number(m.get('test_ece_scaled')):.4f} "
+                f"and loss {number(m.get('test_loss')):.4f} → {number(m.get('test_loss_scaled')):.4f}. Predictions do "
+                f"not change; T is saved in `model.safetensors` (metadata \"temperature\").")
+    return said
+
+
+def calibration_section(run_dir: Path, metrics: dict) -> list[str]:
+    said = calibration_sentences(metrics)
+    if not said:
+        return []
+    lines = ["## Calibration", "", " ".join(said), ""]
+    if (run_dir / "reliability.png").is_file():
+        lines += ["![reliability diagram](reliability.png)", ""]
+    return lines
+
+
+def sections(run_dir: str | Path, metrics: dict) -> list[str]:
+    """Markdown lines of every diagnostic section the run folder has the files for."""
+    run_dir = Path(run_dir)
+    return imbalance_section(run_dir, metrics) + mistakes_section(run_dir, metrics) + calibration_section(run_dir, metrics)
