@@ -266,6 +266,14 @@ def rename_legacy_keys(values: dict[str, Any], source: str, note: bool = True) -
     return values
 
 
+TYPE_WORDS = {int: "whole number", float: "number", str: "text", bool: "true or false", list: "list"}
+
+
+def _type_words(hint: Any) -> str:
+    kinds = [k for k in getattr(hint, "__args__", (hint,)) if k is not type(None)]
+    return " or ".join(TYPE_WORDS.get(getattr(k, "__origin__", k), getattr(k, "__name__", str(k))) for k in kinds)
+
+
 def _coerce(cls: type, key: str, value: Any, source: str) -> Any:
     """Accept what YAML or a command line gives ('3' for an int, '1e-3' for a float) and check the type."""
     hint = get_type_hints(cls)[key]
@@ -278,7 +286,7 @@ def _coerce(cls: type, key: str, value: Any, source: str) -> Any:
         return [str(v).strip() for v in items if str(v).strip() not in ("", "none")]
     kinds = getattr(hint, "__args__", (hint,))
     if isinstance(value, bool) and bool not in kinds:
-        raise UserError(f"config key '{key}' in {source} must be a {hint}, got {value!r}", f"give '{key}' a value of that type")
+        raise UserError(f"config key '{key}' in {source} must be a {_type_words(hint)}, got {value!r}", f"give '{key}' a value of that type")
     for kind in kinds:
         if kind is type(None):
             continue
@@ -294,4 +302,4 @@ def _coerce(cls: type, key: str, value: Any, source: str) -> Any:
             return kind(value)
         except (TypeError, ValueError):
             continue
-    raise UserError(f"config key '{key}' in {source} must be a {hint}, got {value!r}", f"give '{key}' a value of that type")
+    raise UserError(f"config key '{key}' in {source} must be a {_type_words(hint)}, got {value!r}", f"give '{key}' a value of that type")
