@@ -156,4 +156,4 @@ def test_every_option_of_every_command_explains_itself():
 def test_train_help_lists_values_and_defaults(tmp_path):
     out = imagefit("train", "--help", cwd=tmp_path).stdout
     assert "one of none, cosine, onecycle, triangle; default: none" in " ".join(out.split())
-    assert "default: unset" in out and "default: 128" in " ".join(out.split())
+    assert "default: unset" in out and "default: 0.5" in " ".join(out.split())  # batch_size: unset (the planner's or 128)

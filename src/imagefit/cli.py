@@ -55,7 +55,7 @@ HELP = {  # one line per TrainConfig key; the allowed values and the default are
     "bias_lr_scale": "models with BatchNorm-shift groups (airbench): their rate as a multiple of --lr",
     "lookahead": "from 30%% of training, every 5 steps move the weights to their running average",
     "tta": "test-time augmentation: average the test logits over the mirror (flip) and 1-pixel shifts "
-           "(flip-translate, 6 views); unset: none (recipe fast: flip-translate), or with --time-budget what 4% "
+           "(flip-translate, 6 views); unset: none (recipe fast: flip-translate), or with --time-budget what 4 percent "
            "of the budget buys",
     "compile": "torch.compile the network (pays on GPUs; measured in bench/ for CPUs)",
     "scheduler": "learning-rate schedule: cosine decay, onecycle, or triangle (warm-up then linear decay)",
