@@ -111,7 +111,8 @@ def test_a_30s_budget_ends_inside_it_and_trains_most_of_it(quick):
     m = run.metrics
     assert 0.85 * budget <= wall <= budget, (wall, m["time_breakdown"])
     spent = m["time_breakdown"]
-    assert spent["train"] + spent["validate"] >= 0.8 * budget, (spent, m["budget_plan"])
+    in_fit = spent["train"] + spent["validate"] + spent["checkpoints and loop"]  # Lightning's fit(), start to end
+    assert in_fit >= 0.8 * budget, (spent, m["budget_plan"])
     plan = m["budget_plan"]
     assert plan["steps_per_epoch"] >= 20 and m["steps_run"] >= plan["steps"] - 2  # the small set gets its steps
     saved = yaml.safe_load((run.dir / "config.yaml").read_text())
