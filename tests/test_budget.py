@@ -114,7 +114,7 @@ def test_a_30s_budget_ends_inside_it_and_trains_most_of_it(quick):
     in_fit = spent["train"] + spent["validate"] + spent["checkpoints and loop"]  # Lightning's fit(), start to end
     assert in_fit >= 0.8 * budget, (spent, m["budget_plan"])
     plan = m["budget_plan"]
-    assert plan["steps_per_epoch"] >= 20 and m["steps_run"] >= plan["steps"] - 2  # the small set gets its steps
+    assert plan["steps_per_epoch"] >= 20 and m["steps_run"] >= 0.9 * plan["steps"]  # the small set gets its steps
     saved = yaml.safe_load((run.dir / "config.yaml").read_text())
     assert saved["model"] == plan["model"] and saved["batch_size"] == plan["batch_size"] and saved["epochs"] is None
     report = (run.dir / "report.md").read_text()
