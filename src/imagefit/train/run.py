@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import time
 import warnings
@@ -41,7 +40,6 @@ from .module import ClassifierModule
 from .precision import resolve_precision
 from .transfer import FreezeUnfreeze, cached_features, default_input_size, parameter_groups
 
-TTA_VIEWS = {"none": 1, "flip": 2, "flip-translate": 6}
 # Set by the CLI to the moment the process started: the next run's wall time and time budget count from
 # then, imports included, so `imagefit train --time-budget 10m` ends within 10 minutes of being typed.
 CLOCK_STARTED: float | None = None
