@@ -23,7 +23,7 @@ HELP = {  # one line per TrainConfig key; the allowed values and the default are
               "label smoothing, lookahead, flip-translate TTA); keys you pass override it",
     "dataset": "digits, cifar10, cifar100, mnist, fashion-mnist, or a path to an image folder or .zip",
     "data_dir": "where named data sets are downloaded and kept",
-    "cache_dir": "where decoded images (and linear-probe features) are cached between runs",
+    "cache_dir": "where decoded images, linear-probe features and partial fine-tuning's trunk activations are cached between runs",
     "image_size": "side in pixels; unset: from the data, its median side capped at 128 (for a pretrained "
                   "model the network input, 128 for images of 64 px or less)",
     "val_fraction": "share of the training images held out for validation (0 for none)",
@@ -37,7 +37,11 @@ HELP = {  # one line per TrainConfig key; the allowed values and the default are
     "pretrained": "start from ImageNet weights (offline for tf_efficientnet_lite0/lite2 from their pip packages)",
     "weights": "a local safetensors file or torch state dict to start from (never unpickled)",
     "transfer_strategy": "what trains from pretrained weights: fine-tune (all layers, the backbone at a lower "
-                         "rate), linear-probe (a new head on frozen features) or freeze-unfreeze (head first)",
+                         "rate), partial (the last --trainable-blocks blocks on the frozen trunk's cached "
+                         "activations), linear-probe (a new head on frozen features) or freeze-unfreeze (head "
+                         "first); unset: fine-tune, or with --time-budget the planner's choice",
+    "trainable_blocks": "partial: how many of the backbone's last blocks train (EfficientNet-Lite0 has 16); "
+                        "unset: 4, or with --time-budget the planner's choice",
     "backbone_lr_mult": "fine-tune: the backbone's learning rate as a multiple of the head's",
     "freeze_epochs": "freeze-unfreeze: epochs with the backbone frozen before all layers train",
     "epochs": "passes over the training data (an upper bound with early stopping); unset: 10, or with "
@@ -58,7 +62,8 @@ HELP = {  # one line per TrainConfig key; the allowed values and the default are
            "(flip-translate, 6 views); unset: none (recipe fast: flip-translate), or with --time-budget what 4 percent "
            "of the budget buys",
     "compile": "torch.compile the network (pays on GPUs; measured in bench/ for CPUs)",
-    "scheduler": "learning-rate schedule: cosine decay, onecycle, or triangle (warm-up then linear decay)",
+    "scheduler": "learning-rate schedule: cosine decay, onecycle (warm-up over a quarter of the steps, then linear "
+                 "decay), or triangle (airbench's); unset: none from scratch, onecycle for transfer",
     "precision": "auto = bf16-mixed on CUDA and on CPUs with native bf16 (16-mixed on older GPUs), else 32",
     "seed": "random seed of the split, the initialisation and the augmentation",
     "val_every": "validate every N epochs",

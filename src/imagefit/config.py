@@ -27,7 +27,7 @@ CHOICES = {
     "precision": ("auto", "32", "bf16-mixed", "16-mixed"),
     "loader": ("auto", "memory", "stream"),
     "monitor": ("val_loss", "val_acc"),
-    "transfer_strategy": ("fine-tune", "linear-probe", "freeze-unfreeze"),
+    "transfer_strategy": ("fine-tune", "partial", "linear-probe", "freeze-unfreeze"),
     "strategy": ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp"),
     "tta": ("none", "flip", "flip-translate"),
     "recipe": ("none", "fast"),
@@ -56,7 +56,8 @@ class TrainConfig:
     # transfer learning: with --pretrained or --weights the model starts from ImageNet weights
     pretrained: bool = False
     weights: str | None = None  # a local safetensors file or torch state dict (loaded with weights_only)
-    transfer_strategy: str = "fine-tune"  # fine-tune | linear-probe | freeze-unfreeze (was 'strategy')
+    transfer_strategy: str | None = None  # fine-tune | partial | linear-probe | freeze-unfreeze (was 'strategy'); None: fine-tune, or the budget planner's choice
+    trainable_blocks: int | None = None  # partial: the last K blocks train on the cached trunk's activations (None: 4, or the planner's)
     backbone_lr_mult: float = 0.1
     freeze_epochs: int = 1
     # optimisation
@@ -97,6 +98,10 @@ class TrainConfig:
     def __post_init__(self):
         if self.model is None and not (self.planned and self.recipe == "fast"):  # else the planner's choice
             self.model = "tf_efficientnet_lite0" if self.transfer else "seed-cnn"
+        if self.transfer_strategy is None and not (self.planned and self.transfer):
+            self.transfer_strategy = "fine-tune"
+        if self.trainable_blocks is None and self.transfer_strategy == "partial" and not self.planned:
+            self.trainable_blocks = DEFAULT_TRAINABLE_BLOCKS
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
@@ -105,6 +110,8 @@ class TrainConfig:
         values = rename_legacy_keys(values, source)
         if _plans(values):
             values.setdefault("recipe", "fast")  # a budget and no model: the best from-scratch recipe
+        if (values.get("pretrained") or values.get("weights")) and values.get("scheduler") is None:
+            values = {**values, "scheduler": TRANSFER_SCHEDULER}  # a fine-tune warms up, then anneals
         if values.get("recipe") not in (None, "none"):
             from .recipes import recipe_defaults
 
@@ -168,9 +175,14 @@ class TrainConfig:
             raise UserError(f"patience must be at least 1 epoch, got {self.patience}", "pass --patience 5")
         if self.time_budget is not None:
             self.budget_seconds  # raises a UserError when malformed
-        if self.tta not in (None, "none") and self.transfer and self.transfer_strategy == "linear-probe":
-            raise UserError("test-time augmentation needs images, but a linear probe evaluates cached features",
+        if self.tta not in (None, "none") and self.transfer and self.transfer_strategy in ("linear-probe", "partial"):
+            raise UserError(f"test-time augmentation needs images, but {self.transfer_strategy} evaluates cached activations",
                             "pass --tta none, or --transfer-strategy fine-tune")
+        if self.trainable_blocks is not None and self.trainable_blocks < 0:
+            raise UserError(f"trainable_blocks must be 0 or more, got {self.trainable_blocks}", "pass --trainable-blocks 4")
+        if self.trainable_blocks is not None and self.transfer_strategy not in (None, "partial"):
+            raise UserError(f"trainable_blocks applies to --transfer-strategy partial, not {self.transfer_strategy}",
+                            "pass --transfer-strategy partial, or leave --trainable-blocks out")
         if self.num_nodes < 1:
             raise UserError(f"num_nodes must be at least 1, got {self.num_nodes}", "pass --num-nodes 1")
         if self.precision == "16-mixed" and not self.on_cuda:
@@ -234,6 +246,9 @@ class TrainConfig:
                                                      "<this file>` repeats the run.", *(notes or [])])
         atomic.write_text(path, header + yaml.safe_dump(self.to_dict(), sort_keys=False))
 
+
+DEFAULT_TRAINABLE_BLOCKS = 4  # partial fine-tuning without a budget: EfficientNet-Lite0's last 4 of 16 blocks
+TRANSFER_SCHEDULER = "onecycle"  # transfer runs: warm-up over a quarter of the steps, then linear decay
 
 # what the budget planner chooses when the user leaves it unset (the recipe's values are its candidates)
 PLANNED = ("epochs", "batch_size", "lr", "tta", "model")

@@ -24,9 +24,10 @@ class ImageSet:
     files: list[str] | None = None
 
     def __post_init__(self):
-        # uint8 images (N, C, H, W), or float features (N, F) that a linear probe trains on
+        # uint8 images (N, C, H, W); float features (N, F) that a linear probe trains on; or a cached trunk's
+        # activations (N, C, H, W), or (N, views, C, H, W) with one entry per augmentation view
         assert (self.images.dtype == torch.uint8 and self.images.ndim == 4) or \
-            (self.images.is_floating_point() and self.images.ndim == 2), (self.images.dtype, self.images.shape)
+            (self.images.is_floating_point() and self.images.ndim in (2, 4, 5)), (self.images.dtype, self.images.shape)
         n = len(self.images) if self.index is None else len(self.index)
         assert self.labels.dtype == torch.int64 and len(self.labels) == n
         assert self.files is None or len(self.files) == n, (len(self.files), n)

@@ -40,7 +40,7 @@ def plan_run(cfg: TrainConfig, data: PreparedData, precision: str, spent, make_m
     """`spent()`: seconds of the budget used so far. `make_model(name)`: a fresh model of that name.
     `fixed_model`: the run's model when only the step count is the planner's (transfer, a pinned model)."""
     work = workload(cfg, data, train_images if train_images is not None else len(data.train))
-    if data.train.images.ndim == 2:  # a linear probe's cached features: no views to augment at test time
+    if data.train.images.is_floating_point():  # cached features or activations: no images to augment at test time
         work = dataclasses.replace(work, tta="none")
     # the run's own batch when it is small: oneDNN compiles kernels per shape (seconds, on a first backward
     # pass), and the training steps then reuse what the probe compiled

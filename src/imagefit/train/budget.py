@@ -267,7 +267,9 @@ def measure_speed(model: torch.nn.Module, images: torch.Tensor, labels: torch.Te
 
     def batch():
         b = augment(x, gen) if augment is not None else x
-        if b.ndim == 4 and b.shape[-1] != size:
+        if b.ndim == 5:  # a cached trunk's views: one each
+            b = b[:, 0]
+        if images.dtype == torch.uint8 and b.shape[-1] != size:  # images, not cached activations
             b = F.interpolate(b.float() / 255 if b.dtype == torch.uint8 else b, size=(size, size), mode="bilinear",
                               antialias=True, align_corners=False)
         return b.contiguous(memory_format=torch.channels_last) if channels_last else b

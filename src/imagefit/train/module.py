@@ -47,6 +47,14 @@ class ClassifierModule(L.LightningModule):
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         x, y = batch
+        if x.ndim == 5:  # cached activations of several views (image, mirror): one view per image
+            if self.trainer.training:
+                if self.aug_gen is None:
+                    self.reseed_augmentation(self.current_epoch)
+                view = torch.randint(0, x.shape[1], (len(x),), generator=self.aug_gen, device=x.device)
+                x = x[torch.arange(len(x), device=x.device), view]
+            else:
+                x = x[:, 0]
         if self.trainer.training and self.augment is not None:
             if self.aug_gen is None:
                 self.reseed_augmentation(self.current_epoch)

@@ -31,6 +31,7 @@ from ..evaluate.predict import predict_logits
 from ..models import count_parameters, create_model
 from .autoplan import FAMILY, Stopwatch, apply_plan, plan_run, resize_data
 from .budget import BudgetPlan, replan_steps
+from .cached_trunk import cached_trunk_split, split_model
 from .callbacks import (AtomicCheckpointIO, EarlyStoppingInEpochs, EpochSeeding, GracefulInterrupt, Lookahead,
                         FollowPlan, ShardByRank, StopOnNonFinite)
 from .distributed import one_launch
@@ -116,6 +117,26 @@ def probe_features(cfg: TrainConfig, data: PreparedData, model, input_size: int,
             + ("read from the feature cache" if hits == len(splits) else "computed once and cached")
             + f" ({splits['train'].images.shape[1]} per image); augmentation does not apply.")
     return dataclasses.replace(data, notes=data.notes + [note], test_images=data.test, **splits)
+
+
+def trunk_activations(cfg: TrainConfig, data: PreparedData, model, input_size: int, precision: str):
+    """Partial fine-tuning's data: the frozen trunk's activations of every split (training: the image and
+    its mirror), from the disk cache when possible; and the top that trains on them."""
+    trunk, top = split_model(model, cfg.trainable_blocks)
+    identity = {"model": cfg.model, "weights": model.weights_info.get("sha256") or f"random-{cfg.seed}",
+                "size": input_size, "cut": len(trunk.blocks), "precision": precision}
+    splits, hits = {}, 0
+    for split in ("train", "val", "test"):
+        part = getattr(data, split)
+        if part is not None:
+            splits[split], hit = cached_trunk_split(trunk, part, cfg.cache_dir, identity, 2 if split == "train" else 1,
+                                                    (cfg.batch_size or 128) * 2, precision)
+            hits += hit
+    shape = "x".join(map(str, splits["train"].images.shape[-3:]))
+    note = (f"Partial fine-tuning: the last {cfg.trainable_blocks} blocks and the head trained on the frozen trunk's "
+            f"activations ({shape} per image; training images and their mirrors), "
+            + ("read from the trunk cache." if hits == len(splits) else "computed once and cached."))
+    return dataclasses.replace(data, notes=data.notes + [note], test_images=data.test, **splits), top
 
 
 def make_loaders(cfg: TrainConfig, data: PreparedData):
@@ -217,16 +238,20 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
         model.net.compile()  # in place: the state dict keeps its keys
     total_params, _ = count_parameters(model)
     trainable, groups, probe = model, None, cfg.transfer and cfg.transfer_strategy == "linear-probe"
+    cached = probe or (cfg.transfer and cfg.transfer_strategy == "partial")  # trains on cached activations
     if probe:
         data = probe_features(cfg, data, model, input_size, precision)
         trainable = model.head().train()  # the feature pass left the whole model in eval mode
+    elif cached:
+        data, trainable = trunk_activations(cfg, data, model, input_size, precision)
+        trainable.train()
     elif cfg.transfer:
         groups = parameter_groups(model, cfg.learning_rate, cfg.backbone_lr_mult)
     trainable_params = count_parameters(trainable)[0]
     watch.lap("setup")
 
     if cfg.budget_seconds and plan is None:  # only the batch, TTA and steps are the planner's
-        plan = plan_run(cfg, data, precision, spent, make_model, fixed_model=trainable, augment=not probe,
+        plan = plan_run(cfg, data, precision, spent, make_model, fixed_model=trainable, augment=not cached,
                         checkpoint_seconds=0.0)
         cfg = apply_plan(cfg, plan)
     if plan is not None:
@@ -258,7 +283,7 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
         os.environ[RUN_DIR_ENV] = str(run_dir.resolve())
     log.info("run folder: %s", run_dir)
 
-    module = ClassifierModule(trainable, cfg, data.num_classes, groups, augment=not probe, plan=plan)
+    module = ClassifierModule(trainable, cfg, data.num_classes, groups, augment=not cached, plan=plan)
     history = HistoryWriter(run_dir / "history.csv")
     history.planned_epochs = planned_epochs
     history.plan = plan
