@@ -30,7 +30,7 @@ from ..evaluate.metrics import test_metrics
 from ..evaluate.predict import predict_logits
 from ..models import count_parameters, create_model
 from .autoplan import FAMILY, Stopwatch, apply_plan, plan_run, resize_data
-from .budget import BudgetPlan, replan_steps
+from .budget import END_MARGIN, BudgetPlan, replan_steps
 from .cached_trunk import cached_trunk_split, split_model
 from .callbacks import (AtomicCheckpointIO, EarlyStoppingInEpochs, EpochSeeding, GracefulInterrupt, Lookahead,
                         FollowPlan, ShardByRank, StopOnNonFinite)
@@ -40,6 +40,7 @@ from .loggers import Tracking, progress_callbacks
 from .module import ClassifierModule
 from .precision import resolve_precision
 from .transfer import FreezeUnfreeze, cached_features, default_input_size, parameter_groups
+from .transfer_plan import plan_transfer
 
 # Set by the CLI to the moment the process started: the next run's wall time and time budget count from
 # then, imports included, so `imagefit train --time-budget 10m` ends within 10 minutes of being typed.
@@ -234,6 +235,14 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
         n = min(len(data.train), max(500, 5_000_000 // data.image_size**2))
         with torch.no_grad():
             model.net.init_whitening(model.prepare(data.train.take(0, n)), seed=cfg.seed)
+    transfer_choice = None
+    if cfg.transfer and cfg.planned and (cfg.transfer_strategy is None or
+                                         (cfg.transfer_strategy == "partial" and cfg.trainable_blocks is None)):
+        transfer_choice = plan_transfer(cfg, data, model, precision, cfg.budget_seconds * (1 - END_MARGIN) - spent())
+        cfg = cfg.replace(transfer_strategy=transfer_choice.strategy, trainable_blocks=transfer_choice.trainable_blocks)
+        data.notes.append(f"Transfer plan: {transfer_choice.strategy}, because {transfer_choice.reason}.")
+        log.info(data.notes[-1])
+        watch.lap("probe")
     if cfg.compile:
         model.net.compile()  # in place: the state dict keeps its keys
     total_params, _ = count_parameters(model)
@@ -358,6 +367,7 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
         "budget_note": plan.sentence() if plan else None,
         "budget_plan": plan.to_dict() if plan else None,
         "steps_run": trainer.global_step,
+        "transfer_plan": transfer_choice.to_dict() if transfer_choice else None,
     }
     if model.weights_info:
         extra.update(transfer_strategy=cfg.transfer_strategy, input_size=input_size, weights_source=model.weights_info["source"],

@@ -1,0 +1,178 @@
+"""The transfer planner: which part of a pretrained network a time budget can afford to train.
+
+On a CPU a whole-network fine-tune of an EfficientNet runs at tens of images per second (depthwise
+convolutions at high resolution), while the top blocks alone, on activations of the frozen trunk
+cached once, run at hundreds. `choose_transfer` (pure: measured speeds in, a choice out) weighs:
+
+- **fine-tune** (everything trains) when FULL_TARGET_EPOCHS whole-network epochs fit: from ImageNet
+  weights a few epochs of a full fine-tune beat any frozen trunk;
+- else **partial** with the deepest top (the most trainable blocks, cut at a stage boundary) whose
+  trunk pass (training images and their mirrors, validation and test) takes at most CACHE_SHARE of the
+  time left and still leaves TARGET_TOP_EPOCHS epochs for the top;
+- else the cheapest top that gets MIN_TOP_EPOCHS;
+- else a **linear probe** (one pass for features, a head that trains in seconds), said to be cut short.
+
+`measure_transfer` measures what it needs on a few real images in seconds: one block-by-block forward pass
+gives the trunk's speed at every cut and each top's cost; the run then measures the chosen top's real steps.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from ..models.pretrained import unfreeze
+from .budget import measure_speed
+from .cached_trunk import blocks_of, split_model
+from .precision import autocast
+
+FULL_TARGET_EPOCHS = 5.0
+TARGET_TOP_EPOCHS = 10.0
+MIN_TOP_EPOCHS = 3.0
+CACHE_SHARE = 0.6
+CACHE_BYTES = 8 << 30  # the trunk cache may hold this much (2 bytes a value in bf16): memory-mapped, but paged in
+EVAL_SPEEDUP = 3.0  # a forward pass costs about a third of a training step
+
+
+@dataclass
+class TransferSpeeds:
+    """Images/s measured on this machine at the run's input size."""
+
+    blocks: int  # the backbone's blocks
+    trunk: dict[int, float]  # cut (blocks run) -> forward images/s from the image to that cut
+    top: dict[int, float] = field(default_factory=dict)  # trainable blocks K -> training images/s on cached activations
+    full_train: float | None = None  # whole-network training images/s (None: not measured, too slow to matter)
+    values: dict[int, int] = field(default_factory=dict)  # cut -> activation values per image
+    bytes_per_value: int = 2
+
+
+@dataclass
+class TransferChoice:
+    strategy: str
+    trainable_blocks: int | None
+    epochs: float  # the epochs it should get (estimated)
+    cache_seconds: float
+    reason: str
+
+    def to_dict(self) -> dict:
+        return {"strategy": self.strategy, "trainable_blocks": self.trainable_blocks, "epochs": round(self.epochs, 1),
+                "cache_seconds": round(self.cache_seconds, 1), "reason": self.reason}
+
+
+def stage_cuts(stage_lengths: list[int]) -> list[int]:
+    """Candidate K (trainable blocks) at stage boundaries, smallest first: [1, 5, 8, ...] for EfficientNet-Lite0."""
+    ks, total = [], 0
+    for n in reversed(stage_lengths):
+        total += n
+        ks.append(total)
+    return ks
+
+
+def choose_transfer(seconds_left: float, train: int, val: int, test: int, speeds: TransferSpeeds,
+                    strategy: str | None = None, max_cache_bytes: int = CACHE_BYTES) -> TransferChoice:
+    """Strategy and trainable depth for the seconds left. `strategy` pinned to partial: only K is chosen."""
+    n = speeds.blocks
+    views = 2 * train + val + test  # training images and their mirrors; validation and test once
+
+    def partial(k: int) -> tuple[float, float]:  # (trunk pass seconds, epochs the top then gets)
+        cache = views / speeds.trunk[n - k]
+        per_epoch = train / speeds.top[k] + val / (EVAL_SPEEDUP * speeds.top[k])
+        return cache, max(0.0, seconds_left - cache) / per_epoch
+
+    if strategy is None and speeds.full_train:
+        full_eval = EVAL_SPEEDUP * speeds.full_train
+        per_epoch = train / speeds.full_train + val / full_eval
+        epochs = max(0.0, seconds_left - (val + test) / full_eval) / per_epoch
+        if epochs >= FULL_TARGET_EPOCHS:
+            return TransferChoice("fine-tune", None, epochs, 0.0,
+                                  f"{epochs:.1f} epochs of a whole-network fine-tune fit (measured "
+                                  f"{speeds.full_train:.0f} images/s): from ImageNet weights, training every layer pays")
+    def fits_memory(k: int) -> bool:
+        return views * speeds.values.get(n - k, 0) * speeds.bytes_per_value <= max_cache_bytes
+
+    options = {k: partial(k) for k in sorted(speeds.top) if fits_memory(k)}
+    described = "; ".join(f"K={k}: trunk pass {c:.0f} s, {e:.1f} epochs" for k, (c, e) in options.items())
+    good = [k for k, (c, e) in options.items() if c <= CACHE_SHARE * seconds_left and e >= TARGET_TOP_EPOCHS]
+    if good:
+        k = max(good)
+        return TransferChoice("partial", k, options[k][1], options[k][0],
+                              f"the last {k} of {n} blocks train on cached trunk activations: the deepest top whose "
+                              f"trunk pass takes at most {CACHE_SHARE:.0%} of the {seconds_left:.0f} s left and that still "
+                              f"gets {TARGET_TOP_EPOCHS:.0f} epochs ({described})")
+    if options and (strategy == "partial" or max(e for _, e in options.values()) >= MIN_TOP_EPOCHS):
+        k = max(options, key=lambda k: options[k][1])
+        return TransferChoice("partial", k, options[k][1], options[k][0],
+                              f"no top reaches {TARGET_TOP_EPOCHS:.0f} epochs in the {seconds_left:.0f} s left, so the "
+                              f"one that gets the most, the last {k} blocks ({described})")
+    cache = (train + val + test) / speeds.trunk[n]
+    return TransferChoice("linear-probe", None, 0.0, cache,
+                          f"even the cheapest top would get under {MIN_TOP_EPOCHS:.0f} epochs in the {seconds_left:.0f} s "
+                          f"left ({described}); one feature pass takes about {cache:.0f} s: more time or a smaller "
+                          "--image-size would buy more")
+
+
+@torch.no_grad()
+def blockwise_times(model, sample: torch.Tensor, precision: str, repeats: int = 3) -> tuple[list[float], list[int]]:
+    """Seconds of each stage of one forward pass over `sample` (the stem, every block, then the rest of the net
+    to the logits: the fastest of `repeats` passes after a warm-up one), and the activation values per image
+    after the stem and after each block."""
+    net = model.net
+    model.eval()
+    best: list[float] | None = None
+    values: list[int] = []
+    _, rest = split_model(model, 0)  # what follows the last block: head convolution, pooling, classifier
+    with autocast(precision, "cpu"):
+        for _ in range(repeats + 1):  # the first pass pays for kernel selection
+            start = time.perf_counter()
+            h = net.bn1(net.conv_stem(model.prepare(sample).contiguous(memory_format=torch.channels_last)))
+            times, values = [time.perf_counter() - start], [h[0].numel()]
+            for block in blocks_of(net):
+                start = time.perf_counter()
+                h = block(h)
+                times.append(time.perf_counter() - start)
+                values.append(h[0].numel())
+            start = time.perf_counter()
+            rest(h)
+            times.append(time.perf_counter() - start)
+            best = times if best is None else [min(a, b) for a, b in zip(best, times)]
+    return best, values
+
+
+def measure_transfer(model, sample: torch.Tensor, labels: torch.Tensor, precision: str, seconds_left: float,
+                     train: int, val: int, test: int, augment=None) -> TransferSpeeds:
+    """One block-by-block forward pass gives the trunk's speed at every cut and each top's forward cost (a
+    training step of a top is taken as EVAL_SPEEDUP forward passes: measuring every top would cost more than
+    it tells). The whole network's training speed is measured only where a fine-tune could fit."""
+    n = len(blocks_of(model.net))
+    times, values = blockwise_times(model, sample, precision)
+    unfreeze(model.net)  # the timing pass cut the net once: the run decides what is frozen
+    b = len(sample)
+    trunk = {cut: b / max(sum(times[:cut + 1]), 1e-9) for cut in range(n + 1)}
+    stages = [len(s) if isinstance(s, torch.nn.Sequential) else 1 for s in model.net.blocks]
+    top = {k: b / max(EVAL_SPEEDUP * sum(times[n - k + 1:]), 1e-9) for k in stage_cuts(stages)[:-1]}
+    speeds = TransferSpeeds(n, trunk, top, values=dict(enumerate(values)),
+                            bytes_per_value=2 if precision != "32" else 4)
+    rough_full = b / (EVAL_SPEEDUP * sum(times))
+    if (train / rough_full) * FULL_TARGET_EPOCHS < 1.5 * seconds_left:
+        speeds.full_train = measure_speed(model, sample, labels, precision, model.input_size or sample.shape[-1],
+                                          augment)[0]
+    return speeds
+
+
+def plan_transfer(cfg, data, model, precision: str, seconds_left: float) -> TransferChoice:
+    """The run's transfer strategy and depth from speeds measured on its own images; nets that cannot be cut
+    into trunk and top (not EfficientNet or MobileNet-style) fine-tune."""
+    from ..errors import UserError
+    from ..data.augment import AUGMENTATIONS
+
+    try:
+        blocks_of(model.net)
+    except UserError:
+        return TransferChoice("fine-tune", None, 0.0, 0.0, f"{cfg.model} cannot be cut into a cached trunk and a top")
+    sample = data.train.take(0, min(len(data.train), 48))
+    labels = data.train.labels[:len(sample)]
+    val = len(data.val) if data.val is not None else 0
+    speeds = measure_transfer(model, sample, labels, precision, seconds_left, len(data.train), val, len(data.test),
+                              AUGMENTATIONS[cfg.augment])
+    return choose_transfer(seconds_left, len(data.train), val, len(data.test), speeds, cfg.transfer_strategy)

@@ -1,0 +1,56 @@
+"""The transfer planner: strategy and trainable depth as pure functions of measured speeds."""
+import pytest
+
+from imagefit.train.transfer_plan import (CACHE_SHARE, FULL_TARGET_EPOCHS, TARGET_TOP_EPOCHS, TransferSpeeds,
+                                          choose_transfer, stage_cuts)
+
+LITE0_STAGES = [1, 2, 2, 3, 3, 4, 1]
+
+
+def lite0_like(full_train=None, values_per_image=None):
+    """Speeds shaped like EfficientNet-Lite0 at 128 px on a CPU: the early blocks cost most of the trunk."""
+    n = 16
+    seconds = [0.015, 0.006, 0.08, 0.028, 0.016] + [0.005] * 12  # per 48 images: the stem, then each block
+    trunk = {cut: 48 / sum(seconds[:cut + 1]) for cut in range(n + 1)}
+    top = {k: 48 / (3 * (0.004 + 0.005 * k)) for k in stage_cuts(LITE0_STAGES)[:-1]}
+    values = values_per_image or {cut: 1000 for cut in range(n + 1)}
+    return TransferSpeeds(n, trunk, top, full_train, values)
+
+
+def test_stage_cuts_are_counted_from_the_top():
+    assert stage_cuts(LITE0_STAGES) == [1, 5, 8, 11, 13, 15, 16]
+
+
+def test_a_fast_whole_network_fine_tunes():
+    speeds = lite0_like(full_train=400.0)
+    choice = choose_transfer(900, 5000, 500, 1000, speeds)
+    assert choice.strategy == "fine-tune" and choice.epochs >= FULL_TARGET_EPOCHS
+    # the same machine and data with a pinned partial strategy only chooses the depth
+    assert choose_transfer(900, 5000, 500, 1000, speeds, "partial").strategy == "partial"
+
+
+def test_partial_takes_the_deepest_top_that_fits_and_deepens_with_time():
+    speeds = lite0_like(full_train=20.0)  # a whole-network fine-tune would get under one epoch
+    depths = []
+    for seconds in (300, 600, 900, 1800, 3600):
+        choice = choose_transfer(seconds, 45_000, 5_000, 10_000, speeds)
+        assert choice.strategy in ("partial", "linear-probe")
+        if choice.strategy == "partial":
+            assert choice.cache_seconds <= seconds
+            depths.append(choice.trainable_blocks)
+    assert depths == sorted(depths) and len(set(depths)) > 1
+    long = choose_transfer(3600, 45_000, 5_000, 10_000, speeds)
+    assert long.epochs >= TARGET_TOP_EPOCHS and long.cache_seconds <= CACHE_SHARE * 3600
+
+
+def test_too_little_time_gives_a_linear_probe_and_says_what_would_help():
+    choice = choose_transfer(60, 45_000, 5_000, 10_000, lite0_like())
+    assert choice.strategy == "linear-probe" and "smaller --image-size" in choice.reason
+
+
+def test_a_cache_that_would_not_fit_is_never_chosen():
+    values = {cut: (50_000 if cut < 8 else 2_000) for cut in range(17)}  # large activations below block 8
+    speeds = lite0_like(full_train=20.0, values_per_image=values)
+    roomy = choose_transfer(3600, 45_000, 5_000, 10_000, speeds, max_cache_bytes=100 << 30)
+    tight = choose_transfer(3600, 45_000, 5_000, 10_000, speeds, max_cache_bytes=1 << 30)
+    assert roomy.trainable_blocks > 8 and tight.trainable_blocks <= 8
