@@ -5,7 +5,6 @@ run folder exists, so a mistake leaves nothing half-written under runs/.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -31,7 +30,6 @@ from ..evaluate.predict import predict_logits
 from ..models import count_parameters, create_model
 from .autoplan import FAMILY, Stopwatch, apply_plan, plan_run, resize_data
 from .budget import END_MARGIN, BudgetPlan, replan_steps
-from .cached_trunk import cached_trunk_split, split_model
 from .callbacks import (AtomicCheckpointIO, EarlyStoppingInEpochs, EpochSeeding, GracefulInterrupt, Lookahead,
                         FollowPlan, ShardByRank, StopOnNonFinite)
 from .distributed import one_launch
@@ -39,7 +37,8 @@ from .history import HistoryWriter
 from .loggers import Tracking, progress_callbacks
 from .module import ClassifierModule
 from .precision import resolve_precision
-from .transfer import FreezeUnfreeze, cached_features, default_input_size, parameter_groups
+from .frozen_inputs import probe_features, trunk_activations
+from .transfer import FreezeUnfreeze, default_input_size, parameter_groups
 from .transfer_plan import plan_transfer
 
 # Set by the CLI to the moment the process started: the next run's wall time and time budget count from
@@ -103,41 +102,6 @@ def check_trainer_args(cfg: TrainConfig, precision: str) -> None:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"cannot train with --accelerator {cfg.accelerator} --devices {cfg.devices}: {first}",
                         "pass --accelerator auto --devices auto (or cpu, gpu and a device count this machine has)") from None
-
-
-def probe_features(cfg: TrainConfig, data: PreparedData, model, input_size: int, precision: str) -> PreparedData:
-    """The linear probe's data: backbone features of every split, from the disk cache when possible."""
-    identity = {"model": cfg.model, "weights": model.weights_info.get("sha256"), "size": input_size}
-    splits, hits = {}, 0
-    for split in ("train", "val", "test"):
-        part = getattr(data, split)
-        if part is not None:
-            splits[split], hit = cached_features(model, part, Path(cfg.cache_dir), identity, (cfg.batch_size or 128) * 2, precision)
-            hits += hit
-    note = ("Linear probe: the frozen backbone's features of unaugmented images were "
-            + ("read from the feature cache" if hits == len(splits) else "computed once and cached")
-            + f" ({splits['train'].images.shape[1]} per image); augmentation does not apply.")
-    return dataclasses.replace(data, notes=data.notes + [note], test_images=data.test, **splits)
-
-
-def trunk_activations(cfg: TrainConfig, data: PreparedData, model, input_size: int, precision: str):
-    """Partial fine-tuning's data: the frozen trunk's activations of every split (training: the image and
-    its mirror), from the disk cache when possible; and the top that trains on them."""
-    trunk, top = split_model(model, cfg.trainable_blocks)
-    identity = {"model": cfg.model, "weights": model.weights_info.get("sha256") or f"random-{cfg.seed}",
-                "size": input_size, "cut": len(trunk.blocks), "precision": precision}
-    splits, hits = {}, 0
-    for split in ("train", "val", "test"):
-        part = getattr(data, split)
-        if part is not None:
-            splits[split], hit = cached_trunk_split(trunk, part, cfg.cache_dir, identity, 2 if split == "train" else 1,
-                                                    (cfg.batch_size or 128) * 2, precision)
-            hits += hit
-    shape = "x".join(map(str, splits["train"].images.shape[-3:]))
-    note = (f"Partial fine-tuning: the last {cfg.trainable_blocks} blocks and the head trained on the frozen trunk's "
-            f"activations ({shape} per image; training images and their mirrors), "
-            + ("read from the trunk cache." if hits == len(splits) else "computed once and cached."))
-    return dataclasses.replace(data, notes=data.notes + [note], test_images=data.test, **splits), top
 
 
 def make_loaders(cfg: TrainConfig, data: PreparedData):

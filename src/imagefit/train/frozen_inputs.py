@@ -1,0 +1,54 @@
+"""What a run with a frozen part of the network trains on, instead of images.
+
+- linear probe: the frozen backbone's pooled features of every split (`probe_features`);
+- partial fine-tuning: the frozen trunk's activations, training images with their mirrors
+  (`trunk_activations`), and the top that trains on them.
+
+Both come from disk caches keyed by the images, the weights, the input size (and the cut), so a second
+run on the same data skips the expensive forward pass. The test images themselves are kept
+(`test_images`) for the report's gallery of mistakes.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from ..config import TrainConfig
+from ..data.pipeline import PreparedData
+from .cached_trunk import cached_trunk_split, split_model
+from .transfer import cached_features
+
+
+def probe_features(cfg: TrainConfig, data: PreparedData, model, input_size: int, precision: str) -> PreparedData:
+    """The linear probe's data: backbone features of every split, from the disk cache when possible."""
+    identity = {"model": cfg.model, "weights": model.weights_info.get("sha256"), "size": input_size}
+    splits, hits = {}, 0
+    for split in ("train", "val", "test"):
+        part = getattr(data, split)
+        if part is not None:
+            splits[split], hit = cached_features(model, part, Path(cfg.cache_dir), identity, (cfg.batch_size or 128) * 2, precision)
+            hits += hit
+    note = ("Linear probe: the frozen backbone's features of unaugmented images were "
+            + ("read from the feature cache" if hits == len(splits) else "computed once and cached")
+            + f" ({splits['train'].images.shape[1]} per image); augmentation does not apply.")
+    return dataclasses.replace(data, notes=data.notes + [note], test_images=data.test, **splits)
+
+
+def trunk_activations(cfg: TrainConfig, data: PreparedData, model, input_size: int, precision: str):
+    """Partial fine-tuning's data: the frozen trunk's activations of every split (training: the image and
+    its mirror), from the disk cache when possible; and the top that trains on them."""
+    trunk, top = split_model(model, cfg.trainable_blocks)
+    identity = {"model": cfg.model, "weights": model.weights_info.get("sha256") or f"random-{cfg.seed}",
+                "size": input_size, "cut": len(trunk.blocks), "precision": precision}
+    splits, hits = {}, 0
+    for split in ("train", "val", "test"):
+        part = getattr(data, split)
+        if part is not None:
+            splits[split], hit = cached_trunk_split(trunk, part, cfg.cache_dir, identity, 2 if split == "train" else 1,
+                                                    (cfg.batch_size or 128) * 2, precision)
+            hits += hit
+    shape = "x".join(map(str, splits["train"].images.shape[-3:]))
+    note = (f"Partial fine-tuning: the last {cfg.trainable_blocks} blocks and the head trained on the frozen trunk's "
+            f"activations ({shape} per image; training images and their mirrors), "
+            + ("read from the trunk cache." if hits == len(splits) else "computed once and cached."))
+    return dataclasses.replace(data, notes=data.notes + [note], test_images=data.test, **splits), top
