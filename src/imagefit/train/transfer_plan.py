@@ -43,6 +43,7 @@ class TransferSpeeds:
     trunk: dict[int, float]  # cut (blocks run) -> forward images/s from the image to that cut
     top: dict[int, float] = field(default_factory=dict)  # trainable blocks K -> training images/s on cached activations
     full_train: float | None = None  # whole-network training images/s (None: not measured, too slow to matter)
+    full_eval: float | None = None
     values: dict[int, int] = field(default_factory=dict)  # cut -> activation values per image
     bytes_per_value: int = 2
 
@@ -54,6 +55,7 @@ class TransferChoice:
     epochs: float  # the epochs it should get (estimated)
     cache_seconds: float
     reason: str
+    speed: tuple[float, float] | None = None  # a fine-tune's measured (train, eval) images/s, for the step plan
 
     def to_dict(self) -> dict:
         return {"strategy": self.strategy, "trainable_blocks": self.trainable_blocks, "epochs": round(self.epochs, 1),
@@ -155,8 +157,8 @@ def measure_transfer(model, sample: torch.Tensor, labels: torch.Tensor, precisio
                             bytes_per_value=2 if precision != "32" else 4)
     rough_full = b / (EVAL_SPEEDUP * sum(times))
     if (train / rough_full) * FULL_TARGET_EPOCHS < 1.5 * seconds_left:
-        speeds.full_train = measure_speed(model, sample, labels, precision, model.input_size or sample.shape[-1],
-                                          augment)[0]
+        speeds.full_train, speeds.full_eval = measure_speed(model, sample, labels, precision,
+                                                            model.input_size or sample.shape[-1], augment, steps=2)
     return speeds
 
 
@@ -175,4 +177,7 @@ def plan_transfer(cfg, data, model, precision: str, seconds_left: float) -> Tran
     val = len(data.val) if data.val is not None else 0
     speeds = measure_transfer(model, sample, labels, precision, seconds_left, len(data.train), val, len(data.test),
                               AUGMENTATIONS[cfg.augment])
-    return choose_transfer(seconds_left, len(data.train), val, len(data.test), speeds, cfg.transfer_strategy)
+    choice = choose_transfer(seconds_left, len(data.train), val, len(data.test), speeds, cfg.transfer_strategy)
+    if choice.strategy == "fine-tune" and speeds.full_train:
+        choice.speed = (speeds.full_train, speeds.full_eval)
+    return choice
