@@ -34,7 +34,7 @@ HELP = {  # one line per TrainConfig key; the allowed values and the default are
     "num_workers": "DataLoader workers of the stream loader (and image decoding processes)",
     "model": "seed-cnn, airbench, resnet9, resnet9-small or any timm architecture ('imagefit models' lists "
              "them); unset: seed-cnn, or tf_efficientnet_lite0 with --pretrained/--weights",
-    "pretrained": "start from ImageNet weights (offline for tf_efficientnet_lite0/lite2 from their pip packages)",
+    "pretrained": "start from ImageNet weights (offline for tf_efficientnet_lite0/lite1/lite2 from their pip packages)",
     "weights": "a local safetensors file or torch state dict to start from (never unpickled)",
     "transfer_strategy": "what trains from pretrained weights: fine-tune (all layers, the backbone at a lower "
                          "rate), linear-probe (a new head on frozen features) or freeze-unfreeze (head first)",
