@@ -13,7 +13,7 @@ import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
 from imagefit.errors import UserError
-from imagefit.models.pretrained import (PRETRAINED_CFG, available_offline, freeze, is_frozen,
+from imagefit.models.pretrained import (PACKAGES, PRETRAINED_CFG, available_offline, freeze, is_frozen,
                                          load_pretrained, load_state_dict_safely, map_efficientnet_lite,
                                          mean_std, package_weights_path, pretrained_cfg,
                                          unfreeze)
@@ -246,3 +246,12 @@ def test_offline_sources_are_listed():
         pretrained_cfg("no_such_net")
     with pytest.raises(KeyError):
         PRETRAINED_CFG["no_such_net"]
+
+
+@pytest.mark.parametrize("arch", sorted(PACKAGES))
+def test_fixed_configs_of_the_packaged_weights_are_timms(arch):
+    import timm
+
+    cfg = timm.get_pretrained_cfg(arch)
+    assert PRETRAINED_CFG[arch] == {"mean": tuple(cfg.mean), "std": tuple(cfg.std), "image_size": cfg.input_size[-1],
+                                    "interpolation": cfg.interpolation}
