@@ -6,7 +6,7 @@
 
 B1  from scratch: the plain CNN with Adam (imagefit), the same CNN in Keras 3 (torch backend), and
     imagefit `--recipe fast`; accuracy reached at 2, 5 and 10 minutes of wall time.
-B2  transfer with the offline ImageNet EfficientNet-Lite0: linear probe and fine-tuning.
+B2  transfer with the offline ImageNet EfficientNet-Lite0: linear probe, fine-tuning and the planner's choice at 5 and 15 min.
 B3  precision: the fast recipe in fp32 and in bf16, everything else equal.
 B4  loop overhead: imagefit's training images/s against a hand-written PyTorch loop (`bench.hand_loop`),
     same model, batch, optimizer, augmentation and precision; and torch.compile.
@@ -132,6 +132,12 @@ class Bench:
         tune = self.imagefit("b2-fine-tune", *common, "--transfer-strategy", "fine-tune", *length, "--batch-size", "64", "--optimizer", "adamw",
                              "--lr", "2e-3", "--weight-decay", "1e-4", "--scheduler", "onecycle", "--label-smoothing", "0.1")
         self.record("B2", {"run": "EfficientNet-Lite0, fine-tune (64 px, 5-minute budget)", **tune})
+        for budget in ([45] if self.smoke else [300, 900]):  # the transfer planner chooses strategy and depth
+            row = self.imagefit(f"b2-planned-{budget}s", "--pretrained", "--time-budget", f"{budget}s", *size)
+            plan = row["metrics"].get("transfer_plan") or {}
+            depth = f", last {plan['trainable_blocks']} blocks" if plan.get("trainable_blocks") else ""
+            self.record("B2", {"run": f"--pretrained --time-budget {budget // 60}m: planner chose "
+                                      f"{plan.get('strategy')}{depth}", **row})
 
     def b3(self) -> None:
         limit = ["--epochs", "1", "--limit-train-batches", "1", "--image-size", "16", "--batch-size", "64"] if self.smoke \

@@ -155,6 +155,19 @@ def expand(images: Iterable) -> Iterable[tuple[str, object]]:
             yield f"image {n}", image
 
 
+class TemperatureScaled(torch.nn.Module):
+    """Logits divided by the temperature the run fitted on validation, so that predicted probabilities (and an
+    exported model's) are calibrated; the most probable class never changes."""
+
+    def __init__(self, model: torch.nn.Module, temperature: float):
+        super().__init__()
+        self.model = model
+        self.register_buffer("temperature", torch.tensor(float(temperature)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) / self.temperature
+
+
 def load_run(run_dir: str | Path, precision: str = "auto", device: str | None = None) -> Predictor:
     """A run folder's model, ready to predict, under the training precision rules (auto: bf16 where the
     hardware does it natively, else fp32)."""
@@ -181,6 +194,9 @@ def load_run(run_dir: str | Path, precision: str = "auto", device: str | None = 
     model = ImageClassifier(net, [0.0] * net_channels, [1.0] * net_channels,
                             input_size if input_size != image_size else None)
     model.load_state_dict(state)
+    temperature = float(meta.get("temperature", 1.0))
+    if temperature != 1.0:  # fitted on the validation split: calibrated probabilities, the same predictions
+        model = TemperatureScaled(model, temperature)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     precision = resolve_precision(precision, device)
     model = model.to(device).eval()

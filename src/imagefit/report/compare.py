@@ -38,6 +38,7 @@ BOOKKEEPING = {"name", "runs_dir", "progress", "cache_dir", "data_dir", "num_wor
                "loader", "limit_train_batches", "compile"}
 STOPPING_KEYS = {"early_stopping", "patience", "monitor", "min_delta", "start_from_epoch", "restore_best"}
 STRATEGY_WORDS = {"linear-probe": "linear probe on frozen features", "fine-tune": "fine-tuned",
+                  "partial": "top blocks fine-tuned on a cached frozen trunk",
                   "freeze-unfreeze": "head first, then every layer"}
 CLASS_ROWS_SKIPPED = SUMMARY_ROWS
 # how many gains and losses per run the per-class section lists when there are too many classes to list all

@@ -273,8 +273,13 @@ def _setup_rows(config: dict, metrics: dict) -> list[list[str]]:
     ]
     if metrics.get("weights_source"):
         strategy = transfer_strategy_of(metrics) or transfer_strategy_of(config) or "–"
-        if strategy != "linear-probe":
+        if strategy == "partial":
+            strategy += (f": the last {config.get('trainable_blocks')} blocks and the head trained on the frozen "
+                         "trunk's cached activations")
+        elif strategy != "linear-probe":
             strategy += f", backbone at {config.get('backbone_lr_mult')}× the head's learning rate"
+        if (metrics.get("transfer_plan") or {}).get("reason"):
+            strategy += f" (the time budget's choice: {metrics['transfer_plan']['reason']})"
         if metrics.get("frozen_note"):
             strategy += f"; {metrics['frozen_note']}"
         rows[3:3] = [

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..config import TrainConfig
 from ..data.pipeline import PreparedData
+from ..evaluate.predict import forward_batch
 from .cached_trunk import cached_trunk_split, split_model
 from .transfer import cached_features
 
@@ -26,7 +27,8 @@ def probe_features(cfg: TrainConfig, data: PreparedData, model, input_size: int,
     for split in ("train", "val", "test"):
         part = getattr(data, split)
         if part is not None:
-            splits[split], hit = cached_features(model, part, Path(cfg.cache_dir), identity, (cfg.batch_size or 128) * 2, precision)
+            splits[split], hit = cached_features(model, part, Path(cfg.cache_dir), identity,
+                                                 forward_batch(input_size, (cfg.batch_size or 128) * 2, cfg.on_cuda), precision)
             hits += hit
     note = ("Linear probe: the frozen backbone's features of unaugmented images were "
             + ("read from the feature cache" if hits == len(splits) else "computed once and cached")
@@ -45,7 +47,8 @@ def trunk_activations(cfg: TrainConfig, data: PreparedData, model, input_size: i
         part = getattr(data, split)
         if part is not None:
             splits[split], hit = cached_trunk_split(trunk, part, cfg.cache_dir, identity, 2 if split == "train" else 1,
-                                                    (cfg.batch_size or 128) * 2, precision)
+                                                    forward_batch(input_size, (cfg.batch_size or 128) * 2, cfg.on_cuda),
+                                                    precision)
             hits += hit
     shape = "x".join(map(str, splits["train"].images.shape[-3:]))
     note = (f"Partial fine-tuning: the last {cfg.trainable_blocks} blocks and the head trained on the frozen trunk's "

@@ -26,7 +26,7 @@ from ..data.loader import TensorLoader, stream_loader
 from ..data.pipeline import SKIPPED_SHOWN, PreparedData, prepare_data
 from ..errors import UserError
 from ..evaluate.metrics import test_metrics
-from ..evaluate.predict import predict_logits
+from ..evaluate.predict import forward_batch, predict_logits
 from ..models import count_parameters, create_model
 from .autoplan import FAMILY, Stopwatch, apply_plan, plan_run, resize_data
 from .budget import END_MARGIN, BudgetPlan, Speed, replan_steps
@@ -36,7 +36,7 @@ from .distributed import one_launch
 from .history import HistoryWriter
 from .loggers import Tracking, progress_callbacks
 from .module import ClassifierModule
-from .precision import resolve_precision
+from .precision import fp32_depthwise, resolve_precision
 from .frozen_inputs import probe_features, trunk_activations
 from .transfer import FreezeUnfreeze, default_input_size, parameter_groups
 from .transfer_plan import plan_transfer
@@ -104,14 +104,15 @@ def check_trainer_args(cfg: TrainConfig, precision: str) -> None:
                         "pass --accelerator auto --devices auto (or cpu, gpu and a device count this machine has)") from None
 
 
-def make_loaders(cfg: TrainConfig, data: PreparedData):
+def make_loaders(cfg: TrainConfig, data: PreparedData, eval_side: int):
     """Loaders for rank 0 of 1; ShardByRank tells the tensor loaders their share once the Trainer knows it."""
+    val_batch = forward_batch(eval_side, cfg.batch_size * 2, cfg.on_cuda)
     if data.loader == "stream":
         train = stream_loader(data.train, cfg.batch_size, True, cfg.seed, cfg.num_workers)
-        val = stream_loader(data.val, cfg.batch_size * 2, False, cfg.seed, cfg.num_workers) if data.val else None
+        val = stream_loader(data.val, val_batch, False, cfg.seed, cfg.num_workers) if data.val else None
         return train, val
     train = TensorLoader(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed)
-    val = TensorLoader(data.val, cfg.batch_size * 2, shuffle=False) if data.val else None
+    val = TensorLoader(data.val, val_batch, shuffle=False) if data.val else None
     return train, val
 
 
@@ -195,6 +196,9 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
     if not cfg.transfer and cfg.image_size and cfg.image_size != data.image_size:
         data = resize_data(data, cfg.image_size)
     model = make_model(cfg.model)
+    if precision == "bf16-mixed" and not cfg.on_cuda and fp32_depthwise(model):
+        data.notes.append("Depthwise convolutions ran in fp32 under bf16 autocast: on this CPU their bf16 backward "
+                          "pass is several times slower (measured, see train/precision.py).")
     if hasattr(model.net, "init_whitening") and not cfg.transfer:  # airbench: filters from the data's patches
         n = min(len(data.train), max(500, 5_000_000 // data.image_size**2))
         with torch.no_grad():
@@ -238,7 +242,8 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
     else:
         cfg = cfg.with_defaults()
     watch.lap("probe")
-    train_loader, val_loader = make_loaders(cfg, data)
+    eval_side = input_size if cfg.transfer and not cached else 0  # 0: no cap (measured on pretrained nets only)
+    train_loader, val_loader = make_loaders(cfg, data, eval_side)
     planned_epochs = plan.max_epochs if plan else cfg.epochs
 
     if run_dir is None and os.environ.get(RUN_DIR_ENV) and launched_rank() > 0:
@@ -306,16 +311,18 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
     rows = history.rows
     stopped_early = bool(stopper and stopper.stopped_epoch > 0)
     by_budget = bool(follow and follow.stopped_by_deadline)
-    final_logits, labels = predict_logits(module.model, data.test, cfg.batch_size * 2, precision, module.device, cfg.tta)
+    # images the network resizes (a fine-tune at 128 px) go in small batches on a CPU; cached activations do not
+    eval_batch = forward_batch(eval_side, cfg.batch_size * 2, cfg.on_cuda)
+    final_logits, labels = predict_logits(module.model, data.test, eval_batch, precision, module.device, cfg.tta)
     final = test_metrics(final_logits, labels, data.class_names)
     logits, evaluated = final_logits, "final"
     best_path = checkpoints.best_model_path
     if cfg.early_stopping and cfg.restore_best and best_path and Path(best_path).is_file():
         state = torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
-        logits, _ = predict_logits(module.model, data.test, cfg.batch_size * 2, precision, module.device, cfg.tta)
+        logits, _ = predict_logits(module.model, data.test, eval_batch, precision, module.device, cfg.tta)
         evaluated = "best"
-    val_logits = (predict_logits(module.model, data.val, cfg.batch_size * 2, precision, module.device, cfg.tta)[0]
+    val_logits = (predict_logits(module.model, data.val, eval_batch, precision, module.device, cfg.tta)[0]
                   if data.val is not None else None)  # temperature scaling is fitted on these, never on test
     watch.lap("test")
     extra = {

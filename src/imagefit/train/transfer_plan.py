@@ -117,11 +117,11 @@ def choose_transfer(seconds_left: float, train: int, val: int, test: int, speeds
 @torch.no_grad()
 def blockwise_times(model, sample: torch.Tensor, precision: str, repeats: int = 3) -> tuple[list[float], list[int]]:
     """Seconds of each stage of one forward pass over `sample` (the stem, every block, then the rest of the net
-    to the logits: the fastest of `repeats` passes after a warm-up one), and the activation values per image
+    to the logits: the median of `repeats` passes after a warm-up one), and the activation values per image
     after the stem and after each block."""
     net = model.net
     model.eval()
-    best: list[float] | None = None
+    runs: list[list[float]] = []
     values: list[int] = []
     _, rest = split_model(model, 0)  # what follows the last block: head convolution, pooling, classifier
     with autocast(precision, "cpu"):
@@ -137,25 +137,36 @@ def blockwise_times(model, sample: torch.Tensor, precision: str, repeats: int = 
             start = time.perf_counter()
             rest(h)
             times.append(time.perf_counter() - start)
-            best = times if best is None else [min(a, b) for a, b in zip(best, times)]
-    return best, values
+            runs.append(times)
+    # the median of each stage over the timed passes (the first paid for kernel selection)
+    return [sorted(stage)[len(stage) // 2] for stage in zip(*runs[1:])], values
 
 
 def measure_transfer(model, sample: torch.Tensor, labels: torch.Tensor, precision: str, seconds_left: float,
                      train: int, val: int, test: int, augment=None) -> TransferSpeeds:
-    """One block-by-block forward pass gives the trunk's speed at every cut and each top's forward cost (a
-    training step of a top is taken as EVAL_SPEEDUP forward passes: measuring every top would cost more than
-    it tells). The whole network's training speed is measured only where a fine-tune could fit."""
+    """Block-by-block forward passes give the trunk's speed at every cut and each top's forward cost; one top's
+    training steps give the ratio of a training step to a forward pass (measuring every top would cost more
+    than it tells). The whole network's training speed is measured only where a fine-tune could fit."""
     n = len(blocks_of(model.net))
     times, values = blockwise_times(model, sample, precision)
     unfreeze(model.net)  # the timing pass cut the net once: the run decides what is frozen
     b = len(sample)
     trunk = {cut: b / max(sum(times[:cut + 1]), 1e-9) for cut in range(n + 1)}
     stages = [len(s) if isinstance(s, torch.nn.Sequential) else 1 for s in model.net.blocks]
-    top = {k: b / max(EVAL_SPEEDUP * sum(times[n - k + 1:]), 1e-9) for k in stage_cuts(stages)[:-1]}
+    ks = stage_cuts(stages)[:-1]
+    # a training step of a top costs a multiple of its forward pass (backward passes of depthwise convolutions
+    # are slow on CPUs): measured once, on a middle candidate, and applied to all
+    reference = ks[len(ks) // 2]
+    trunk_part, top_part = split_model(model, reference)
+    with torch.no_grad(), autocast(precision, "cpu"):
+        acts = trunk_part(sample).float()
+    train_speed = measure_speed(top_part, acts, labels, precision, acts.shape[-1], steps=2)[0]
+    unfreeze(model.net)
+    ratio = max(1.0, (b / train_speed) / max(sum(times[n - reference + 1:]), 1e-9))
+    top = {k: b / max(ratio * sum(times[n - k + 1:]), 1e-9) for k in ks}
     speeds = TransferSpeeds(n, trunk, top, values=dict(enumerate(values)),
                             bytes_per_value=2 if precision != "32" else 4)
-    rough_full = b / (EVAL_SPEEDUP * sum(times))
+    rough_full = b / (ratio * sum(times))
     if (train / rough_full) * FULL_TARGET_EPOCHS < 1.5 * seconds_left:
         speeds.full_train, speeds.full_eval = measure_speed(model, sample, labels, precision,
                                                             model.input_size or sample.shape[-1], augment, steps=2)
@@ -172,7 +183,7 @@ def plan_transfer(cfg, data, model, precision: str, seconds_left: float) -> Tran
         blocks_of(model.net)
     except UserError:
         return TransferChoice("fine-tune", None, 0.0, 0.0, f"{cfg.model} cannot be cut into a cached trunk and a top")
-    sample = data.train.take(0, min(len(data.train), 48))
+    sample = data.train.take(0, min(len(data.train), 32))  # the batch of the trunk pass at 128 px (forward_batch)
     labels = data.train.labels[:len(sample)]
     val = len(data.val) if data.val is not None else 0
     speeds = measure_transfer(model, sample, labels, precision, seconds_left, len(data.train), val, len(data.test),
