@@ -75,3 +75,18 @@ def test_a_budgeted_transfer_run_plans_its_strategy_and_ends_in_time(quick, tmp_
     assert any(n.startswith("Transfer plan: ") for n in m["data_notes"])
     saved = yaml.safe_load((run.dir / "config.yaml").read_text())  # --config repeats the choice
     assert saved["transfer_strategy"] == plan["strategy"] and saved["trainable_blocks"] == plan["trainable_blocks"]
+
+
+def test_smaller_input_sides_are_tried_largest_first():
+    from imagefit.train.transfer_plan import input_sizes
+
+    assert input_sizes(128) == [128, 96, 64]
+    assert input_sizes(224) == [224, 160, 112]
+    assert input_sizes(64) == [64]  # never below 64 px
+
+
+def test_only_a_fine_tune_or_a_top_with_its_epochs_meets_the_target():
+    speeds = lite0_like(full_train=20.0)
+    assert choose_transfer(3600, 45_000, 5_000, 10_000, speeds).meets_target
+    assert not choose_transfer(600, 45_000, 5_000, 10_000, speeds).meets_target  # a smaller side is worth trying
+    assert not choose_transfer(60, 45_000, 5_000, 10_000, speeds).meets_target

@@ -94,7 +94,8 @@ class EpochLines(L.Callback):
             return
         row = self.history.rows[-1]
         parts = [f"{k} {row[k]:.4f}" for k in ("train_loss", "train_acc", "val_loss", "val_acc") if row[k] != ""]
-        print(f"epoch {row['epoch']}/{self.epochs}: {', '.join(parts)}, {row['seconds']:.1f} s", flush=True)
+        planned = trainer.max_epochs or self.epochs  # a time budget's re-plan may have changed it
+        print(f"epoch {row['epoch']}/{planned}: {', '.join(parts)}, {row['seconds']:.1f} s", flush=True)
 
 
 def progress_callbacks(cfg: TrainConfig, history: HistoryWriter, epochs: int) -> tuple[list, bool]:

@@ -208,6 +208,10 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
                                          (cfg.transfer_strategy == "partial" and cfg.trainable_blocks is None)):
         transfer_choice = plan_transfer(cfg, data, model, precision, cfg.budget_seconds * (1 - END_MARGIN) - spent())
         cfg = cfg.replace(transfer_strategy=transfer_choice.strategy, trainable_blocks=transfer_choice.trainable_blocks)
+        if transfer_choice.input_size != input_size:
+            input_size = transfer_choice.input_size  # the model already resizes to it
+            data.notes.append(f"The pretrained network sees {input_size}x{input_size} px: the largest side the "
+                              "budget affords (the transfer plan below).")
         data.notes.append(f"Transfer plan: {transfer_choice.strategy}, because {transfer_choice.reason}.")
         log.info(data.notes[-1])
         watch.lap("probe")

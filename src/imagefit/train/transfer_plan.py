@@ -59,10 +59,12 @@ class TransferChoice:
     cache_seconds: float
     reason: str
     speed: tuple[float, float] | None = None  # a fine-tune's measured (train, eval) images/s, for the step plan
+    meets_target: bool = False  # a fine-tune, or a top with its target epochs: no need to try a smaller side
+    input_size: int | None = None
 
     def to_dict(self) -> dict:
         return {"strategy": self.strategy, "trainable_blocks": self.trainable_blocks, "epochs": round(self.epochs, 1),
-                "cache_seconds": round(self.cache_seconds, 1), "reason": self.reason}
+                "cache_seconds": round(self.cache_seconds, 1), "input_size": self.input_size, "reason": self.reason}
 
 
 def stage_cuts(stage_lengths: list[int]) -> list[int]:
@@ -90,7 +92,7 @@ def choose_transfer(seconds_left: float, train: int, val: int, test: int, speeds
         per_epoch = train / speeds.full_train + val / full_eval
         epochs = max(0.0, seconds_left - (val + test) / full_eval) / per_epoch
         if epochs >= FULL_TARGET_EPOCHS:
-            return TransferChoice("fine-tune", None, epochs, 0.0,
+            return TransferChoice("fine-tune", None, epochs, 0.0, meets_target=True, reason=
                                   f"{epochs:.1f} epochs of a whole-network fine-tune fit (measured "
                                   f"{speeds.full_train:.0f} images/s): from ImageNet weights, training every layer pays")
     def fits_memory(k: int) -> bool:
@@ -101,7 +103,7 @@ def choose_transfer(seconds_left: float, train: int, val: int, test: int, speeds
     good = [k for k, (c, e) in options.items() if c <= CACHE_SHARE * seconds_left and e >= TARGET_TOP_EPOCHS]
     if good:
         k = max(good)
-        return TransferChoice("partial", k, options[k][1], options[k][0],
+        return TransferChoice("partial", k, options[k][1], options[k][0], meets_target=True, reason=
                               f"the last {k} of {n} blocks train on cached trunk activations: the deepest top whose "
                               f"trunk pass takes at most {CACHE_SHARE:.0%} of the {seconds_left:.0f} s left and that still "
                               f"gets {TARGET_TOP_EPOCHS:.0f} epochs ({described})")
@@ -176,22 +178,48 @@ def measure_transfer(model, sample: torch.Tensor, labels: torch.Tensor, precisio
     return speeds
 
 
+def input_sizes(size: int) -> list[int]:
+    """Input sides the planner tries, largest first: the default one, then 3/4 and 1/2 of it (multiples of 16,
+    not below 64 px, where ImageNet features fade)."""
+    sizes = [size]
+    for fraction in (0.75, 0.5):
+        side = int(size * fraction) // 16 * 16
+        if side >= 64 and side not in sizes:
+            sizes.append(side)
+    return sizes
+
+
 def plan_transfer(cfg, data, model, precision: str, seconds_left: float) -> TransferChoice:
-    """The run's transfer strategy and depth from speeds measured on its own images; nets that cannot be cut
-    into trunk and top (not EfficientNet or MobileNet-style) fine-tune."""
+    """The run's transfer strategy, depth and (unless --image-size is set) input side from speeds measured on its
+    own images: the largest side at which a fine-tune, or a top with its target epochs, fits; else the largest
+    side's best. Nets that cannot be cut into trunk and top (not EfficientNet or MobileNet-style) fine-tune."""
     from ..errors import UserError
     from ..data.augment import AUGMENTATIONS
 
     try:
         blocks_of(model.net)
     except UserError:
-        return TransferChoice("fine-tune", None, 0.0, 0.0, f"{cfg.model} cannot be cut into a cached trunk and a top")
+        return TransferChoice("fine-tune", None, 0.0, 0.0, f"{cfg.model} cannot be cut into a cached trunk and a top",
+                              input_size=model.input_size)
     sample = data.train.take(0, min(len(data.train), 32))  # the batch of the trunk pass at 128 px (forward_batch)
     labels = data.train.labels[:len(sample)]
     val = len(data.val) if data.val is not None else 0
-    speeds = measure_transfer(model, sample, labels, precision, seconds_left, len(data.train), val, len(data.test),
-                              AUGMENTATIONS[cfg.augment])
-    choice = choose_transfer(seconds_left, len(data.train), val, len(data.test), speeds, cfg.transfer_strategy)
-    if choice.strategy == "fine-tune" and speeds.full_train:
-        choice.speed = (speeds.full_train, speeds.full_eval)
-    return choice
+    tried: list[TransferChoice] = []
+    for size in ([model.input_size] if cfg.image_size else input_sizes(model.input_size)):
+        model.input_size = size
+        speeds = measure_transfer(model, sample, labels, precision, seconds_left, len(data.train), val,
+                                  len(data.test), AUGMENTATIONS[cfg.augment])
+        choice = choose_transfer(seconds_left, len(data.train), val, len(data.test), speeds, cfg.transfer_strategy)
+        choice.input_size = size
+        if choice.strategy == "fine-tune" and speeds.full_train:
+            choice.speed = (speeds.full_train, speeds.full_eval)
+        tried.append(choice)
+        if choice.meets_target:
+            break
+    best = next((c for c in tried if c.meets_target), None) or \
+        next((c for c in tried if c.strategy != "linear-probe"), tried[-1])
+    if len(tried) > 1:
+        best.reason = (f"at {best.input_size} px, {best.reason}; larger sides fit less: "
+                       + "; ".join(f"{c.input_size} px {c.strategy}" for c in tried if c is not best))
+    model.input_size = best.input_size
+    return best
