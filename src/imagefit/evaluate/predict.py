@@ -15,9 +15,9 @@ CPU_FORWARD_PIXELS = 32 * 128 * 128  # images x side^2 per forward batch on a CP
 
 def forward_batch(side: int, batch: int, on_cuda: bool = False) -> int:
     """The batch for a forward-only pass at `side` px. On a CPU large batches of large images run at half the
-    speed (measured with EfficientNet-Lite0 at 128 px: 32 images a batch 286-332 images/s, 256 a batch 120-150,
-    the difference spent in the kernel, allocating and faulting in the large activations), so the batch is
-    capped at CPU_FORWARD_PIXELS; GPUs keep theirs."""
+    speed (EfficientNet-Lite0 at 128 px: 357-443 images/s in batches of 32, 247 in batches of 256, `python -m
+    bench.transfer_speed`; the difference is kernel time, allocating and faulting in the large activations), so
+    the batch is capped at CPU_FORWARD_PIXELS; GPUs keep theirs."""
     return batch if on_cuda else max(8, min(batch, CPU_FORWARD_PIXELS // max(1, side * side)))
 
 

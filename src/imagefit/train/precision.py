@@ -49,9 +49,9 @@ def fp32_depthwise(model: torch.nn.Module) -> int:
     """Run the depthwise convolutions of `model` in fp32 under bf16 autocast; returns how many there are.
 
     On CPUs (oneDNN, measured on Zen 5 with native bf16) the backward pass of a bf16 depthwise convolution is
-    several times slower than fp32: EfficientNet-Lite0 at 128 px trains at 49 images/s in bf16 and 110 with its
-    depthwise convolutions in fp32 (the top 8 blocks on cached activations: 101 and 266), while forward
-    passes cost the same. The weights and the state dict are untouched: only the instance's forward changes.
+    several times slower than fp32: EfficientNet-Lite0 at 128 px trains at 42 images/s in bf16 and 67 with its
+    depthwise convolutions in fp32, the top 8 blocks on cached activations at 84 and 206 (all-fp32: 58 and
+    186; `python -m bench.transfer_speed`), while forward passes cost the same. The weights and the state dict are untouched: only the instance's forward changes.
     """
     n = 0
     for m in model.modules():
