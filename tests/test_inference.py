@@ -66,7 +66,8 @@ def test_cli_predict_files_folders_zips_and_unreadable(tmp_path, digits_run):
                         "--json", "--top-k", "2", "--precision", "32", cwd=tmp_path)
     out = json.loads(proc.stdout)
     assert len(out["predictions"]) == 7 and [u["path"].endswith("broken.jpg") for u in out["unreadable"]] == [True]
-    expected = torch.softmax(load_file(str(digits_run.dir / "predictions.safetensors"))["logits"][:5], 1)
+    logits = load_file(str(digits_run.dir / "predictions.safetensors"))["logits"][:5]
+    expected = torch.softmax(logits / digits_run.metrics["temperature"], 1)  # predict applies the saved temperature
     for i, p in enumerate(out["predictions"][:5]):
         assert p["path"].endswith(f"{i}.png") and len(p["top"]) == 2
         assert p["top"][0]["class"] == str(int(expected[i].argmax()))

