@@ -116,6 +116,7 @@ def test_a_30s_budget_ends_inside_it_and_trains_most_of_it(quick):
     # between re-plans (measured: 23.6 to 25.7 s in fit): 75% here; at 5 minutes on CIFAR-10 it is 91% (bench/README.md)
     assert in_fit >= 0.75 * budget, (spent, m["budget_plan"])
     plan = m["budget_plan"]
+    assert any(n.startswith("Start: from scratch, because images of 8 px") for n in m["data_notes"])
     assert plan["steps_per_epoch"] >= 20 and m["steps_run"] >= 0.9 * plan["steps"]  # the small set gets its steps
     saved = yaml.safe_load((run.dir / "config.yaml").read_text())
     assert saved["model"] == plan["model"] and saved["batch_size"] == plan["batch_size"] and saved["epochs"] is None

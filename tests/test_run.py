@@ -135,7 +135,7 @@ def test_config_yaml_is_the_whole_resolved_configuration(quick):
     assert saved["name"] == run.dir.name and saved["image_size"] == 8 and saved["lr"] == 1e-3
 
 
-def write_image_folder(root, classes=("red", "green", "blue"), per_class=12):
+def write_image_folder(root, classes=("red", "green", "blue"), per_class=12, side=18):
     """Real PNG and JPEG files of mixed sizes and modes, one color family per class."""
     import numpy as np
 
@@ -143,7 +143,7 @@ def write_image_folder(root, classes=("red", "green", "blue"), per_class=12):
     for c, name in enumerate(classes):
         (root / name).mkdir(parents=True)
         for i in range(per_class):
-            pixels = rng.integers(0, 80, (18 + i % 5, 22, 3)).astype(np.uint8)
+            pixels = rng.integers(0, 80, (side + i % 5, side + 4, 3)).astype(np.uint8)
             pixels[..., c] += 170
             image = Image.fromarray(pixels)
             if i % 4 == 1:

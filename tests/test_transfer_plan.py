@@ -64,10 +64,12 @@ def test_a_budgeted_transfer_run_plans_its_strategy_and_ends_in_time(quick, tmp_
     import imagefit
     from test_run import write_image_folder
 
-    write_image_folder(tmp_path / "photos", per_class=10)
+    write_image_folder(tmp_path / "photos", per_class=10, side=64)
     args = {k: v for k, v in quick.items() if k not in ("model", "epochs", "batch_size", "dataset")}
-    run = imagefit.train(**args, dataset=str(tmp_path / "photos"), pretrained=True, image_size=64, time_budget="60s")
+    # no model and no --pretrained: photos of 64 px start from ImageNet weights (recipe auto, train.start_plan)
+    run = imagefit.train(**args, dataset=str(tmp_path / "photos"), time_budget="60s")
     m = run.metrics
+    assert any(n.startswith("Start: ImageNet transfer, because photos of 66 px") for n in m["data_notes"])
     plan = m["transfer_plan"]
     assert plan["strategy"] in ("fine-tune", "partial", "linear-probe") and plan["reason"]
     assert m["transfer_strategy"] == plan["strategy"]
@@ -75,6 +77,7 @@ def test_a_budgeted_transfer_run_plans_its_strategy_and_ends_in_time(quick, tmp_
     assert any(n.startswith("Transfer plan: ") for n in m["data_notes"])
     saved = yaml.safe_load((run.dir / "config.yaml").read_text())  # --config repeats the choice
     assert saved["transfer_strategy"] == plan["strategy"] and saved["trainable_blocks"] == plan["trainable_blocks"]
+    assert saved["pretrained"] is True and saved["recipe"] == "none" and saved["model"] == "tf_efficientnet_lite0"
 
 
 def test_smaller_input_sides_are_tried_largest_first():

@@ -20,7 +20,9 @@ from .errors import UserError
 
 HELP = {  # one line per TrainConfig key; the allowed values and the default are appended by config_help()
     "recipe": "a named set of defaults: fast = the airbench recipe (airbench net, SGD, triangle schedule, "
-              "label smoothing, lookahead, flip-translate TTA); keys you pass override it",
+              "label smoothing, lookahead, flip-translate TTA); auto = with --time-budget, fast from scratch or ImageNet "
+              "transfer, whichever the planner expects to be better on the data (the default for a budget "
+              "with no model named); keys you pass override it",
     "dataset": "digits, cifar10, cifar100, mnist, fashion-mnist, or a path to an image folder or .zip",
     "data_dir": "where named data sets are downloaded and kept",
     "cache_dir": "where decoded images, linear-probe features and partial fine-tuning's trunk activations are cached between runs",
@@ -34,7 +36,8 @@ HELP = {  # one line per TrainConfig key; the allowed values and the default are
     "num_workers": "DataLoader workers of the stream loader (and image decoding processes)",
     "model": "seed-cnn, airbench, resnet9, resnet9-small or any timm architecture ('imagefit models' lists "
              "them); unset: seed-cnn, or tf_efficientnet_lite0 with --pretrained/--weights",
-    "pretrained": "start from ImageNet weights (offline for tf_efficientnet_lite0/lite1/lite2 from their pip packages)",
+    "pretrained": "start from ImageNet weights (offline for tf_efficientnet_lite0/lite1/lite2 from their pip packages); "
+                  "unset: off, or with --time-budget and no model the planner's choice (--no-pretrained: from scratch)",
     "weights": "a local safetensors file or torch state dict to start from (never unpickled)",
     "transfer_strategy": "what trains from pretrained weights: fine-tune (all layers, the backbone at a lower "
                          "rate), partial (the last --trainable-blocks blocks on the frozen trunk's cached "
@@ -104,7 +107,7 @@ def config_help(name: str) -> str:
     default = field.default if field.default is not MISSING else None
     if field.default_factory is not MISSING:
         default = ",".join(field.default_factory()) or "none"
-    if field.type in ("bool", bool):
+    if field.type in ("bool", bool) or (field.type == "bool | None" and default is not None):
         default = "on" if default else "off"
     parts.append("default: " + ("unset" if default is None else str(default)))
     return "; ".join(parts[:1]) + " (" + "; ".join(parts[1:]) + ")"
@@ -114,7 +117,7 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         kwargs = {"default": argparse.SUPPRESS, "dest": f.name, "help": config_help(f.name)}
-        if f.type in ("bool", bool):
+        if f.type in ("bool", bool, "bool | None"):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
             continue
         if f.name in CHOICES and f.name != "strategy":  # old transfer values of 'strategy' are renamed later

@@ -30,7 +30,7 @@ CHOICES = {
     "transfer_strategy": ("fine-tune", "partial", "linear-probe", "freeze-unfreeze"),
     "strategy": ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp"),
     "tta": ("none", "flip", "flip-translate"),
-    "recipe": ("none", "fast"),
+    "recipe": ("none", "fast", "auto"),
 }
 LIST_CHOICES = {"logger": ("csv", "tensorboard", "mlflow")}  # keys that take several values
 
@@ -54,7 +54,7 @@ class TrainConfig:
     # model
     model: str | None = None  # None: seed-cnn from scratch; tf_efficientnet_lite0 with --pretrained/--weights
     # transfer learning: with --pretrained or --weights the model starts from ImageNet weights
-    pretrained: bool = False
+    pretrained: bool | None = None  # None: no, except with a time budget and nothing pinned (recipe auto: the planner's)
     weights: str | None = None  # a local safetensors file or torch state dict (loaded with weights_only)
     transfer_strategy: str | None = None  # fine-tune | partial | linear-probe | freeze-unfreeze (was 'strategy'); None: fine-tune, or the budget planner's choice
     trainable_blocks: int | None = None  # partial: the last K blocks train on the cached trunk's activations (None: 4, or the planner's)
@@ -96,6 +96,8 @@ class TrainConfig:
     limit_train_batches: int | None = None  # for smoke tests and benchmarks
 
     def __post_init__(self):
+        if self.recipe == "auto":  # the start is open: from scratch or ImageNet transfer, decided after decoding
+            return
         if self.model is None and not (self.planned and self.recipe == "fast"):  # else the planner's choice
             self.model = "tf_efficientnet_lite0" if self.transfer else "seed-cnn"
         if self.transfer_strategy is None and not (self.planned and self.transfer):
@@ -108,11 +110,11 @@ class TrainConfig:
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> "TrainConfig":
         known = {f.name for f in fields(cls)}
         values = rename_legacy_keys(values, source)
-        if _plans(values):
-            values.setdefault("recipe", "fast")  # a budget and no model: the best from-scratch recipe
+        if _plans(values):  # a budget and no model: the best from-scratch recipe, or the planner's pick of a start
+            values = {**values, "recipe": "auto" if values.get("pretrained") is None else "fast"}
         if (values.get("pretrained") or values.get("weights")) and values.get("scheduler") is None:
             values = {**values, "scheduler": TRANSFER_SCHEDULER}  # a fine-tune warms up, then anneals
-        if values.get("recipe") not in (None, "none"):
+        if values.get("recipe") not in (None, "none", "auto"):
             from .recipes import recipe_defaults
 
             defaults = recipe_defaults(str(values["recipe"]), values)
@@ -141,6 +143,12 @@ class TrainConfig:
             raise UserError(f"config file {path} must be a mapping of keys to values", "write one 'key: value' a line")
         values.update(overrides or {})
         return cls.from_dict(values, source=str(path))
+
+    def decide_start(self, transfer: bool) -> "TrainConfig":
+        """Recipe auto, decided: the same keys the user set, from scratch with the fast recipe or from ImageNet weights."""
+        given = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != _default(f)}
+        given.pop("recipe", None)
+        return TrainConfig.from_dict({**given, "pretrained": transfer})
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
@@ -188,6 +196,9 @@ class TrainConfig:
         if self.precision == "16-mixed" and not self.on_cuda:
             raise UserError("precision 16-mixed needs a CUDA GPU: on a CPU Lightning would train bf16 instead",
                             "pass --precision bf16-mixed, 32 or auto")
+        if self.recipe == "auto" and not (self.planned and self.model is None and not self.transfer):
+            raise UserError("recipe auto (from scratch or ImageNet transfer, the planner's pick) needs --time-budget "
+                            "without --epochs, --model, --pretrained or --weights", "pin those, or leave --recipe out")
         if not 0 <= self.label_smoothing < 1:
             raise UserError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}", "pass --label-smoothing 0.1")
 
@@ -216,7 +227,7 @@ class TrainConfig:
 
     @property
     def transfer(self) -> bool:
-        return self.pretrained or self.weights is not None
+        return bool(self.pretrained) or self.weights is not None
 
     @property
     def monitor_mode(self) -> str:
@@ -255,9 +266,14 @@ PLANNED = ("epochs", "batch_size", "lr", "tta", "model")
 
 
 def _plans(values: dict[str, Any]) -> bool:
-    """A from-scratch budgeted run with no model and no recipe named: plan it with the fast recipe."""
+    """A budgeted run with no model and no recipe named: plan it with the fast recipe (pretrained: false), or let
+    the planner choose between that and ImageNet transfer (pretrained unset: recipe auto)."""
     return (bool(values.get("time_budget")) and values.get("epochs") is None and values.get("model") is None
             and values.get("recipe") in (None, "none") and not values.get("pretrained") and not values.get("weights"))
+
+
+def _default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
 def transfer_strategy_of(config: dict[str, Any]) -> str | None:

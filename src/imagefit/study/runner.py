@@ -30,7 +30,8 @@ from .spec import BUILTIN, STUDY_OWNED, StudySpec, load_study
 log = logging.getLogger("imagefit")
 
 # settings resolved when a run starts (None in the study means "choose"): compared only when set
-RESOLVED_AT_RUN = ("image_size", "lr", "epochs", "batch_size", "tta", "model", "early_size")  # None: the run's choice
+RESOLVED_AT_RUN = ("image_size", "lr", "epochs", "batch_size", "tta", "model", "early_size",
+                   "transfer_strategy", "trainable_blocks")  # None: the run's choice
 
 
 @dataclass
@@ -99,6 +100,8 @@ def _resolved_spec(spec: StudySpec, overrides: dict[str, Any], typed: TrainConfi
 
 def differences(saved: dict, wanted: TrainConfig) -> dict[str, tuple]:
     """The settings in which a run folder's config.yaml differs from what the study asks for."""
+    if wanted.recipe == "auto" and saved.get("recipe") != "auto":  # the run decided its start: compare with that
+        wanted = wanted.decide_start(bool(saved.get("pretrained")))
     want = wanted.to_dict()
     defaults = TrainConfig().to_dict()
     saved = rename_legacy_keys(saved, "a saved config.yaml", note=False)

@@ -39,6 +39,7 @@ from .module import ClassifierModule
 from .precision import fp32_depthwise, resolve_precision
 from .frozen_inputs import probe_features, trunk_activations
 from .transfer import FreezeUnfreeze, default_input_size, parameter_groups
+from .start_plan import choose_start
 from .transfer_plan import plan_transfer
 
 # Set by the CLI to the moment the process started: the next run's wall time and time budget count from
@@ -175,6 +176,14 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
 
     # transfer: the data keeps its own size; the model resizes each batch to its input size
     data = prepare_data(cfg.replace(image_size=None) if cfg.transfer else cfg)
+    if cfg.recipe == "auto":  # the budget's first choice: from scratch or from ImageNet weights
+        transfer, why = choose_start(data.image_size, len(data.train), sum(len(s) for s in (data.val, data.test) if s is not None),
+                                     cfg.budget_seconds - spent())
+        pinned_side, cfg = cfg.image_size, cfg.decide_start(transfer)
+        if transfer and pinned_side:  # transfer decodes at the data's own side; the pinned one is the input
+            data = prepare_data(cfg.replace(image_size=None))
+        data.notes.append(f"Start: {'ImageNet transfer' if transfer else 'from scratch'}, because {why}.")
+        log.info(data.notes[-1])
     if cfg.early_stopping and data.val is None:
         raise UserError("early stopping needs a validation split", "pass --val-fraction 0.1")
     watch.lap("decode")
