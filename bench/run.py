@@ -179,6 +179,13 @@ class Bench:
             self.record("B6", {"run": f"--recipe fast --time-budget {budget} (the planner's choice)", **row,
                                "plan": plan.get("model") and f"{plan['model']}, {plan.get('early_size') or '-'}/"
                                f"{plan['image_size']} px, batch {plan['batch_size']}, {plan['epochs']:.1f} epochs, TTA {plan['tta']}"})
+        for budget in (budgets[:1] if self.smoke else ["5m", "15m"]):  # nothing pinned: the start is the planner's too
+            row = self.imagefit(f"b6-auto-{budget}", "--time-budget", budget, dataset=dataset)
+            notes = row["metrics"].get("data_notes", [])
+            start = "ImageNet transfer" if any(n.startswith("Start: ImageNet") for n in notes) else "from scratch"
+            plan = row["metrics"].get("transfer_plan") or row["metrics"].get("budget_plan") or {}
+            self.record("B6", {"run": f"--time-budget {budget}, nothing pinned (the planner's start)", **row,
+                               "plan": f"{start}; {plan.get('strategy') or plan.get('model')}"})
         fixed = ["--recipe", "fast", "--model", "airbench", "--batch-size", "1024", "--tta", "flip-translate",
                  "--time-budget", budgets[1]]
         row = self.imagefit("b6-fixed", *fixed, dataset=dataset)

@@ -20,7 +20,7 @@ def test_benchmark_smoke_writes_every_part(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results) == {"B1", "B2", "B3", "B4", "B5", "B6"}
-    assert all(r["conv_peak_gflops"] > 0 for r in results["B5"]) and len(results["B6"]) == 3
+    assert all(r["conv_peak_gflops"] > 0 for r in results["B5"]) and len(results["B6"]) == 4
     assert [r["run"] for r in results["B1"]][1].startswith("plain CNN, Adam (Keras 3")
     md = (tmp_path / "results.md").read_text()
     for part in results.values():

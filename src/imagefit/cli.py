@@ -59,6 +59,10 @@ HELP = {  # one line per TrainConfig key; the allowed values and the default are
     "weight_decay": "L2 penalty (decoupled for adamw)",
     "momentum": "SGD momentum",
     "label_smoothing": "soft targets: this share of the probability is spread over all classes",
+    "class_weights": "uneven classes: balanced = each class's training loss weighted by n / (classes x its count) "
+                     "(scikit-learn's 'balanced'); validation and test losses stay unweighted",
+    "sampler": "how each epoch draws training images: shuffle = each once; balanced = with replacement, every class "
+               "equally likely (torch's WeightedRandomSampler)",
     "bias_lr_scale": "models with BatchNorm-shift groups (airbench): their rate as a multiple of --lr",
     "lookahead": "from 30%% of training, every 5 steps move the weights to their running average",
     "tta": "test-time augmentation: average the test logits over the mirror (flip) and 1-pixel shifts "

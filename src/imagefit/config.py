@@ -31,6 +31,8 @@ CHOICES = {
     "strategy": ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp"),
     "tta": ("none", "flip", "flip-translate"),
     "recipe": ("none", "fast", "auto"),
+    "class_weights": ("none", "balanced"),
+    "sampler": ("shuffle", "balanced"),
 }
 LIST_CHOICES = {"logger": ("csv", "tensorboard", "mlflow")}  # keys that take several values
 
@@ -68,6 +70,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     momentum: float = 0.9
     label_smoothing: float = 0.0
+    class_weights: str = "none"  # balanced: each class's training loss weighted by n / (k * its count)
+    sampler: str = "shuffle"  # balanced: each epoch draws its images with replacement, every class equally likely
     bias_lr_scale: float = 1.0  # models with BatchNorm-shift groups (airbench): their rate as a multiple of lr
     lookahead: bool = False  # average the weights every 5 steps and copy the average back (late in training)
     tta: str | None = None  # None: none (recipe fast: flip-translate; with a budget, what it can afford). test-time augmentation: average the logits over flipped (and shifted) views

@@ -12,15 +12,17 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from .types import ImageSet
 
 
 class TensorLoader:
     def __init__(self, data: ImageSet, batch_size: int, shuffle: bool, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, drop_last: bool = False):
+                 rank: int = 0, world_size: int = 1, drop_last: bool = False,
+                 sample_weights: torch.Tensor | None = None):
         self.data = data
+        self.sample_weights = sample_weights  # each epoch draws len(data) images with replacement by these
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
@@ -33,7 +35,10 @@ class TensorLoader:
 
     def _indices(self) -> torch.Tensor:
         n = len(self.data)
-        if self.shuffle:
+        if self.shuffle and self.sample_weights is not None:  # the same draw on every rank, then sharded
+            gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.tensor(list(WeightedRandomSampler(self.sample_weights, n, replacement=True, generator=gen)))
+        elif self.shuffle:
             gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
             order = torch.randperm(n, generator=gen)
         else:
@@ -72,7 +77,9 @@ class _ArrayDataset(Dataset):
         return self.data.images[j], self.data.labels[i]
 
 
-def stream_loader(data: ImageSet, batch_size: int, shuffle: bool, seed: int, num_workers: int) -> DataLoader:
+def stream_loader(data: ImageSet, batch_size: int, shuffle: bool, seed: int, num_workers: int,
+                  sample_weights: torch.Tensor | None = None) -> DataLoader:
     gen = torch.Generator().manual_seed(seed)
-    return DataLoader(_ArrayDataset(data), batch_size=batch_size, shuffle=shuffle, generator=gen,
-                      num_workers=num_workers, persistent_workers=num_workers > 0)
+    sampler = WeightedRandomSampler(sample_weights, len(data), generator=gen) if sample_weights is not None else None
+    return DataLoader(_ArrayDataset(data), batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+                      generator=gen, num_workers=num_workers, persistent_workers=num_workers > 0)

@@ -15,7 +15,7 @@ from .precision import is_convolutional
 
 class ClassifierModule(L.LightningModule):
     def __init__(self, model: torch.nn.Module, cfg: TrainConfig, num_classes: int, param_groups=None,
-                 augment: bool = True, plan=None):
+                 augment: bool = True, plan=None, class_weight: torch.Tensor | None = None):
         super().__init__()
         self.model = model
         self.plan = plan  # a time budget's plan: the schedule's length and the progressive-resizing switch
@@ -27,6 +27,8 @@ class ClassifierModule(L.LightningModule):
         # a weighted mean synced as (sum, count): exact over ranks whose validation shards differ in size
         self.val_loss = MeanMetric()
         self.aug_gen: torch.Generator | None = None
+        # --class-weights balanced: the training loss only (validation and test losses stay comparable)
+        self.register_buffer("class_weight", class_weight, persistent=False)
         self.channels_last = is_convolutional(model)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -79,7 +81,8 @@ class ClassifierModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y = batch
         logits = self(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)
+        weight = None if self.class_weight is None else self.class_weight.to(logits.dtype)
+        loss = F.cross_entropy(logits, y, weight=weight, label_smoothing=self.cfg.label_smoothing)
         self.train_acc(logits.detach(), y)
         self.log("train_loss", loss.detach(), on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
         self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(y))

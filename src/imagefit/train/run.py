@@ -39,6 +39,7 @@ from .module import ClassifierModule
 from .precision import fp32_depthwise, resolve_precision
 from .frozen_inputs import probe_features, trunk_activations
 from .transfer import FreezeUnfreeze, default_input_size, parameter_groups
+from .balance import balanced_class_weights, balanced_sample_weights
 from .start_plan import choose_start
 from .transfer_plan import plan_transfer
 
@@ -108,11 +109,12 @@ def check_trainer_args(cfg: TrainConfig, precision: str) -> None:
 def make_loaders(cfg: TrainConfig, data: PreparedData, eval_side: int):
     """Loaders for rank 0 of 1; ShardByRank tells the tensor loaders their share once the Trainer knows it."""
     val_batch = forward_batch(eval_side, cfg.batch_size * 2, cfg.on_cuda)
+    weights = balanced_sample_weights(data.train.labels, data.num_classes) if cfg.sampler == "balanced" else None
     if data.loader == "stream":
-        train = stream_loader(data.train, cfg.batch_size, True, cfg.seed, cfg.num_workers)
+        train = stream_loader(data.train, cfg.batch_size, True, cfg.seed, cfg.num_workers, weights)
         val = stream_loader(data.val, val_batch, False, cfg.seed, cfg.num_workers) if data.val else None
         return train, val
-    train = TensorLoader(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed)
+    train = TensorLoader(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed, sample_weights=weights)
     val = TensorLoader(data.val, val_batch, shuffle=False) if data.val else None
     return train, val
 
@@ -276,7 +278,14 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
         os.environ[RUN_DIR_ENV] = str(run_dir.resolve())
     log.info("run folder: %s", run_dir)
 
-    module = ClassifierModule(trainable, cfg, data.num_classes, groups, augment=not cached, plan=plan)
+    class_weight = balanced_class_weights(data.train.labels, data.num_classes) if cfg.class_weights == "balanced" else None
+    if class_weight is not None:
+        data.notes.append(f"Class weights: balanced, from {float(class_weight.min()):.2f} (the largest class) to "
+                          f"{float(class_weight.max()):.2f} (the rarest), on the training loss only.")
+    if cfg.sampler == "balanced":
+        data.notes.append("Sampler: balanced: each epoch drew its training images with replacement, every class "
+                          "equally likely.")
+    module = ClassifierModule(trainable, cfg, data.num_classes, groups, augment=not cached, plan=plan, class_weight=class_weight)
     history = HistoryWriter(run_dir / "history.csv")
     history.planned_epochs = planned_epochs
     history.plan = plan
