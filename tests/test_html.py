@@ -43,7 +43,7 @@ def test_markdown_subset_renders_self_contained(tmp_path):
     assert "<td class=num><strong>0.9123</strong></td>" in page and "<td class=num>1 min 16 s</td>" in page
     assert "<td>Pipe | in a cell</td>" in page
     assert '<a href="other/report.html">page</a>' in page  # a local .md page links to its .html twin
-    assert '<a href="https://example.org/a.md">docs</a>' in page  # a remote one is left alone
+    assert "[docs](https://example.org/a.md)" in page and '<a href="https' not in page  # remote: text, not a link
     uri = re.search(r'<img src="data:image/png;base64,([^"]+)" alt="curves"', page).group(1)
     assert base64.b64decode(uri) == PNG_1x1
     assert "[image not found: missing.png]" in page
@@ -51,6 +51,33 @@ def test_markdown_subset_renders_self_contained(tmp_path):
     # nothing is fetched: no external resource of any kind
     assert "<script" not in page and "<link" not in page and not re.search(r'src="(?!data:)', page)
     assert "@import" not in page and "url(" not in page
+
+
+def test_names_cannot_smuggle_links_or_files_into_the_page(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "secret.png").write_bytes(PNG_1x1)  # outside the report's folder
+    evil = ["[x](javascript:alert(1))", "[y](JaVaScRiPt:alert(1))", "[z](data:text/html;base64,PHNjcmlwdD4=)",
+            "[w](//evil.example/x)", "[v](/etc/passwd)", "[u](vbscript:msgbox)"]
+    md = "\n".join(["# Classes", "", "| class | F1 |", "|---|---|", *[f"| {e} | 0.5 |" for e in evil], "",
+                    "![leak](../secret.png)", "", "[fine](other.md) and [anchor](#top)"])
+    page = markdown_to_html(md, tmp_path / "run")
+    hrefs = re.findall(r'<a href="([^"]*)"', page)
+    assert hrefs == ["other.html", "#top"]  # the relative link and the anchor only
+    for e in evil:
+        assert e in page  # shown as the text it is
+    assert "[image not found: ../secret.png]" in page and "base64,iVBOR" not in page
+
+
+def test_a_class_folder_named_like_a_link_stays_text_in_a_real_report(tmp_path):
+    from test_run import write_image_folder
+
+    write_image_folder(tmp_path / "photos", per_class=8)
+    (tmp_path / "photos" / "red").rename(tmp_path / "photos" / "[x](javascript:alert(1))")
+    run = imagefit.train(dataset=str(tmp_path / "photos"), model="seed-cnn", epochs=1, batch_size=8, progress=False,
+                         runs_dir=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"), precision="32")
+    page = (run.dir / "report.html").read_text()
+    assert "javascript:alert(1)" in page  # the class is named in the page
+    assert not re.search(r'href="[^"]*javascript', page, re.I)
 
 
 def test_write_html_puts_the_page_beside_the_markdown(tmp_path):

@@ -74,15 +74,29 @@ def _data_uri(path: Path) -> str | None:
     return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def _href(target: str) -> str:
-    local = "://" not in target and not target.startswith(("#", "mailto:", "/"))
-    if local and target.endswith(".md"):
+_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*:")
+
+
+def _href(target: str) -> str | None:
+    """Relative links and #anchors only: a class or run name is user input, and a `javascript:` (or any other
+    scheme, or a //host) link written into the markdown must not become a live link in the page."""
+    if _SCHEME.match(target) or target.startswith(("/", "\\")):
+        return None
+    if target.endswith(".md"):
         target = target[:-3] + ".html"
     return html.escape(target, quote=True)
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except OSError:
+        return False
+
+
 def _image(alt: str, src: str, base_dir: Path) -> str:
-    uri = _data_uri(base_dir / src) if "://" not in src else None
+    local = not _SCHEME.match(src) and not src.startswith("/") and _inside(base_dir / src, base_dir)
+    uri = _data_uri(base_dir / src) if local else None  # only files inside the report's folder are embedded
     if uri is None:  # never a network fetch: a missing or remote image is named, not loaded
         return f'<span class="missing">[image not found: {html.escape(src)}]</span>'
     return f'<img src="{uri}" alt="{html.escape(alt, quote=True)}" loading="eager">'
@@ -100,6 +114,8 @@ def inline(text: str, base_dir: Path) -> str:
             out.append(f"<strong>{inline(bold, base_dir)}</strong>")
         elif src is not None:
             out.append(_image(alt, src, base_dir))
+        elif _href(target) is None:  # not a link: the text as written
+            out.append(html.escape(m.group(0), quote=False))
         else:
             out.append(f'<a href="{_href(target)}">{inline(label, base_dir)}</a>')
         pos = m.end()
