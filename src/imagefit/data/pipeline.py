@@ -33,6 +33,7 @@ class PreparedData:
     image_shape: tuple[int, int] | None = None  # (channels, side) of the images, kept when splits become features
     skipped: list[dict] = field(default_factory=list)  # files of the source that could not be used (SourceData.skipped)
     test_images: ImageSet | None = None  # the test images themselves when `test` became features (linear probe)
+    frozen_from_cache: bool | None = None  # linear probe / partial: whether every split's frozen pass was a cache read
 
     def __post_init__(self):
         if self.image_shape is None:

@@ -256,7 +256,7 @@ def _early_stopping_sentence(partner: Group, g: Group) -> str:
     acc = raised("test accuracy", partner.mean("test_accuracy"), g.mean("test_accuracy"))
     loss = moved("test loss", partner.mean("test_loss"), g.mean("test_loss"))
     wp, wg = partner.mean("wall_seconds"), g.mean("wall_seconds")
-    wall = f"; wall time went from {_duration(wp)} to {_duration(wg)}" if wp and wg else ""
+    wall = f"; wall time went from {_duration(wp)} to {_duration(wg)}{cache_note(partner, g)}" if wp and wg else ""
     if g.n == 1:
         r = g.first
         if stopped and r.metrics.get("epochs_saved"):
@@ -302,7 +302,7 @@ def _comparison_sentence(partner: Group, g: Group) -> str:
     if kind in ("transfer", "scratch") and tp and tg and tp != tg:
         text += f". It trained {_int(tg)} parameters (against {_int(tp)})"
         if wp and wg:
-            text += f" in {_duration(wg)} of wall time (against {_duration(wp)})"
+            text += f" in {_duration(wg)} of wall time (against {_duration(wp)}){cache_note(partner, g)}"
     size, seen = number(g.first.metrics.get("image_size")), number(g.first.metrics.get("input_size"))
     if kind == "transfer" and size and seen and seen >= 2 * size:
         text += f"; the pretrained network saw the {int(size)} px images upscaled to {int(seen)} px"
@@ -628,6 +628,16 @@ def _per_class_section(groups: list[Group], reference: Group) -> list[str]:
         fmt = [[c, f"{a:.3f}", f"{b:.3f}", _signed(d)] for c, a, b, d in gains + losses]
         lines += _table(head, fmt) if fmt else ["No class changed.", ""]
     return lines
+
+
+def cache_note(a: Group, b: Group) -> str:
+    """Why two wall times differ when one run read the frozen network's pass from the cache and the other made it."""
+    flags = [a.first.metrics.get("frozen_inputs_from_cache"), b.first.metrics.get("frozen_inputs_from_cache")]
+    if None in flags or flags[0] == flags[1]:
+        return ""
+    cached, computed = (a, b) if flags[0] else (b, a)
+    return (f", but {cached.name} read the frozen network's features from the cache while {computed.name} "
+            "computed them, so most of that difference is the cache, not the change")
 
 
 def _runs_section(groups: list[Group], out: Path) -> list[str]:

@@ -33,7 +33,8 @@ def probe_features(cfg: TrainConfig, data: PreparedData, model, input_size: int,
     note = ("Linear probe: the frozen backbone's features of unaugmented images were "
             + ("read from the feature cache" if hits == len(splits) else "computed once and cached")
             + f" ({splits['train'].images.shape[1]} per image); augmentation does not apply.")
-    return dataclasses.replace(data, notes=data.notes + [note], test_images=data.test, **splits)
+    return dataclasses.replace(data, notes=data.notes + [note], test_images=data.test,
+                               frozen_from_cache=hits == len(splits), **splits)
 
 
 def trunk_activations(cfg: TrainConfig, data: PreparedData, model, input_size: int, precision: str):
@@ -54,4 +55,5 @@ def trunk_activations(cfg: TrainConfig, data: PreparedData, model, input_size: i
     note = (f"Partial fine-tuning: the last {cfg.trainable_blocks} blocks and the head trained on the frozen trunk's "
             f"activations ({shape} per image; training images and their mirrors), "
             + ("read from the trunk cache." if hits == len(splits) else "computed once and cached."))
-    return dataclasses.replace(data, notes=data.notes + [note], test_images=data.test, **splits), top
+    return dataclasses.replace(data, notes=data.notes + [note], test_images=data.test,
+                               frozen_from_cache=hits == len(splits), **splits), top

@@ -426,7 +426,7 @@ def finish_run(run_dir: Path, cfg: TrainConfig, data: PreparedData, model: torch
         "final_val_acc": rows[-1]["val_acc"] if rows and rows[-1]["val_acc"] != "" else None,
         "best_val_loss": min(r["val_loss"] for r in with_val) if with_val else None,
         "best_val_acc": max(r["val_acc"] for r in with_val) if with_val else None,
-        "data_notes": data.notes, "interrupted": bool(interrupted),
+        "data_notes": data.notes, "interrupted": bool(interrupted), "frozen_inputs_from_cache": data.frozen_from_cache,
         "predicted_classes": int(logits.argmax(1).unique().numel()) if len(logits) else 0,
         "skipped_files": {"count": len(data.skipped), "files": data.skipped[:SKIPPED_SHOWN]},
         **(extra or {}),
