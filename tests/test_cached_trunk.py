@@ -134,7 +134,7 @@ def test_trainable_blocks_out_of_range_is_one_clear_line(tmp_path, photos):
 
 
 def test_partial_from_the_command_line(tmp_path, photos):
-    proc = run_imagefit("train", "--dataset", photos, "--pretrained", "--transfer-strategy", "partial",
+    run_imagefit("train", "--dataset", photos, "--pretrained", "--transfer-strategy", "partial",
                         "--trainable-blocks", "2", "--image-size", "48", "--epochs", "1", "--batch-size", "8",
                         "--runs-dir", tmp_path / "runs", "--cache-dir", tmp_path / "cache", "--precision", "32",
                         cwd=tmp_path)

@@ -84,7 +84,6 @@ def test_atomic_checkpoint_io_round_trip_and_refuses_pickled_code(tmp_path):
 
 
 def test_a_diverging_run_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_path):
-    import json as _json
 
     from cli_process import run_imagefit
 

@@ -8,7 +8,8 @@ from PIL import Image
 
 import imagefit
 from imagefit.cli import main
-from imagefit.report.compare import Group, RunRecord, _spread, moved, raised
+from imagefit.report.findings import calibration_sentence, moved, raised, spread
+from imagefit.report.runs import Group, RunRecord
 
 
 
@@ -66,6 +67,13 @@ def test_early_stopping_sentence_carries_the_numbers(stopping_pair):
     assert f"test loss {'fell' if lb < la else 'rose'} from {la:.3f} to {lb:.3f}" in text or abs(lb - la) < 0.0005
     md = result.markdown.read_text()
     assert ("yes, at epoch" in md) is e["stopped_early"]
+    worst, best = (("plain", p), ("es", e)) if p["test_ece"] >= e["test_ece"] else (("es", e), ("plain", p))
+    if worst[1]["test_ece"] - best[1]["test_ece"] >= 0.02:
+        assert (f"Calibration differs: {worst[0]}'s confidence strays furthest from its accuracy (test expected "
+                f"calibration error {worst[1]['test_ece']:.3f}, 15 bins), {best[0]}'s least") in text
+    else:
+        assert "Calibration is similar across the runs" in text
+    assert f"| Test ECE (15 bins) | {p['test_ece']:.4f}" in md.replace("**", "")
     assert "[report](plain/report.md)" in md and "[report](es/report.md)" in md
 
 
@@ -100,6 +108,7 @@ def test_the_command_writes_every_file_where_asked(stopping_pair, tmp_path, caps
     for row, run in zip(rows, (plain, es)):
         assert float(row["test_accuracy"]) == run.metrics["test_accuracy"]
         assert float(row["f1_weighted"]) == run.metrics["f1_weighted"]
+        assert float(row["test_ece"]) == run.metrics["test_ece"] and float(row["temperature"]) > 0
         assert row["dir"] == str(run.dir)
     assert "[report](../" in md  # links from --out back to each run's report
 
@@ -157,9 +166,24 @@ def test_mistakes_are_one_line_and_exit_2(stopping_pair, tmp_path, capsys, case)
 
 
 # ---- the wording rules, on numbers chosen to hit each branch -------------------------------------------
-def record(name, acc):
+def record(name, acc, **metrics):
     return RunRecord(dir=None, label=name, group=name.split("-seed")[0], config={}, history=[], class_f1={},
-                     metrics={"test_accuracy": acc})
+                     metrics={"test_accuracy": acc, **metrics})
+
+
+def test_calibration_wording():
+    sharp = Group("sharp", [record("sharp", 0.9, test_ece=0.09, test_ece_scaled=0.02)])
+    calm = Group("calm", [record("calm", 0.9, test_ece=0.03, test_ece_scaled=0.015)])
+    assert calibration_sentence([calm, sharp]) == (
+        "Calibration differs: sharp's confidence strays furthest from its accuracy (test expected calibration error "
+        "0.090, 15 bins), calm's least (0.030); temperature scaling fitted on validation brings them to 0.020 and "
+        "0.015, so the difference was one of overall confidence, which the saved temperature corrects.")
+    close = Group("close", [record("close", 0.9, test_ece=0.04)])
+    assert calibration_sentence([calm, close]) == ("Calibration is similar across the runs: test expected "
+                                                  "calibration error (15 bins) from 0.030 to 0.040.")
+    no_val = Group("noval", [record("noval", 0.9, test_ece=0.2)])
+    assert calibration_sentence([calm, no_val]).endswith("; noval had no validation split to fit a temperature on.")
+    assert calibration_sentence([calm, Group("old", [record("old", 0.9)])]) is None  # a run from before ECE
 
 
 def test_change_wording():
@@ -175,7 +199,7 @@ def test_spread_verdicts():
     a = Group("a", [record("a-seed0", 0.50), record("a-seed1", 0.52)])
     far = Group("b", [record("b-seed0", 0.60), record("b-seed1", 0.62)])
     near = Group("c", [record("c-seed0", 0.51), record("c-seed1", 0.53)])
-    assert "exceeds the seed-to-seed spread" in _spread(a, far, "test_accuracy")
-    assert "0.496–0.524 and 0.596–0.624 do not overlap" in _spread(a, far, "test_accuracy")
-    assert "within the seed-to-seed spread, std 0.014 and 0.014" in _spread(a, near, "test_accuracy")
-    assert _spread(Group("x", [record("x", 0.5)]), Group("y", [record("y", 0.6)]), "test_accuracy") == ""
+    assert "exceeds the seed-to-seed spread" in spread(a, far, "test_accuracy")
+    assert "0.496–0.524 and 0.596–0.624 do not overlap" in spread(a, far, "test_accuracy")
+    assert "within the seed-to-seed spread, std 0.014 and 0.014" in spread(a, near, "test_accuracy")
+    assert spread(Group("x", [record("x", 0.5)]), Group("y", [record("y", 0.6)]), "test_accuracy") == ""

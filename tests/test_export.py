@@ -3,7 +3,6 @@ import json
 
 import onnx
 import pytest
-import torch
 
 import imagefit
 from cli_process import run_imagefit

@@ -8,11 +8,9 @@ written by hand, so two runs are described by the same rules.
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from .. import atomic
 from ..config import TrainConfig, rename_legacy_keys, transfer_strategy_of
@@ -21,7 +19,8 @@ from ..evaluate.cells import SUMMARY_ROWS, number
 from .diagnostics import sections as diagnostic_sections
 from .html import write_html
 from .budget_section import budget_sentences, diagnosis_lines, time_breakdown_section
-from .markdown import cell, table
+from .markdown import duration, fixed, integer, percent, table
+from .run_files import read_csv, read_history, read_json, read_yaml
 
 # Train-minus-validation accuracy gaps (as fractions) that separate the overfitting verdicts.
 GAP_NONE, GAP_MILD = 0.03, 0.10
@@ -48,73 +47,6 @@ ARTIFACTS = {
 }
 
 
-# ---- reading the run folder ------------------------------------------------------------------
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path} is not valid JSON ({e.msg})", "rerun `imagefit report` or the training run") from None
-    return data if isinstance(data, dict) else {}
-
-
-def _read_yaml(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError:
-        raise UserError(f"{path} is not valid YAML", "restore it from the run's original config") from None
-    return data if isinstance(data, dict) else {}
-
-
-def _read_csv(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with path.open(newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
-def read_history(path: Path) -> list[dict]:
-    """history.csv with numbers as floats and empty cells (no validation split) as None."""
-    rows = []
-    for row in _read_csv(path):
-        parsed = {k: number(v) for k, v in row.items()}
-        if parsed.get("epoch") is not None:
-            parsed["epoch"] = int(parsed["epoch"])
-            rows.append(parsed)
-    return rows
-
-
-# ---- formatting --------------------------------------------------------------------------------
-def _f(x: Any, digits: int = 4) -> str:
-    x = number(x)
-    return "–" if x is None else f"{x:.{digits}f}"
-
-
-def _int(x: Any) -> str:
-    x = number(x)
-    return "–" if x is None else f"{int(x):,}"
-
-
-def _pct(x: Any) -> str:
-    x = number(x)
-    return "–" if x is None else f"{100 * x:.1f}%"
-
-
-def _duration(seconds: Any) -> str:
-    s = number(seconds)
-    if s is None:
-        return "–"
-    if s < 60:
-        return f"{s:.1f} s"
-    m, s = divmod(round(s), 60)
-    h, m = divmod(m, 60)
-    return f"{h} h {m} min {s} s" if h else f"{m} min {s} s"
-
-
-_cell, _table = cell, table
 
 
 # ---- the sentences -----------------------------------------------------------------------------
@@ -162,7 +94,7 @@ def compare_test_val_sentence(test_acc: float, best_val_acc: float, val_images: 
     if abs(diff) < TEST_VAL_CLOSE:
         return (f"{head} is close to the best validation accuracy {best_val_acc:.3f} ({diff:+.3f}), "
                 f"so validation was a fair guide to unseen images.")
-    size = f" ({_int(val_images)} images)" if number(val_images) else ""
+    size = f" ({integer(val_images)} images)" if number(val_images) else ""
     if diff < 0:
         return (f"{head} is {-diff:.3f} below the best validation accuracy {best_val_acc:.3f}: validation flattered "
                 f"the model (it was used to choose the epoch), or it is too small a sample{size}.")
@@ -177,13 +109,13 @@ def weakest_class_sentence(class_rows: list[dict], confusion_rows: dict[str, dic
         return None
     row, f1 = min(scored, key=lambda rf: rf[1])
     name = row["class"]
-    text = (f"The weakest class is {name} (F1 {f1:.3f}: precision {_f(row.get('precision'), 3)}, "
-            f"recall {_f(row.get('recall'), 3)}, {_int(row.get('support'))} test images)")
+    text = (f"The weakest class is {name} (F1 {f1:.3f}: precision {fixed(row.get('precision'), 3)}, "
+            f"recall {fixed(row.get('recall'), 3)}, {integer(row.get('support'))} test images)")
     mistakes = {p: c for p, c in confusion_rows.get(name, {}).items() if p != name and c > 0}
     if mistakes:
         other, count = max(mistakes.items(), key=lambda pc: pc[1])
         support = number(row.get("support")) or sum(confusion_rows[name].values())
-        text += f"; it is most often mistaken for {other} ({count} times, {_pct(count / support)} of {name})"
+        text += f"; it is most often mistaken for {other} ({count} times, {percent(count / support)} of {name})"
     return text + "."
 
 
@@ -238,7 +170,7 @@ def observations(metrics: dict, history: list[dict], class_rows: list[dict], con
 # ---- the page ----------------------------------------------------------------------------------
 def _setup_rows(config: dict, metrics: dict) -> list[list[str]]:
     dataset = metrics.get("dataset") or config.get("dataset", "–")
-    sizes = ", ".join(f"{_int(metrics.get(f'{s}_images'))} {s}" for s in ("train", "val", "test")
+    sizes = ", ".join(f"{integer(metrics.get(f'{s}_images'))} {s}" for s in ("train", "val", "test")
                       if metrics.get(f"{s}_images") is not None)
     k = metrics.get("num_classes") or len(metrics.get("class_names") or [])
     data = f"{dataset}" + (f" ({sizes}; {k} classes)" if sizes else f" ({k} classes)" if k else "")
@@ -253,8 +185,8 @@ def _setup_rows(config: dict, metrics: dict) -> list[list[str]]:
     trainable = metrics.get("trainable_params")
     model = metrics.get("model") or config.get("model", "–")
     if params is not None:
-        model += f" ({_int(params)} parameters" + (
-            f", {_int(trainable)} trainable)" if trainable is not None and trainable != params else ")")
+        model += f" ({integer(params)} parameters" + (
+            f", {integer(trainable)} trainable)" if trainable is not None and trainable != params else ")")
     epochs = f"{metrics.get('epochs', config.get('epochs', '–'))} configured"
     if metrics.get("epochs_run") is not None:
         epochs += f", {metrics['epochs_run']} run"
@@ -286,31 +218,31 @@ def _setup_rows(config: dict, metrics: dict) -> list[list[str]]:
             ["Transfer strategy", strategy],
             ["Pretrained weights", f"{metrics['weights_source']} (sha256 {str(metrics.get('weights_sha256'))[:16]}…)"],
             ["Network input", f"{metrics.get('input_size')}×{metrics.get('input_size')} px, resized in batches"],
-            ["Frozen / trainable parameters", f"{_int(metrics.get('frozen_params'))} / {_int(trainable)}"],
+            ["Frozen / trainable parameters", f"{integer(metrics.get('frozen_params'))} / {integer(trainable)}"],
         ]
     return [[a, str(b)] for a, b in rows]
 
 
 def _metric_rows(metrics: dict, has_val: bool) -> list[list[str]]:
-    rows = [["Test accuracy", _f(metrics.get("test_accuracy"))]]
+    rows = [["Test accuracy", fixed(metrics.get("test_accuracy"))]]
     if metrics.get("test_balanced_accuracy") is not None:
-        rows.append(["Test balanced accuracy (mean per-class recall)", _f(metrics["test_balanced_accuracy"])])
-    rows.append(["Test loss", _f(metrics.get("test_loss"))])
+        rows.append(["Test balanced accuracy (mean per-class recall)", fixed(metrics["test_balanced_accuracy"])])
+    rows.append(["Test loss", fixed(metrics.get("test_loss"))])
     if metrics.get("test_top5_accuracy") is not None:
-        rows.append(["Test top-5 accuracy", _f(metrics["test_top5_accuracy"])])
+        rows.append(["Test top-5 accuracy", fixed(metrics["test_top5_accuracy"])])
     for avg in ("macro", "weighted"):
         for m in ("precision", "recall", "f1"):
             label = "F1" if m == "f1" else m.capitalize()
-            rows.append([f"{label} ({avg} average)", _f(metrics.get(f"{m}_{avg}"))])
+            rows.append([f"{label} ({avg} average)", fixed(metrics.get(f"{m}_{avg}"))])
     rows += [
-        ["Test images", _int(metrics.get("test_images"))],
+        ["Test images", integer(metrics.get("test_images"))],
         ["Epochs run", f"{metrics.get('epochs_run', '–')} of {metrics.get('epochs', '–')}"],
         [f"Best epoch ({'highest validation accuracy' if metrics.get('monitor') == 'val_acc' else 'lowest validation loss'})",
          str(metrics.get("best_epoch") or "–") if has_val else "– (no validation)"],
-        ["Best validation accuracy", _f(metrics.get("best_val_acc"))],
-        ["Wall time", _duration(metrics.get("wall_seconds"))],
-        ["Training time", _duration(metrics.get("train_seconds"))],
-        ["Training images/s", _int(metrics.get("train_images_per_second"))],
+        ["Best validation accuracy", fixed(metrics.get("best_val_acc"))],
+        ["Wall time", duration(metrics.get("wall_seconds"))],
+        ["Training time", duration(metrics.get("train_seconds"))],
+        ["Training images/s", integer(metrics.get("train_images_per_second"))],
     ]
     return rows
 
@@ -321,24 +253,24 @@ def _class_section(class_rows: list[dict]) -> list[str]:
         return ["No classification report: the run has no test predictions.", ""]
 
     def rows(items):
-        return [[r["class"], _f(r.get("precision")), _f(r.get("recall")), _f(r.get("f1-score")), _int(r.get("support"))]
+        return [[r["class"], fixed(r.get("precision")), fixed(r.get("recall")), fixed(r.get("f1-score")), integer(r.get("support"))]
                 for r in items]
 
     header = ["Class", "Precision", "Recall", "F1", "Test images"]
     if len(per_class) <= 10:
-        return _table(header, rows(per_class))
+        return table(header, rows(per_class))
     ranked = sorted(per_class, key=lambda r: -(number(r.get("f1-score")) or 0.0))
-    return (["The 5 best classes by F1:", ""] + _table(header, rows(ranked[:5]))
-            + ["The 5 worst classes by F1:", ""] + _table(header, rows(ranked[-5:][::-1]))
+    return (["The 5 best classes by F1:", ""] + table(header, rows(ranked[:5]))
+            + ["The 5 worst classes by F1:", ""] + table(header, rows(ranked[-5:][::-1]))
             + [f"All {len(per_class)} classes are in `classification_report.txt`.", ""])
 
 
 def _confusion_section(top: list[dict]) -> list[str]:
     if not top:
         return ["No test image was misclassified.", ""]
-    rows = [[f"{c['true']} → {c['predicted']}", _int(c["count"]), f"{_pct(c.get('share_of_true'))} of {c['true']}"]
+    rows = [[f"{c['true']} → {c['predicted']}", integer(c["count"]), f"{percent(c.get('share_of_true'))} of {c['true']}"]
             for c in top]
-    return _table(["True → predicted", "Images", "Share of the true class"], rows)
+    return table(["True → predicted", "Images", "Share of the true class"], rows)
 
 
 def skipped_section(metrics: dict) -> list[str]:
@@ -350,7 +282,7 @@ def skipped_section(metrics: dict) -> list[str]:
     lines = ["## Skipped files", "",
              f"{count:,} file{'s' if count != 1 else ''} of the data set could not be used and "
              f"{'were' if count != 1 else 'was'} skipped (`--strict` refuses such a data set instead):", ""]
-    lines += _table(["File", "Why"], [[f.get("file", "?"), f.get("reason", "?")] for f in files])
+    lines += table(["File", "Why"], [[f.get("file", "?"), f.get("reason", "?")] for f in files])
     if count > len(files):
         lines += [f"The first {len(files)} are listed; {count - len(files):,} more were skipped.", ""]
     return lines
@@ -383,11 +315,11 @@ def stopping_sentences(metrics: dict) -> list[str]:
 def write_run_report(run_dir: Path) -> Path:
     """Write report.md (and report.html) from the run folder's files; missing files shrink the page instead of failing."""
     run_dir = Path(run_dir)
-    config = rename_legacy_keys(_read_yaml(run_dir / "config.yaml"), str(run_dir), note=False)
-    metrics = _read_json(run_dir / "metrics.json")
+    config = rename_legacy_keys(read_yaml(run_dir / "config.yaml"), str(run_dir), note=False)
+    metrics = read_json(run_dir / "metrics.json")
     history = read_history(run_dir / "history.csv")
-    class_rows = _read_csv(run_dir / "classification_report.csv")
-    top = metrics.get("top_confusions") or _read_csv(run_dir / "top_confusions.csv")
+    class_rows = read_csv(run_dir / "classification_report.csv")
+    top = metrics.get("top_confusions") or read_csv(run_dir / "top_confusions.csv")
     name = config.get("name") or run_dir.name
     model = metrics.get("model") or config.get("model", "unknown model")
     dataset = metrics.get("dataset") or config.get("dataset", "unknown data")
@@ -406,7 +338,7 @@ def write_run_report(run_dir: Path) -> Path:
     if not has_val:
         lines += ["> This run had no validation split.", ""]
 
-    lines += ["## Set-up", ""] + _table(["Setting", "Value"], _setup_rows(config, metrics))
+    lines += ["## Set-up", ""] + table(["Setting", "Value"], _setup_rows(config, metrics))
     notes = metrics.get("data_notes") or []
     if notes:
         lines += ["## Data notes", ""] + [f"- {n}" for n in notes] + [""]
@@ -417,7 +349,7 @@ def write_run_report(run_dir: Path) -> Path:
     lines += time_breakdown_section(metrics)
     lines += ["## Training curves", ""]
     lines += ["![curves](curves.png)", ""] if (run_dir / "curves.png").is_file() else ["No curves: history.csv is empty or missing.", ""]
-    lines += ["## Test metrics", ""] + _table(["Metric", "Value"], _metric_rows(metrics, has_val))
+    lines += ["## Test metrics", ""] + table(["Metric", "Value"], _metric_rows(metrics, has_val))
     lines += ["## Per-class results", ""] + _class_section(class_rows)
     lines += ["## Top confusions", ""] + _confusion_section(top)
     if (run_dir / "confusion_matrix.png").is_file():
@@ -448,8 +380,8 @@ def rebuild_report(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
     if not (run_dir / "metrics.json").is_file() or not (run_dir / "config.yaml").is_file():
         raise UserError(f"{run_dir} is not an imagefit run folder", "pass a folder under runs/ that holds metrics.json")
-    metrics = _read_json(run_dir / "metrics.json")
-    config = _read_yaml(run_dir / "config.yaml")
+    metrics = read_json(run_dir / "metrics.json")
+    config = read_yaml(run_dir / "config.yaml")
     predictions = run_dir / "predictions.safetensors"
     if predictions.is_file():
         tensors = load_file(str(predictions))

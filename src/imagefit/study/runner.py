@@ -24,7 +24,8 @@ import yaml
 from .. import atomic
 from ..config import TrainConfig, rename_legacy_keys
 from ..errors import UserError
-from ..report.compare import BOOKKEEPING, Comparison, compare, config_differences
+from ..report.compare import Comparison, compare
+from ..report.runs import BOOKKEEPING, config_differences
 from .spec import BUILTIN, STUDY_OWNED, StudySpec, load_study
 
 log = logging.getLogger("imagefit")
