@@ -26,6 +26,7 @@ from ..config import TrainConfig, rename_legacy_keys
 from ..errors import UserError
 from ..report.compare import Comparison, compare
 from ..report.runs import BOOKKEEPING, config_differences
+from ..train.run_lock import LOCK_FILE, run_folder_lock
 from .spec import BUILTIN, STUDY_OWNED, StudySpec, load_study
 
 log = logging.getLogger("imagefit")
@@ -129,9 +130,11 @@ def _clear(run_dir: Path) -> None:
     """Remove a run folder the study is about to redo; never a folder that is not an imagefit run."""
     if not run_dir.exists():
         return
-    if not run_dir.is_dir() or (any(run_dir.iterdir()) and not (run_dir / "config.yaml").is_file()):
+    own = {"config.yaml", LOCK_FILE}  # a run that crashed before its config was written leaves the lock file
+    if not run_dir.is_dir() or (any(p.name not in own for p in run_dir.iterdir()) and not (run_dir / "config.yaml").is_file()):
         raise UserError(f"{run_dir} exists and is not an imagefit run folder", "move it out of the study folder")
-    shutil.rmtree(run_dir)
+    with run_folder_lock(run_dir):  # never delete a folder another process is still writing
+        shutil.rmtree(run_dir)
 
 
 def _describe(diffs: dict[str, tuple]) -> str:

@@ -10,6 +10,7 @@ import logging
 import os
 import time
 import warnings
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -36,6 +37,7 @@ from .distributed import one_launch
 from .history import HistoryWriter
 from .loggers import Tracking, progress_callbacks
 from .module import ClassifierModule
+from .run_lock import run_folder_lock
 from .precision import fp32_depthwise, resolve_precision
 from .frozen_inputs import probe_features, trunk_activations
 from .transfer import FreezeUnfreeze, default_input_size, parameter_groups
@@ -159,6 +161,14 @@ def resume(run_dir: str | Path, **overrides) -> Run:
 
 
 def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None) -> Run:
+    """The run; its folder is locked from the moment it is known (a resumed run's: at once) to the end."""
+    with ExitStack() as held:
+        if run_dir is not None and launched_rank() == 0:
+            held.enter_context(run_folder_lock(run_dir))
+        return _fit_holding(cfg, run_dir, ckpt, held)
+
+
+def _fit_holding(cfg: TrainConfig, run_dir: Path | None, ckpt: Path | None, held: ExitStack) -> Run:
     global CLOCK_STARTED
     started, CLOCK_STARTED = CLOCK_STARTED or time.perf_counter(), None
     watch = Stopwatch(started)
@@ -268,6 +278,7 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
     if run_dir is None:
         name = cfg.name or f"{dataset_slug(cfg.dataset)}-{cfg.model}-{datetime.now():%Y%m%d-%H%M%S}"
         run_dir = unique_run_dir(Path(cfg.runs_dir).expanduser(), name)
+        held.enter_context(run_folder_lock(run_dir))
         cfg = cfg.replace(name=run_dir.name, image_size=input_size or data.image_size, lr=cfg.learning_rate)
         info = model.weights_info
         cfg.save(run_dir / "config.yaml", notes=[
