@@ -7,11 +7,17 @@ renamed name pointing at an empty file; a full disk fails the write and leaves t
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
 import tempfile
 from pathlib import Path
+
+from .errors import UserError
+
+# a write that failed for want of room: no space, a file-size limit (ulimit -f), a disk quota
+NO_ROOM = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
 
 _UMASK = os.umask(0)
@@ -25,16 +31,28 @@ def atomic_path(path: str | os.PathLike):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
+    mode = 0o666 & ~_UMASK  # mkstemp makes 0600; give the file the usual permissions
+    os.chmod(tmp, mode)
     try:
         yield Path(tmp)
+        os.chmod(tmp, mode)  # a writer that replaced the temp file (safetensors does) made its own 0600
         _fsync(tmp)
         os.replace(tmp, path)
         _fsync(path.parent)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno in NO_ROOM:
+            raise no_room(path, os.strerror(e.errno)) from None
         raise
+
+
+def no_room(path: Path, reason: str, run_dir: Path | None = None) -> UserError:
+    """The one line for a write that did not fit: which file, and that the previous version is intact."""
+    resume = f"imagefit train --resume {run_dir}" if run_dir else "imagefit train --resume RUN_FOLDER"
+    return UserError(f"could not write {path} ({reason}); the previous version of the file, if any, is intact",
+                     "free disk space (or raise the file-size limit), then run the command again; an interrupted "
+                     f"training continues from its last checkpoint with {resume}")
 
 
 def _fsync(path) -> None:

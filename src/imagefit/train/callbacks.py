@@ -15,6 +15,7 @@ import math
 import signal
 import threading
 import time
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -126,8 +127,14 @@ class Lookahead(L.Callback):
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-        with atomic.atomic_path(path) as tmp:
-            torch.save(checkpoint, tmp)
+        try:
+            with atomic.atomic_path(path) as tmp:
+                torch.save(checkpoint, tmp)
+        except RuntimeError as e:  # torch's zip writer reports a short write (a full disk) as "unexpected pos"
+            if "unexpected pos" in str(e) or "file write failed" in str(e):
+                raise atomic.no_room(Path(path), "the disk is full or a file-size limit was reached",
+                                     run_dir=Path(path).parent.parent) from None
+            raise
 
     def load_checkpoint(self, path, map_location=None, weights_only=None):
         return torch.load(path, map_location=map_location or "cpu", weights_only=True)
