@@ -72,3 +72,13 @@ def test_a_symlink_cycle_in_the_data_set_ends(tmp_path):
                  "--runs-dir", tmp_path / "runs", "--name", "r", *FAST, cwd=tmp_path)
     metrics = json.loads((tmp_path / "runs" / "r" / "metrics.json").read_text())
     assert metrics["num_classes"] == 2 and metrics["train_images"] + metrics["val_images"] + metrics["test_images"] == 12
+
+
+def test_a_broken_link_in_a_class_folder_is_skipped_and_listed(tmp_path):
+    _photos(tmp_path / "photos", n=6)
+    (tmp_path / "photos" / "dog" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    proc = run_imagefit("train", "--dataset", tmp_path / "photos", "--cache-dir", tmp_path / "cache",
+                        "--runs-dir", tmp_path / "runs", "--name", "r", *FAST, cwd=tmp_path)
+    assert "skipped 1 file: dog/gone.png" in proc.stderr
+    metrics = json.loads((tmp_path / "runs" / "r" / "metrics.json").read_text())
+    assert metrics["skipped_files"]["count"] == 1 and metrics["skipped_files"]["files"][0]["file"] == "dog/gone.png"

@@ -98,3 +98,49 @@ def test_logger_is_a_list_from_yaml_or_a_comma_separated_flag(tmp_path):
     assert TrainConfig.load(tmp_path / "c.yaml").logger == ["tensorboard"]
     with pytest.raises(UserError, match="logger 'wandb' is not one of csv, tensorboard, mlflow"):
         TrainConfig.from_dict({"logger": "csv,wandb"})
+
+
+# ---- property tests: whatever a config file holds, the answer is a config or one UserError ------------
+from dataclasses import fields as _fields  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+KNOWN_KEYS = sorted(f.name for f in _fields(TrainConfig))
+ANY_VALUE = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=12) | st.sampled_from(["auto", "fast", "none", "10m", "-3s", "1e-3", "0", "digits", "32"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=2),
+    max_leaves=4)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(KNOWN_KEYS), ANY_VALUE, max_size=6))
+def test_any_mapping_of_known_keys_is_a_config_or_one_user_error(values):
+    try:
+        cfg = TrainConfig.from_dict(values)
+    except UserError as e:
+        assert str(e) and "\n" not in str(e)
+        return
+    assert isinstance(cfg, TrainConfig)
+    TrainConfig.from_dict(cfg.to_dict())  # what a run saves loads back
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(max_size=200))
+def test_any_config_file_text_is_a_config_or_one_user_error(tmp_path_factory, text):
+    path = tmp_path_factory.mktemp("cfg") / "config.yaml"
+    path.write_text(text, encoding="utf-8")
+    try:
+        TrainConfig.load(path)
+    except UserError as e:
+        assert str(e) and "\n" not in str(e)
+
+
+def test_a_key_without_a_value_and_a_name_with_a_newline_are_one_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("dataset: digits\nlabel_smoothing:\n")
+    with pytest.raises(UserError, match="config key 'label_smoothing' in .* has no value"):
+        TrainConfig.load(path)
+    with pytest.raises(UserError) as e:
+        TrainConfig.from_dict({"dataset": "digits", "optimizer": "a\nb"})
+    assert "\n" not in str(e.value) and "a\\nb" in str(e.value)

@@ -73,3 +73,56 @@ def test_offline_named_set_error_is_one_line(tmp_path):
     with pytest.raises(UserError) as e:
         load_source("mnist", tmp_path / "empty", tmp_path / "cache", None, download=False)
     assert "\n" not in str(e.value) and "idx3-ubyte" in str(e.value)
+
+
+# ---- property tests: whatever names a data set, the answer is data or one UserError --------------------
+import io  # noqa: E402
+import zipfile  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+# relative names resolve in an empty folder; absolute and home paths are left out (they would walk this machine)
+NAMES = st.text(max_size=40).filter(lambda s: not s.strip().startswith(("/", "~"))) | st.sampled_from(
+    ["cifar10", "CIFAR100 ", "mnist", "digits/", "../x", "/no/such/folder", "~/no/such.zip", "a.zip", "..",
+     "x\x00y", "fashion-mnist", " ", "."])
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(NAMES)
+def test_any_data_set_argument_is_data_or_one_user_error(tmp_path, monkeypatch, name):
+    """Offline (download off): a name is a known set, an existing path, or one line saying which it is not."""
+    (tmp_path / "empty").mkdir(exist_ok=True)
+    monkeypatch.chdir(tmp_path / "empty")
+    try:
+        load_source(name, tmp_path / "data", tmp_path / "cache", None, download=False)
+    except UserError as e:
+        assert str(e) and "\n" not in str(e)
+
+
+def png_bytes(value):
+    buf = io.BytesIO()
+    Image.new("RGB", (6, 6), (value, 255 - value, 40)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+MEMBER = st.lists(st.sampled_from(["..", ".", "", "a", "b", "Cat", "cat", "é x", "__MACOSX", ".hidden", "/", "C:"]),
+                  min_size=1, max_size=4).map("/".join)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(MEMBER, st.sampled_from([".png", ".txt", ".PNG", ""])), min_size=1, max_size=8))
+def test_any_zip_member_names_give_data_or_one_user_error_and_nothing_outside_the_cache(tmp_path_factory, members):
+    """Zip members named anything (`../`, absolute, unicode, hidden, case twins): never written or read outside."""
+    root = tmp_path_factory.mktemp("zipprop")
+    zpath = root / "set.zip"
+    with zipfile.ZipFile(zpath, "w") as z:
+        for i, (name, ext) in enumerate(members):
+            z.writestr(f"{name}/{i}{ext}", png_bytes(i * 20) if ext.lower() == ".png" else b"note")
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    try:
+        source = load_source(str(zpath), root / "data", root / "cache", 8, download=False)
+        assert len(source.train) >= 1 and len(source.class_names) >= 1
+    except UserError as e:
+        assert str(e) and "\n" not in str(e)
+    after = {p.relative_to(root) for p in root.rglob("*")}
+    assert {p for p in after - set(before) if p.parts[0] != "cache"} == set()  # nothing written beside the cache

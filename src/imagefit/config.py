@@ -313,7 +313,9 @@ def _coerce(cls: type, key: str, value: Any, source: str) -> Any:
     """Accept what YAML or a command line gives ('3' for an int, '1e-3' for a float) and check the type."""
     hint = get_type_hints(cls)[key]
     if value is None:
-        return None
+        if type(None) in getattr(hint, "__args__", ()):
+            return None
+        raise UserError(f"config key '{key}' in {source} has no value", f"give it a {_type_words(hint)}, or remove the line")
     if getattr(hint, "__origin__", None) is list:  # a YAML list, or 'a,b' from a command line
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)):

@@ -58,7 +58,11 @@ def _fingerprint(path: Path) -> str:
     for dirpath, _, filenames in walk(path):
         for name in filenames:
             full = os.path.join(dirpath, name)
-            st = os.stat(full)
+            try:
+                st = os.stat(full)
+            except OSError:  # a broken link or an unreadable file: decoding skips and lists it
+                rows.append(f"{os.path.relpath(full, path)}\0unreadable\n")
+                continue
             rows.append(f"{os.path.relpath(full, path)}\0{st.st_size}\0{st.st_mtime_ns}\n")
     for row in sorted(rows):
         h.update(row.encode("utf-8", "surrogateescape"))
