@@ -79,3 +79,28 @@ def test_lost_race_uses_winner(tmp_path):
     out = cached_source(tmp_path, key, build_and_race)
     _same(out, _source())
     assert len(list(tmp_path.iterdir())) == 1
+
+
+class Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_pickle_planted_in_a_cache_entry_never_runs_and_the_entry_is_rebuilt(tmp_path):
+    key = {"dataset": "toy"}
+    build = Counter()
+    cached_source(tmp_path / "cache", key, build)
+    marker = tmp_path / "pwned"
+    evil = np.empty(1, dtype=object)
+    evil[0] = Payload(marker)
+    for name in ("train_images.npy", "train_labels.npy"):
+        np.save(entry_dir(tmp_path / "cache", key) / name, evil, allow_pickle=True)  # what an attacker could write
+        for mmap in (False, True):
+            _same(cached_source(tmp_path / "cache", key, build, mmap=mmap), _source())
+        assert not marker.exists()
+    assert build.calls == 3  # each planted entry was dropped and rebuilt, never unpickled

@@ -158,3 +158,32 @@ def test_train_help_lists_values_and_defaults(tmp_path):
     out = imagefit("train", "--help", cwd=tmp_path).stdout
     assert "one of none, cosine, onecycle, triangle; default: none" in " ".join(out.split())
     assert "default: unset" in out and "default: 0.5" in " ".join(out.split())  # batch_size: unset (the planner's or 128)
+
+
+def test_a_pickle_with_a_payload_as_a_checkpoint_to_resume_runs_no_code(tmp_path, base):
+    import torch
+
+    run = imagefit_api_train(tmp_path)
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    (run.dir / "metrics.json").unlink()  # as a run killed before it finished leaves it: resumable
+    torch.save({"state_dict": Payload(), "epoch": 0}, run.dir / "checkpoints" / "last.ckpt")
+    proc = imagefit("train", "--resume", run.dir, cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "Warning" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"imagefit: error: {run.dir / 'checkpoints' / 'last.ckpt'} is not a "
+                                                   "checkpoint imagefit wrote ("), lines
+    assert "posix.system" in lines[0] and "it was refused and none of its contents ran" in lines[0]
+    assert f"imagefit train --config {run.dir / 'config.yaml'}" in lines[0]
+    assert not marker.exists()
+
+
+def imagefit_api_train(tmp_path):
+    from imagefit import train
+
+    return train(dataset="digits", model="seed-cnn", epochs=1, batch_size=128, runs_dir=str(tmp_path / "runs"),
+                 cache_dir=str(tmp_path / "cache"), progress=False, precision="32")

@@ -12,9 +12,11 @@
 from __future__ import annotations
 
 import math
+import pickle
 import signal
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -23,6 +25,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from .. import atomic
+from ..errors import UserError
 
 
 class EpochSeeding(L.Callback):
@@ -123,6 +126,20 @@ class Lookahead(L.Callback):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.average = state_dict.get("average")
+
+
+def read_checkpoint(path: str | Path, map_location=None) -> dict:
+    """A checkpoint loaded without unpickling code (`weights_only`); anything else is one line, and nothing in it ran."""
+    try:
+        with warnings.catch_warnings():  # torch's note about pickle protocols would print before our one line
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        text = str(e).split("WeightsUnpickler error:", 1)[-1]  # torch's own reason, after its advice
+        reason = next((line.strip() for line in text.splitlines() if line.strip()), type(e).__name__)
+        run_dir = Path(path).parent.parent
+        raise UserError(f"{path} is not a checkpoint imagefit wrote ({reason[:120]}); it was refused and none of its "
+                        "contents ran", f"start the run again: imagefit train --config {run_dir / 'config.yaml'}") from None
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -31,7 +31,7 @@ from ..evaluate.predict import forward_batch, predict_logits
 from ..models import count_parameters, create_model
 from .autoplan import FAMILY, Stopwatch, apply_plan, plan_run, resize_data
 from .budget import END_MARGIN, BudgetPlan, Speed, replan_steps
-from .callbacks import (AtomicCheckpointIO, EarlyStoppingInEpochs, EpochSeeding, GracefulInterrupt, Lookahead,
+from .callbacks import (AtomicCheckpointIO, read_checkpoint, EarlyStoppingInEpochs, EpochSeeding, GracefulInterrupt, Lookahead,
                         FollowPlan, ShardByRank, StopOnNonFinite)
 from .distributed import one_launch
 from .history import HistoryWriter
@@ -180,7 +180,7 @@ def _fit_holding(cfg: TrainConfig, run_dir: Path | None, ckpt: Path | None, held
     precision = resolve_precision(cfg.precision, cfg.accelerator)
     check_trainer_args(cfg, precision)  # before the data is decoded and before the run folder exists
     watch.lap("start")
-    checkpoint = torch.load(ckpt, weights_only=True) if ckpt else {}
+    checkpoint = read_checkpoint(ckpt) if ckpt else {}
     history_state = checkpoint.get("callbacks", {}).get("HistoryWriter", {})
     elapsed_before = history_state.get("elapsed", 0.0)
 
@@ -352,7 +352,7 @@ def _fit_holding(cfg: TrainConfig, run_dir: Path | None, ckpt: Path | None, held
     logits, evaluated = final_logits, "final"
     best_path = checkpoints.best_model_path
     if cfg.early_stopping and cfg.restore_best and best_path and Path(best_path).is_file():
-        state = torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"]
+        state = read_checkpoint(best_path)["state_dict"]
         module.load_state_dict(state)
         logits, _ = predict_logits(module.model, data.test, eval_batch, precision, module.device, cfg.tta)
         evaluated = "best"
