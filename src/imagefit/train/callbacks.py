@@ -136,9 +136,11 @@ def read_checkpoint(path: str | Path, map_location=None) -> dict:
             return torch.load(path, map_location=map_location or "cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
         text = str(e).split("WeightsUnpickler error:", 1)[-1]  # torch's own reason, after its advice
-        reason = next((line.strip() for line in text.splitlines() if line.strip()), type(e).__name__)
+        advice = ("Weights only load failed", "Check the documentation", "Please file an issue")
+        reason = next((line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith(advice)),
+                      type(e).__name__)
         run_dir = Path(path).parent.parent
-        raise UserError(f"{path} is not a checkpoint imagefit wrote ({reason[:120]}); it was refused and none of its "
+        raise UserError(f"{path} is not a checkpoint imagefit wrote ({reason[:160]}); it was refused and none of its "
                         "contents ran", f"start the run again: imagefit train --config {run_dir / 'config.yaml'}") from None
 
 
