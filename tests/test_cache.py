@@ -104,3 +104,39 @@ def test_a_pickle_planted_in_a_cache_entry_never_runs_and_the_entry_is_rebuilt(t
             _same(cached_source(tmp_path / "cache", key, build, mmap=mmap), _source())
         assert not marker.exists()
     assert build.calls == 3  # each planted entry was dropped and rebuilt, never unpickled
+
+
+RACER = """
+import sys, time
+from pathlib import Path
+from imagefit.data.sources import load_source
+go = Path(sys.argv[3])
+while not go.exists():
+    time.sleep(0.01)
+s = load_source(sys.argv[1], sys.argv[2] + "/data", sys.argv[2] + "/cache", 16)
+print(len(s.train), int(s.train.images.sum()))
+"""
+
+
+def test_two_processes_filling_one_cache_entry_at_once_leave_one_valid_entry(tmp_path):
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    for c in range(2):
+        (tmp_path / "photos" / f"c{c}").mkdir(parents=True)
+        for i in range(150):
+            Image.new("RGB", (40, 30), (c * 200, i, 255 - i)).save(tmp_path / "photos" / f"c{c}" / f"{i}.jpg")
+    go = tmp_path / "go"
+    racers = [subprocess.Popen([sys.executable, "-c", RACER, str(tmp_path / "photos"), str(tmp_path), str(go)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    go.touch()  # both start decoding at once
+    outs = [p.communicate(timeout=300) for p in racers]
+    assert all(p.returncode == 0 for p in racers), [o[1][-500:] for o in outs]
+    assert outs[0][0] == outs[1][0] and outs[0][0].split()[0] == "300"  # both read the same data
+    entries = [p for p in (tmp_path / "cache").iterdir()]
+    assert len(entries) == 1 and not entries[0].name.startswith("."), entries  # one entry, no temp or trash left
+    again = subprocess.run([sys.executable, "-c", RACER, str(tmp_path / "photos"), str(tmp_path), str(go)],
+                           capture_output=True, text=True, timeout=300)
+    assert again.stdout == outs[0][0]  # the entry left behind reads back whole
