@@ -7,6 +7,7 @@ import lightning as L
 import pytest
 import torch
 
+from imagefit.errors import UserError
 from imagefit.train.callbacks import AtomicCheckpointIO, EarlyStoppingInEpochs
 
 
@@ -78,7 +79,7 @@ def test_atomic_checkpoint_io_round_trip_and_refuses_pickled_code(tmp_path):
             return os.system, (f"touch {tmp_path / 'pwned'}",)
 
     torch.save({"state_dict": {}, "x": Payload()}, tmp_path / "evil.ckpt", _use_new_zipfile_serialization=True)
-    with pytest.raises(Exception):
+    with pytest.raises(UserError, match="is not a checkpoint imagefit wrote .*posix.system.*none of its contents ran"):
         io.load_checkpoint(tmp_path / "evil.ckpt")
     assert not (tmp_path / "pwned").exists()
 

