@@ -12,6 +12,11 @@ def test_crop_is_a_translation_of_each_image():
     for i in range(2):  # every output is some 8x8 window of the padded input
         windows = [padded[i, :, dy:dy + 8, dx:dx + 8] for dy in range(5) for dx in range(5)]
         assert any(torch.equal(out[i], w) for w in windows)
+    many = x[:1].expand(64, -1, -1, -1).contiguous()  # one image 64 times: the crops must move, and not all alike
+    offsets = set()
+    for o in random_crop(many, 2, gen):
+        offsets.add(next(k for k in range(25) if torch.equal(o, padded[0, :, k // 5:k // 5 + 8, k % 5:k % 5 + 8])))
+    assert len(offsets) >= 10 and offsets != {12}  # 12: the centre window, an identity crop
 
 
 def test_flip_mirrors_about_half_and_is_seeded():

@@ -50,6 +50,10 @@ def test_mmap_load_is_equal_and_file_backed(tmp_path):
     built = cached_source(tmp_path, key, Counter(), mmap=True)
     again = cached_source(tmp_path, key, Counter(), mmap=True)
     _same(built, again)
+    npy = str(entry_dir(tmp_path, key) / "train_images.npy")
+    mapped = [line.split()[0] for line in open("/proc/self/maps") if line.rstrip().endswith(npy)]
+    ptr = again.train.images.data_ptr()
+    assert any(int(a, 16) <= ptr < int(b, 16) for a, b in (r.split("-") for r in mapped)), "not memory-mapped"
     again.train.images[0] = 0  # copy-on-write: the file must not change
     fresh = cached_source(tmp_path, key, Counter())
     assert torch.equal(fresh.train.images, _source().train.images)

@@ -21,6 +21,8 @@ def image_size(path):
         im.verify()
     with Image.open(path) as im:
         assert im.format == "PNG"
+        gray = np.asarray(im.convert("L"), dtype=np.float32)
+        assert gray.std() > 5 and (gray < 128).mean() > 0.002, "a blank or nearly blank picture"  # lines, text, cells
         return im.size
 
 

@@ -111,7 +111,7 @@ def test_ctrl_c_ends_cleanly_with_an_interrupted_report_then_resumes(tmp_path):
     assert "Interrupted run" in (run_dir / "report.md").read_text()
     assert (run_dir / "checkpoints" / "last.ckpt").exists()
     resumed = cli("train", "--resume", run_dir, "--epochs", "30")
-    resumed.wait(timeout=300)
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
     m2 = json.loads((run_dir / "metrics.json").read_text())
     assert m2["interrupted"] is False and m2["epochs_run"] > m["epochs_run"]
     finished = cli("train", "--resume", run_dir)
