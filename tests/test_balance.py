@@ -63,6 +63,8 @@ def test_each_option_changes_what_a_real_run_trains_on(quick, tmp_path, option):
     assert first_loss(plain) != pytest.approx(first_loss(balanced), rel=1e-6)
     assert balanced.config.to_dict() | option == balanced.config.to_dict()  # saved with the run
     assert "balanced" in (balanced.dir / "config.yaml").read_text()
+    said = "Class weights: balanced, from " if "class_weights" in option else "Sampler: balanced: each epoch drew"
+    assert any(n.startswith(said) for n in balanced.metrics["data_notes"]) and said in (balanced.dir / "report.md").read_text()
 
 
 def test_a_bad_value_is_one_clear_error():

@@ -107,7 +107,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E
 
 KNOWN_KEYS = sorted(f.name for f in _fields(TrainConfig))
 ANY_VALUE = st.recursive(
-    st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=True, allow_infinity=True)
+    st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=False)
     | st.text(max_size=12) | st.sampled_from(["auto", "fast", "none", "10m", "-3s", "1e-3", "0", "digits", "32"]),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=2),
     max_leaves=4)

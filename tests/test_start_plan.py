@@ -34,6 +34,10 @@ def test_a_budget_with_nothing_pinned_leaves_the_start_open_and_pins_are_kept():
     assert transfer.transfer_strategy is None and transfer.scheduler == "onecycle"  # the transfer planner's to choose
     for decided in (scratch, transfer):
         assert decided.label_smoothing == 0.05 and decided.seed == 3 and decided.time_budget == "5m"
+    # a pin that equals a default is still a pin: the fast recipe does not override an explicit Adam
+    pinned = TrainConfig.from_dict({"dataset": "x", "time_budget": "5m", "optimizer": "adam", "augment": "basic"})
+    assert pinned.recipe == "auto" and pinned.decide_start(False).optimizer == "adam"
+    assert TrainConfig.from_dict({"dataset": "x", "time_budget": "5m"}).decide_start(False).optimizer == "sgd"
 
 
 def test_pinning_any_of_the_start_skips_recipe_auto():

@@ -114,6 +114,7 @@ class TrainConfig:
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> "TrainConfig":
         known = {f.name for f in fields(cls)}
         values = rename_legacy_keys(values, source)
+        given = frozenset(values)  # what the user set, before recipes fill in theirs
         if _plans(values):  # a budget and no model: the best from-scratch recipe, or the planner's pick of a start
             values = {**values, "recipe": "auto" if values.get("pretrained") is None else "fast"}
         if (values.get("pretrained") or values.get("weights")) and values.get("scheduler") is None:
@@ -132,6 +133,7 @@ class TrainConfig:
                 raise UserError(f"unknown config key '{key}' in {source}", hint)
         cfg = cls(**{k: _coerce(cls, k, v, source) for k, v in values.items()})
         cfg.validate()
+        cfg.given_keys = given  # not a field: not saved, and lost by replace(); decide_start reads it
         return cfg
 
     @classmethod
@@ -143,14 +145,16 @@ class TrainConfig:
             values = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:
             raise UserError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}", "fix its syntax") from None
-        if not isinstance(values, dict):
+        if not isinstance(values, dict) or not all(isinstance(k, str) for k in values):
             raise UserError(f"config file {path} must be a mapping of keys to values", "write one 'key: value' a line")
         values.update(overrides or {})
         return cls.from_dict(values, source=str(path))
 
     def decide_start(self, transfer: bool) -> "TrainConfig":
         """Recipe auto, decided: the same keys the user set, from scratch with the fast recipe or from ImageNet weights."""
-        given = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != _default(f)}
+        keys = getattr(self, "given_keys", None)  # pins equal to a default are pins too (an explicit --batch-size 64)
+        given = {f.name: getattr(self, f.name) for f in fields(self)
+                 if (f.name in keys if keys is not None else getattr(self, f.name) != _default(f))}
         given.pop("recipe", None)
         return TrainConfig.from_dict({**given, "pretrained": transfer})
 

@@ -37,7 +37,7 @@ class TensorLoader:
         n = len(self.data)
         if self.shuffle and self.sample_weights is not None:  # the same draw on every rank, then sharded
             gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            order = torch.tensor(list(WeightedRandomSampler(self.sample_weights, n, replacement=True, generator=gen)))
+            order = torch.multinomial(self.sample_weights.double(), n, replacement=True, generator=gen)  # as torch's sampler draws
         elif self.shuffle:
             gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
             order = torch.randperm(n, generator=gen)

@@ -292,8 +292,9 @@ def _fit_holding(cfg: TrainConfig, run_dir: Path | None, ckpt: Path | None, held
 
     class_weight = balanced_class_weights(data.train.labels, data.num_classes) if cfg.class_weights == "balanced" else None
     if class_weight is not None:
-        data.notes.append(f"Class weights: balanced, from {float(class_weight.min()):.2f} (the largest class) to "
-                          f"{float(class_weight.max()):.2f} (the rarest), on the training loss only.")
+        present = class_weight[torch.bincount(data.train.labels, minlength=data.num_classes) > 0]
+        data.notes.append(f"Class weights: balanced, from {float(present.min()):.2f} (the largest class) to "
+                          f"{float(present.max()):.2f} (the rarest), on the training loss only.")
     if cfg.sampler == "balanced":
         data.notes.append("Sampler: balanced: each epoch drew its training images with replacement, every class "
                           "equally likely.")
