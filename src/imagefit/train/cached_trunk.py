@@ -28,7 +28,7 @@ import torch.nn as nn
 
 from ..data.types import ImageSet
 from ..errors import UserError
-from ..models.pretrained import freeze
+from ..models.freeze import freeze
 from ..models.registry import ImageClassifier
 from .precision import autocast
 from .transfer import content_key

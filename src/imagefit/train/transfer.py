@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from .. import atomic
 from ..data.types import ImageSet
 from ..evaluate.predict import batched_outputs
-from ..models.pretrained import freeze, unfreeze
+from ..models.freeze import freeze, unfreeze
 from ..models.registry import ImageClassifier
 
 log = logging.getLogger("imagefit")

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..models.pretrained import unfreeze
+from ..models.freeze import unfreeze
 from .budget import measure_speed
 from .cached_trunk import blocks_of, split_model
 from .precision import autocast
