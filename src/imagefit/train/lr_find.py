@@ -1,17 +1,18 @@
 """The learning-rate finder (`imagefit lr-find`, `--lr find`): Lightning's range test on imagefit's own module.
 
 Lightning's `Tuner.lr_find` trains for a number of steps while the rate grows exponentially from `min_lr`
-to `max_lr`, records the smoothed loss at each, suggests the rate where the loss falls fastest, and restores
-the weights it started from (it checkpoints and reloads them). Here it runs on the run's own network and
-training loader (the same augmentation, class weights and, for a linear probe or a partial fine-tune, the
-same cached features), never on validation or test images, with three things Lightning leaves to us:
+to `max_lr`, records the smoothed loss at each, suggests the rate where the loss falls fastest, and puts back
+the weights (it checkpoints and reloads them) and the random-number state (`isolate_rng`). Here it runs on
+the run's own network and training loader (the same augmentation, class weights and, for a linear probe or a
+partial fine-tune, the same cached features), never on validation or test images, with three things
+Lightning leaves to us:
 
 - parameter groups keep their ratios. Lightning sets every group to the swept rate; a fine-tune's backbone
   must stay at `backbone_lr_mult` times the head (airbench's BatchNorm shifts at `bias_lr_scale` times the
   rest), so before each step `SweepModule` puts every group back at its multiple of the swept rate, which is
   the head's (the group named "head", else the first);
-- the run stays reproducible: the random-number state and the loader's epoch are put back, so `--lr find`
-  trains exactly as `--lr <the suggestion>` would;
+- the run stays reproducible: the loader's epoch is put back too, so `--lr find` trains exactly as
+  `--lr <the suggestion>` would (tested);
 - nothing is left in the run folder: Lightning's temporary checkpoint goes to a temporary folder.
 
 The suggestion is rounded to 3 significant digits, so the `imagefit train ... --lr X` that `imagefit lr-find`
@@ -124,7 +125,7 @@ def find_lr(cfg: TrainConfig, net: torch.nn.Module, data, train_loader, precisio
     # Lightning's sweep always draws a tqdm bar: shown on a terminal when progress is on, else kept out of logs
     shown = cfg.progress and sys.stderr.isatty()
     started = time.perf_counter()
-    with torch.random.fork_rng(), tempfile.TemporaryDirectory(prefix="imagefit-lr-find-") as tmp, \
+    with tempfile.TemporaryDirectory(prefix="imagefit-lr-find-") as tmp, \
             warnings.catch_warnings(), contextlib.nullcontext() if shown else contextlib.redirect_stderr(io.StringIO()):
         warnings.filterwarnings("ignore", message=".*`validation_step` but have no `val_dataloader`.*")
         trainer = L.Trainer(accelerator=cfg.accelerator, devices=1, precision=precision, logger=False, max_epochs=-1,

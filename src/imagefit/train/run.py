@@ -278,12 +278,13 @@ def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None
     train_loader, val_loader = make_loaders(cfg, data, eval_side)
     sweep = None
     if finding:  # a resumed run reads the sweep it made: the finder never runs twice
-        sweep = read_sweep(run_dir) if ckpt else find_lr(cfg, trainable, data, train_loader, precision, groups,
-                                                         augment=not cached, **(sweep_only or {}))
+        if ckpt:
+            sweep = read_sweep(run_dir)
+        else:
+            sweep = find_lr(cfg, trainable, data, train_loader, precision, groups, augment=not cached, **(sweep_only or {}))
+            watch.lap("lr find")
         cfg = cfg.replace(lr=sweep.suggestion)
         groups = parameter_groups(model, cfg.learning_rate, cfg.backbone_lr_mult) if groups else None
-        if not ckpt:
-            watch.lap("lr find")
         if sweep_only is not None:
             name = cfg.name or f"{dataset_slug(cfg.dataset)}-{cfg.model}-lr-find-{datetime.now():%Y%m%d-%H%M%S}"
             folder = unique_run_dir(Path(cfg.runs_dir).expanduser(), name)
