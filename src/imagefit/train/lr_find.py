@@ -105,14 +105,19 @@ class SweepModule(ClassifierModule):
         self.multipliers_used = [g["lr"] / rate for g in groups]  # what the step used (the test reads it)
 
 
-def find_lr(cfg: TrainConfig, net: torch.nn.Module, data, train_loader, precision: str, groups=None,
-            augment: bool = True, min_lr: float = MIN_LR, max_lr: float = MAX_LR, steps: int = STEPS) -> Sweep:
-    """Lightning's range test on `net` with the run's training loader; `net`'s weights come back unchanged."""
+def check_range(min_lr: float = MIN_LR, max_lr: float = MAX_LR, steps: int = STEPS) -> None:
+    """A sweep Lightning can suggest from, checked before any data is decoded."""
     if not 0 < min_lr < max_lr:
         raise UserError(f"the finder's range must have 0 < min_lr < max_lr, got {min_lr:g} to {max_lr:g}",
                         "pass --min-lr 1e-8 --max-lr 1")
     if steps < 13:  # Lightning's suggestion skips the first 10 points and the last one, and needs 2
         raise UserError(f"the finder needs at least 13 steps, got {steps}", "pass --steps 100")
+
+
+def find_lr(cfg: TrainConfig, net: torch.nn.Module, data, train_loader, precision: str, groups=None,
+            augment: bool = True, min_lr: float = MIN_LR, max_lr: float = MAX_LR, steps: int = STEPS) -> Sweep:
+    """Lightning's range test on `net` with the run's training loader; `net`'s weights come back unchanged."""
+    check_range(min_lr, max_lr, steps)
     from lightning.pytorch.tuner import Tuner
 
     from .callbacks import AtomicCheckpointIO

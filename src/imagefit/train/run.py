@@ -38,7 +38,7 @@ from .loggers import Tracking, progress_callbacks
 from .module import ClassifierModule
 from .precision import fp32_depthwise, resolve_precision
 from .frozen_inputs import probe_features, trunk_activations
-from .lr_find import Sweep, find_lr, read_sweep, write_sweep
+from .lr_find import Sweep, check_range, find_lr, read_sweep, write_sweep
 from .transfer import FreezeUnfreeze, default_input_size, parameter_groups
 from .balance import balanced_class_weights, balanced_sample_weights
 from .start_plan import choose_start
@@ -170,6 +170,7 @@ def lr_find(config: TrainConfig | dict | None = None, *, min_lr: float | None = 
         cfg = config.replace(**overrides, lr="find")
         cfg.validate()
     sweep_range = {k: v for k, v in (("min_lr", min_lr), ("max_lr", max_lr), ("steps", steps)) if v is not None}
+    check_range(**sweep_range)
     return _fit(cfg, sweep_only=sweep_range)
 
 
