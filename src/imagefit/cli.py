@@ -55,7 +55,8 @@ HELP = {  # one line per TrainConfig key; the allowed values and the default are
                   "full side; unset: off, or with --time-budget half the side for images of 64 px and more",
     "early_fraction": "the share of the training steps at --early-size",
     "optimizer": "sgd (Nesterov with --momentum), adam or adamw",
-    "lr": "learning rate; unset: 1e-3 for adam/adamw, 0.05 for sgd",
+    "lr": "learning rate, or find: Lightning's learning-rate finder on the training split picks it (lr_find.png in "
+          "the run folder; see imagefit lr-find); unset: 1e-3 for adam/adamw, 0.05 for sgd",
     "weight_decay": "L2 penalty (decoupled for adamw)",
     "momentum": "SGD momentum",
     "label_smoothing": "soft targets: this share of the probability is spread over all classes",
@@ -143,6 +144,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue an interrupted run from its last checkpoint")
     add_config_options(p)
 
+    p = sub.add_parser("lr-find", help="Lightning's learning-rate finder: runs/<name>/lr_find.png and the --lr to train with",
+                       description="Run Lightning's learning-rate finder (a short training sweep with a growing rate, on "
+                                   "the training split only) on the run that 'imagefit train' with the same options would "
+                                   "make; write lr_find.png and lr_find.json into runs/<name>/ and print the suggested "
+                                   "rate with the train command that uses it. ('imagefit train --lr find' does both.)")
+    p.add_argument("--config", dest="config_file", metavar="FILE.yaml", help="a config file of TrainConfig keys")
+    p.add_argument("--min-lr", dest="sweep_min_lr", type=float, default=1e-8, metavar="LR",
+                   help="the sweep's first rate (default: 1e-8, Lightning's)")
+    p.add_argument("--max-lr", dest="sweep_max_lr", type=float, default=1.0, metavar="LR",
+                   help="the sweep's last rate (default: 1)")
+    p.add_argument("--steps", dest="sweep_steps", type=int, default=100, metavar="N",
+                   help="training steps in the sweep, one rate each (default: 100)")
+    add_config_options(p)
+
     p = sub.add_parser("report", help="rebuild a run's report files from what the run saved")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder (runs/<name>)")
 
@@ -220,9 +235,37 @@ def cmd_train(args: argparse.Namespace) -> int:
         state = " (interrupted)" if m.get("interrupted") else ""
         print(f"test accuracy {m['test_accuracy']:.4f}{top5}, test loss {m['test_loss']:.4f}{state}; "
               f"{m['epochs_run']} epochs in {m['wall_seconds']:.0f} s")
+        if m.get("lr_found"):
+            print(f"learning rate {m['lr_found']:g}, from the learning-rate finder: {run.dir / 'lr_find.png'}")
         for sentence in m.get("diagnosis") or []:
             print(sentence)
         print(f"report: {run.dir / 'report.md'}")
+    return 0
+
+
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    import shlex
+
+    from .train import lr_find, run as run_module
+
+    run_module.CLOCK_STARTED = PROCESS_STARTED
+    sweep_keys = ("sweep_min_lr", "sweep_max_lr", "sweep_steps")
+    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "config_file", *sweep_keys)}
+    if overrides.get("lr") is not None:
+        raise UserError(f"lr-find chooses the learning rate, so --lr {overrides['lr']} has no use here", "leave --lr out")
+    sweep_range = dict(min_lr=args.sweep_min_lr, max_lr=args.sweep_max_lr, steps=args.sweep_steps)
+    cfg = (TrainConfig.load(args.config_file, {**overrides, "lr": "find"}) if args.config_file
+           else TrainConfig.from_dict({**overrides, "lr": "find"}, source="the command line"))
+    sweep = lr_find(cfg, **sweep_range)
+    command = ["imagefit", "train"] + (["--config", args.config_file] if args.config_file else [])
+    for key, value in overrides.items():
+        if key == "name":  # the name was the sweep's folder
+            continue
+        flag = "--" + key.replace("_", "-")
+        command += ([flag if value else "--no-" + flag[2:]] if isinstance(value, bool) else [flag, str(value)])
+    command += ["--lr", f"{sweep.suggestion:g}"]
+    print(f"suggested learning rate {sweep.suggestion:g} (plot: {sweep.dir / 'lr_find.png'}); train with: "
+          f"{shlex.join(command)}")
     return 0
 
 
@@ -361,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     # only rank 0 of a distributed launch speaks (the rank as train.run.launched_rank reads it, without its imports)
     rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", os.environ.get("LOCAL_RANK", 0))))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="imagefit: %(message)s")
-    commands = {"train": cmd_train, "report": cmd_report, "study": cmd_study, "compare": cmd_compare,
+    commands = {"train": cmd_train, "lr-find": cmd_lr_find, "report": cmd_report, "study": cmd_study, "compare": cmd_compare,
                 "models": cmd_models, "datasets": cmd_datasets, "predict": cmd_predict, "export": cmd_export}
     try:
         return commands[args.command](args)

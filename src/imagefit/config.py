@@ -66,7 +66,7 @@ class TrainConfig:
     epochs: int | None = None  # None: 10, or as many as the time budget buys (planned in steps)
     batch_size: int | None = None  # None: 128 (recipe fast: 1024), or the budget planner's choice
     optimizer: str = "adam"
-    lr: float | None = None  # None: the optimizer's usual default (adam/adamw 1e-3, sgd 0.05)
+    lr: float | str | None = None  # None: the optimizer's usual default (adam/adamw 1e-3, sgd 0.05); "find": Lightning's learning-rate finder
     weight_decay: float = 0.0
     momentum: float = 0.9
     label_smoothing: float = 0.0
@@ -207,8 +207,23 @@ class TrainConfig:
         if self.recipe == "auto" and not (self.planned and self.model is None and not self.transfer):
             raise UserError("recipe auto (from scratch or ImageNet transfer, the planner's pick) needs --time-budget "
                             "without --epochs, --model, --pretrained or --weights", "pin those, or leave --recipe out")
+        if isinstance(self.lr, str):
+            self._validate_lr_find()
         if not 0 <= self.label_smoothing < 1:
             raise UserError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}", "pass --label-smoothing 0.1")
+
+    def _validate_lr_find(self) -> None:
+        """'find' is the only word --lr takes, and the finder runs on one device, outside any time budget."""
+        if self.lr != "find":
+            raise UserError(f"lr '{self.lr}' is not a number or 'find'",
+                            "pass a rate such as --lr 0.001, or --lr find for Lightning's learning-rate finder")
+        if self.time_budget is not None:
+            raise UserError("lr find cannot be combined with a time budget: the budget's plan does not count the "
+                            "finder's sweep", "run imagefit lr-find with the same options and no --time-budget, then "
+                            "pass its suggestion as --lr")
+        if str(self.devices) != "1" or self.num_nodes != 1:
+            raise UserError(f"lr find runs the finder on one device, not --devices {self.devices} --num-nodes {self.num_nodes}",
+                            "run imagefit lr-find with --devices 1, then pass its suggestion as --lr")
 
     # ---- derived values -----------------------------------------------------------------------
     @property
@@ -220,6 +235,8 @@ class TrainConfig:
 
     @property
     def learning_rate(self) -> float:
+        if self.lr == "find":
+            raise ValueError("lr 'find' is decided when the run starts: read the run's lr_found")
         if self.lr is not None:
             return self.lr
         return 0.05 if self.optimizer == "sgd" else 1e-3

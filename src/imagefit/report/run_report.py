@@ -44,6 +44,8 @@ ARTIFACTS = {
     "misclassified.csv": "every misclassified test image: source file or index, true and predicted class, probabilities, loss",
     "misclassified.png": "the misclassified test images with the highest loss",
     "reliability.png": "reliability diagram: test accuracy against confidence, before and after temperature scaling",
+    "lr_find.png": "the learning-rate finder's sweep: training loss against the rate, the suggestion marked",
+    "lr_find.json": "the finder's rates, losses and suggestion",
 }
 
 
@@ -177,7 +179,9 @@ def _setup_rows(config: dict, metrics: dict) -> list[list[str]]:
     size = metrics.get("image_size") or config.get("image_size")
     optimizer = config.get("optimizer")
     lr = config.get("lr")
-    if optimizer and lr is None and optimizer in ("sgd", "adam", "adamw"):
+    if lr == "find" and number(metrics.get("lr_found")) is not None:  # lr_find.png shows the sweep
+        lr_text = f"{metrics['lr_found']:g}, found by Lightning's learning-rate finder (lr_find.png)"
+    elif optimizer and lr is None and optimizer in ("sgd", "adam", "adamw"):
         lr_text = f"{TrainConfig(optimizer=optimizer).learning_rate:g} (the optimizer's default)"
     else:
         lr_text = f"{number(lr):g}" if number(lr) is not None else "–"
@@ -343,6 +347,9 @@ def write_run_report(run_dir: Path) -> Path:
     if notes:
         lines += ["## Data notes", ""] + [f"- {n}" for n in notes] + [""]
     lines += skipped_section(metrics)
+    if (metrics.get("lr_find") or {}).get("sentence"):  # train --lr find: the sweep that chose the rate
+        lines += ["## Learning rate", "", metrics["lr_find"]["sentence"], ""]
+        lines += ["![learning-rate finder](lr_find.png)", ""] if (run_dir / "lr_find.png").is_file() else []
     stopping = stopping_sentences(metrics)
     if stopping:
         lines += ["## Stopping", ""] + [" ".join(stopping), ""]

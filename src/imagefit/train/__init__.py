@@ -1,3 +1,3 @@
-from .run import Run, resume, train
+from .run import Run, lr_find, resume, train
 
-__all__ = ["Run", "resume", "train"]
+__all__ = ["Run", "lr_find", "resume", "train"]

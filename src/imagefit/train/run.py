@@ -40,6 +40,7 @@ from .module import ClassifierModule
 from .run_lock import run_folder_lock
 from .precision import fp32_depthwise, resolve_precision
 from .frozen_inputs import probe_features, trunk_activations
+from .lr_find import Sweep, check_range, find_lr, read_sweep, write_sweep
 from .transfer import FreezeUnfreeze, default_input_size, parameter_groups
 from .balance import balanced_class_weights, balanced_sample_weights
 from .start_plan import choose_start
@@ -161,21 +162,40 @@ def resume(run_dir: str | Path, **overrides) -> Run:
     return _fit(cfg, run_dir=run_dir, ckpt=last)
 
 
-def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None) -> Run:
+def lr_find(config: TrainConfig | dict | None = None, *, min_lr: float | None = None, max_lr: float | None = None,
+            steps: int | None = None, **overrides) -> Sweep:
+    """Lightning's learning-rate finder on the run that `train` with these keys would make (its data, model and
+    loaders, training split only): writes lr_find.png and lr_find.json into runs/<name>/ and returns the Sweep.
+    `train(lr="find")` does the same before training and trains at the suggestion."""
+    if config is None or isinstance(config, dict):
+        cfg = TrainConfig.from_dict({**(config or {}), **overrides, "lr": "find"})
+    else:
+        cfg = config.replace(**overrides, lr="find")
+        cfg.validate()
+    sweep_range = {k: v for k, v in (("min_lr", min_lr), ("max_lr", max_lr), ("steps", steps)) if v is not None}
+    check_range(**sweep_range)
+    return _fit(cfg, sweep_only=sweep_range)
+
+
+def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None,
+         sweep_only: dict | None = None) -> Run | Sweep:
     """The run; its folder is locked from the moment it is known (a resumed run's: at once) to the end."""
     with ExitStack() as held:
         if run_dir is not None and launched_rank() == 0:
             held.enter_context(run_folder_lock(run_dir))
-        return _fit_holding(cfg, run_dir, ckpt, held)
+        return _fit_holding(cfg, run_dir, ckpt, held, sweep_only)
 
 
-def _fit_holding(cfg: TrainConfig, run_dir: Path | None, ckpt: Path | None, held: ExitStack) -> Run:
+def _fit_holding(cfg: TrainConfig, run_dir: Path | None, ckpt: Path | None, held: ExitStack,
+                 sweep_only: dict | None) -> Run | Sweep:
     global CLOCK_STARTED
     started, CLOCK_STARTED = CLOCK_STARTED or time.perf_counter(), None
     watch = Stopwatch(started)
     quiet_lightning()
     # denormal floats (momentum buffers decaying at the end of a schedule) are 10-100x slower on x86 CPUs
     torch.set_flush_denormal(True)
+    finding = cfg.lr == "find"  # the rate is the finder's, below; until then the optimizer's default stands in
+    cfg = cfg.replace(lr=None) if finding else cfg
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     precision = resolve_precision(cfg.precision, cfg.accelerator)
     check_trainer_args(cfg, precision)  # before the data is decoded and before the run folder exists
@@ -270,6 +290,22 @@ def _fit_holding(cfg: TrainConfig, run_dir: Path | None, ckpt: Path | None, held
     watch.lap("probe")
     eval_side = input_size if cfg.transfer and not cached else 0  # 0: no cap (measured on pretrained nets only)
     train_loader, val_loader = make_loaders(cfg, data, eval_side)
+    sweep = None
+    if finding:  # a resumed run reads the sweep it made: the finder never runs twice
+        if ckpt:
+            sweep = read_sweep(run_dir)
+        else:
+            sweep = find_lr(cfg, trainable, data, train_loader, precision, groups, augment=not cached, **(sweep_only or {}))
+            watch.lap("lr find")
+        cfg = cfg.replace(lr=sweep.suggestion)
+        groups = parameter_groups(model, cfg.learning_rate, cfg.backbone_lr_mult) if groups else None
+        if sweep_only is not None:
+            name = cfg.name or f"{dataset_slug(cfg.dataset)}-{cfg.model}-lr-find-{datetime.now():%Y%m%d-%H%M%S}"
+            folder = unique_run_dir(Path(cfg.runs_dir).expanduser(), name)
+            write_sweep(folder, sweep, cfg.replace(name=folder.name, image_size=input_size or data.image_size,
+                                                   lr="find").to_dict())
+            return sweep
+        log.info(sweep.sentence())
     planned_epochs = plan.max_epochs if plan else cfg.epochs
 
     if run_dir is None and os.environ.get(RUN_DIR_ENV) and launched_rank() > 0:
@@ -282,10 +318,12 @@ def _fit_holding(cfg: TrainConfig, run_dir: Path | None, ckpt: Path | None, held
         held.enter_context(run_folder_lock(run_dir))
         cfg = cfg.replace(name=run_dir.name, image_size=input_size or data.image_size, lr=cfg.learning_rate)
         info = model.weights_info
-        cfg.save(run_dir / "config.yaml", notes=[
+        (cfg.replace(lr="find") if sweep else cfg).save(run_dir / "config.yaml", notes=[
             f"pretrained weights: {info['source']}, sha256 {info.get('sha256')}",
             f"transfer strategy {cfg.transfer_strategy}: {total_params - trainable_params:,} frozen and {trainable_params:,} trainable parameters",
         ] if info else None)
+        if sweep:  # lr_find.png and .json: --config repeats the decision (lr: find), the folder shows its grounds
+            write_sweep(run_dir, sweep, cfg.replace(lr="find").to_dict())
     if launched_rank() == 0:  # inherited by the processes a distributed launch starts (a resumed run's too)
         os.environ[RUN_DIR_ENV] = str(run_dir.resolve())
     log.info("run folder: %s", run_dir)
@@ -376,6 +414,8 @@ def _fit_holding(cfg: TrainConfig, run_dir: Path | None, ckpt: Path | None, held
         "budget_plan": plan.to_dict() if plan else None,
         "steps_run": trainer.global_step,
         "transfer_plan": transfer_choice.to_dict() if transfer_choice else None,
+        "lr_found": sweep.suggestion if sweep else None,
+        "lr_find": sweep.summary() if sweep else None,
     }
     if model.weights_info:
         extra.update(transfer_strategy=cfg.transfer_strategy, input_size=input_size, weights_source=model.weights_info["source"],
