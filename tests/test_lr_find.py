@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 import imagefit
 from imagefit.config import TrainConfig
 from imagefit.errors import UserError
+from imagefit.train.run_lock import LOCK_FILE
 from cli_process import run_imagefit
 
 
@@ -76,7 +77,7 @@ def test_train_lr_find_trains_at_the_found_rate_and_records_it(found):
     assert f"lr {m['lr_found']:g}, found by Lightning's learning-rate finder" in report and "(lr_find.png)" in report
     assert not [p for p in folder.rglob("*") if "lr_find" in p.name and p.suffix not in (".json", ".png")]
     assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
-    assert not list(folder.rglob(".*"))  # no temporary files
+    assert [p.name for p in folder.rglob(".*")] == [LOCK_FILE]  # no temporary files; the run-folder lock only
 
 
 def test_a_found_rate_run_equals_a_run_at_that_rate(found):
