@@ -86,10 +86,14 @@ def test_maps_leave_parameters_and_batchnorm_statistics_alone_also_under_bf16():
     fp32 = gradcam_maps(model, images, [[0] * 8, list(range(4)) * 2])
     with torch.autocast("cpu", dtype=torch.bfloat16):  # as if called inside a bf16 run: the maps stay fp32
         bf16 = gradcam_maps(model, images, [[0] * 8, list(range(4)) * 2])
+        raw = gradcam_maps(model, images, [list(range(4)) * 2], normalized=False)
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # weights, running stats, batch counts
     assert all(p.grad is None for p in model.parameters()) and all(m.training for m in model.modules())
     assert bf16.maps[0].dtype == torch.float32 and torch.allclose(fp32.maps[0], bf16.maps[0], atol=1e-5)
+    assert torch.allclose(fp32.scores, bf16.scores, rtol=1e-5, atol=1e-6) and (fp32.scores != 0).all()
+    exact = gradcam_maps(model, images, [list(range(4)) * 2], normalized=False).maps[0]
+    assert torch.allclose(exact, raw.maps[0], rtol=1e-5, atol=1e-7) and exact.max() > 0
     peaks = torch.cat(fp32.maps).amax((1, 2))  # each map scaled to its own maximum (0: no positive evidence)
     assert fp32.maps[0].shape == (8, 2, 2) and ((peaks > 0.99) | (peaks == 0)).all() and (peaks > 0).any()
     assert not torch.allclose(fp32.maps[0], fp32.maps[1])  # another class, another map
