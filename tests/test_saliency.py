@@ -10,6 +10,7 @@ import imagefit
 from imagefit.data.types import ImageSet
 from imagefit.evaluate.saliency import find_target_layer, gradcam_maps, write_gradcam
 from imagefit.models import create_model
+from imagefit.models.pretrained import freeze
 from imagefit.models.registry import ImageClassifier
 from imagefit.report.diagnostics import gradcam_section
 
@@ -80,8 +81,11 @@ def test_target_layer_rule_on_imagefit_models():
 def test_maps_leave_parameters_and_batchnorm_statistics_alone_also_under_bf16():
     torch.manual_seed(0)
     model = create_model("resnet9-small", 4, 3, 16)  # BatchNorm, in-place ReLUs; left in train mode
-    model.net.features[0][0].weight.requires_grad_(False)  # a frozen layer below the target
+    freeze(model.net.features[:5])  # frozen layers below the target, the way a probe's or a trunk's are
+    for p in model.net.features[5].parameters():
+        p.requires_grad_(False)  # and the target itself: its output takes no gradient unless re-rooted
     before = {k: v.clone() for k, v in model.state_dict().items()}
+    modes = [m.training for m in model.modules()]
     images = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8)
     fp32 = gradcam_maps(model, images, [[0] * 8, list(range(4)) * 2])
     with torch.autocast("cpu", dtype=torch.bfloat16):  # as if called inside a bf16 run: the maps stay fp32
@@ -89,7 +93,8 @@ def test_maps_leave_parameters_and_batchnorm_statistics_alone_also_under_bf16():
         raw = gradcam_maps(model, images, [list(range(4)) * 2], normalized=False)
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # weights, running stats, batch counts
-    assert all(p.grad is None for p in model.parameters()) and all(m.training for m in model.modules())
+    assert all(p.grad is None for p in model.parameters()) and [m.training for m in model.modules()] == modes
+    assert model.training and not model.net.features[0][1].training  # frozen BatchNorm stays in eval mode
     assert bf16.maps[0].dtype == torch.float32 and torch.allclose(fp32.maps[0], bf16.maps[0], atol=1e-5)
     assert torch.allclose(fp32.scores, bf16.scores, rtol=1e-5, atol=1e-6) and (fp32.scores != 0).all()
     exact = gradcam_maps(model, images, [list(range(4)) * 2], normalized=False).maps[0]
