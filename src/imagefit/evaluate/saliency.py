@@ -20,7 +20,9 @@ whitens them in its first layer. The overlays are drawn on the original test ima
 order, that is a 4-D feature map (N, C, H, W) with H x W > 1: the last place the network still knows
 *where* before it pools or flattens (torchcam's own rule for picking a layer). Modules that pass their input
 through unchanged (Dropout and Identity in eval mode) are skipped, and so are modules called more than once
-per forward pass (a shared activation), whose stored output would be ambiguous. On seed-cnn that is the
+per forward pass (a shared activation), whose stored output would be ambiguous, and 4-D outputs whose
+last two sides do not have the image's aspect ratio (a channels-last (N, H, W, C) tensor, as Swin passes
+them, is not an (N, C, H, W) map). On seed-cnn that is the
 last max-pool, on ResNet-9 the last block that keeps more than one pixel, on airbench its last conv group,
 on EfficientNet the activated head convolution (`bn2`). Skipped, with the reason as the report's sentence:
 a network without a convolution, one whose every map is 1x1 before the head, and one that turns its map
@@ -108,8 +110,10 @@ def find_target_layer(model: nn.Module, images: torch.Tensor) -> tuple[str, tupl
             h.remove()
     if not (isinstance(out, torch.Tensor) and out.ndim == 2):
         raise NoSaliency("the model's output is not one row of class scores per image")
+    height, width = images.shape[-2:]
     spatial = [i for i, (name, shape, same) in enumerate(events)
-               if len(shape) == 4 and shape[2] * shape[3] > 1 and not same and calls[name] == 1]
+               if len(shape) == 4 and shape[2] * shape[3] > 1 and not same and calls[name] == 1
+               and abs(shape[2] * width - shape[3] * height) <= max(height, width)]  # (N, H, W, C) is not a map
     if not spatial:
         raise NoSaliency("every feature map of the network is 1x1 before the classifier, so a map would have one pixel")
     last = spatial[-1]
