@@ -168,39 +168,44 @@ def gradcam_maps(model: nn.Module, images: torch.Tensor, class_sets: list[list[i
     return GradCams(name, type(target).__name__, size, maps, scores.detach().cpu())
 
 
-def overlay(picture: torch.Tensor, cam: torch.Tensor) -> np.ndarray:
-    """The map (h, w) in [0, 1] over a uint8 (C, H, W) picture, enlarged to DISPLAY_SIDE when smaller."""
-    from torchcam.utils import overlay_mask
-
+def enlarged(picture: torch.Tensor) -> Image.Image:
+    """A uint8 (C, H, W) picture as an RGB image, enlarged (nearest) to DISPLAY_SIDE when smaller."""
     array = picture.permute(1, 2, 0).numpy()
-    image = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array[:, :, :3])
+    image = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array[:, :, :3]).convert("RGB")
     if max(image.size) < DISPLAY_SIDE:
         scale = DISPLAY_SIDE / max(image.size)
         image = image.resize((round(image.size[0] * scale), round(image.size[1] * scale)), Image.Resampling.NEAREST)
+    return image
+
+
+def overlay(picture: torch.Tensor, cam: torch.Tensor) -> np.ndarray:
+    """The map (h, w) in [0, 1] over a uint8 (C, H, W) picture (torchcam's jet overlay)."""
+    from torchcam.utils import overlay_mask
+
     mask = Image.fromarray(cam.clamp(0, 1).numpy().astype(np.float32), mode="F")
-    return np.asarray(overlay_mask(image, mask, alpha=0.5))
+    return np.asarray(overlay_mask(enlarged(picture), mask, alpha=0.5))
 
 
 def plot_gradcam(pictures: torch.Tensor, pred_maps: torch.Tensor, true_maps: torch.Tensor, titles: list[str],
                  pred_names: list[str], true_names: list[str], path: Path, layer: str) -> Path:
-    """Three rows: the images, the map for the predicted class, the map for the true class."""
+    """Three rows: the images, the map for the predicted class, the map for the true class. Each row is one
+    strip of tiles in one axes (24 axes took matplotlib twice as long as the maps and the rest of the row)."""
     from .plots import plt, save_figure
 
     n = len(pictures)
-    fig, axes = plt.subplots(3, n, figsize=(1.8 * n + 0.4, 6.4), dpi=100, squeeze=False)
-    for j in range(n):
-        array = pictures[j].permute(1, 2, 0).numpy()
-        small = array.shape[0] < 64
-        if array.shape[2] == 1:
-            axes[0, j].imshow(array[:, :, 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-        else:
-            axes[0, j].imshow(array[:, :, :3], interpolation="nearest" if small else "antialiased")
-        axes[0, j].set_title(titles[j], fontsize=7)
-        axes[1, j].imshow(overlay(pictures[j], pred_maps[j]))
-        axes[1, j].set_title(f"for {pred_names[j][:18]} (pred.)", fontsize=7)
-        axes[2, j].imshow(overlay(pictures[j], true_maps[j]))
-        axes[2, j].set_title(f"for {true_names[j][:18]} (true)", fontsize=7)
-    for ax in axes.flat:
+    rows = [[np.asarray(enlarged(p)) for p in pictures], [overlay(p, m) for p, m in zip(pictures, pred_maps)],
+            [overlay(p, m) for p, m in zip(pictures, true_maps)]]
+    h, w = rows[0][0].shape[:2]
+    gap = max(2, w // 8)
+    captions = [titles, [f"for {c[:18]} (pred.)" for c in pred_names], [f"for {c[:18]} (true)" for c in true_names]]
+    fig, axes = plt.subplots(3, 1, figsize=(1.8 * n + 0.4, 6.6), dpi=100)
+    for ax, tiles, texts in zip(axes, rows, captions):
+        strip = np.full((h, n * (w + gap) - gap, 3), 255, dtype=np.uint8)
+        for j, tile in enumerate(tiles):
+            strip[:, j * (w + gap):j * (w + gap) + w] = tile
+        ax.imshow(strip, interpolation="antialiased")
+        for j, text in enumerate(texts):
+            ax.text(j * (w + gap) + w / 2, -h * 0.03, text, ha="center", va="bottom", fontsize=7)
         ax.axis("off")
     fig.suptitle(f"Grad-CAM at {layer}\nmiddle row: evidence for the predicted class;\n"
                  f"bottom row: for the true class (red = most)", fontsize=8)
