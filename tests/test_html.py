@@ -186,7 +186,8 @@ def test_run_report_html_renders_in_chromium(pages, tmp_path):
     dom, images = loaded_images(html_path, tmp_path)
     assert "<h1>Run slow: seed-cnn on digits</h1>" in dom and "<table>" in dom
     assert f"{a.metrics['test_accuracy']:.4f}" in dom
-    pictures = (a.dir / "report.md").read_text().count(".png)")  # curves, confusion, class balance, mistakes, calibration
-    assert len(images) == pictures >= 5 and all(not s.startswith(("0x", "pending")) for s in images), images
+    report = (a.dir / "report.md").read_text()
+    pictures = report.count(".png)")  # curves, confusion, class balance, mistakes, Grad-CAM, calibration
+    assert "(gradcam.png)" in report and len(images) == pictures >= 6 and all(not s.startswith(("0x", "pending")) for s in images), images
     _, pixels = screenshot(html_path, tmp_path, "report.png")
     assert pixels.std() > 20

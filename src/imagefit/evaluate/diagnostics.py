@@ -2,7 +2,8 @@
 
 `write_diagnostics` is the one call `finish_run` makes; it returns the numbers for metrics.json.
 `rebuild_diagnostics` redoes the parts that need only saved files (predictions.safetensors and
-metrics.json), for `imagefit report`; the gallery of mistakes needs the images and is kept as written.
+metrics.json), for `imagefit report`; the gallery of mistakes and the Grad-CAM overlays need the images
+(and the model) and are kept as written.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import torch
 from .calibration import calibrate, plot_reliability
 from .imbalance import ClassBalance, class_counts, class_f1, plot_counts_vs_f1
 from .mistakes import write_mistakes
+from .saliency import write_gradcam
 
 
 def write_balance(run_dir: Path, class_names: list[str], train_counts: list[int], logits: torch.Tensor,
@@ -30,12 +32,15 @@ def write_calibration(run_dir: Path, logits: torch.Tensor, labels: torch.Tensor,
 
 
 def write_diagnostics(run_dir: Path, data, logits: torch.Tensor, labels: torch.Tensor,
-                      val_logits: torch.Tensor | None = None) -> dict:
+                      val_logits: torch.Tensor | None = None, model: torch.nn.Module | None = None) -> dict:
     """`data` is the run's PreparedData; `logits` and `labels` are the evaluated model's on test, and
-    `val_logits` the same model's on validation (None without a validation split)."""
+    `val_logits` the same model's on validation (None without a validation split). `model`, the whole
+    image-to-logits network, is for the Grad-CAM overlays (none without it)."""
     counts = class_counts(data.train.labels, data.num_classes)
     out = write_balance(run_dir, data.class_names, counts, logits, labels)
     out.update(write_mistakes(run_dir, data.test_pictures, logits, labels, data.class_names))
+    if model is not None:
+        out.update(write_gradcam(run_dir, data.test_pictures, logits, labels, data.class_names, model))
     val_labels = data.val.labels if data.val is not None else None
     out.update(write_calibration(run_dir, logits, labels, val_logits, val_labels))
     return out

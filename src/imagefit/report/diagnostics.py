@@ -1,4 +1,5 @@
-"""The report's sections that explain mistakes: uneven classes, errors, calibration, the data audit.
+"""The report's sections that explain mistakes: uneven classes, errors, where the model looked, calibration,
+the data audit.
 
 Like the rest of report.md, everything here is read off the run folder's files (metrics.json,
 classification_report.csv, the PNGs), so `imagefit report` rebuilds it, and the sentences come from
@@ -89,6 +90,38 @@ def mistakes_section(run_dir: Path, metrics: dict, listed: int = 8) -> list[str]
     return lines + _md_table(["Rank", "Image", "True class", "Predicted", "P(predicted)", "P(true)"], table)
 
 
+def gradcam_section(run_dir: Path, metrics: dict) -> list[str]:
+    """The Grad-CAM overlays (evaluate/saliency.py), or the one sentence that says why there are none."""
+    note, shown, layer = metrics.get("gradcam_note"), metrics.get("gradcam_images"), metrics.get("gradcam_target_layer")
+    if shown and layer and (run_dir / "gradcam.png").is_file():
+        size = metrics.get("gradcam_map_size") or []
+        what = ", ".join(([metrics["gradcam_target_kind"]] if metrics.get("gradcam_target_kind") else [])
+                         + ([f"{size[0]}x{size[1]} positions"] if len(size) == 2 else []))
+        said = [f"Grad-CAM for the {shown} misclassified test images with the highest loss, one column each (true "
+                f"class → predicted class, its probability): the middle row marks where the evidence for the "
+                f"predicted class lies, the bottom row where the evidence for the true class lies, red most; a map "
+                f"that is blue all over found no place that raises that class's score.",
+                f"The maps weight the channels of `{layer}`{f' ({what})' if what else ''}, the network's last feature "
+                f"map that still has positions, chosen automatically, by the gradient of the class's score; they are "
+                f"computed on the test images as the network took them at test time (through its own resizing and "
+                f"normalisation), drawn over the original images and scaled each to its own maximum."]
+        same = metrics.get("gradcam_same_prediction")
+        if same is not None and same < shown:
+            precision = str(metrics.get("precision") or "32")
+            why = ("the evaluation's test-time flips (--tta), which the maps leave out" if metrics.get("tta") not in (None, "none")
+                   else f"the evaluation's {precision} precision (the maps are fp32)" if not precision.startswith("32")
+                   else "the evaluation's cached activations of the frozen layers"
+                   if metrics.get("transfer_strategy") in ("linear-probe", "partial")
+                   else "rounding differences between the batched evaluation and this pass")
+            said.append(f"For {shown - same} of the {shown} images the network alone predicts another class than the "
+                        f"evaluation did, because of {why}.")
+        return ["## Where the model looked", "", " ".join(said), "",
+                "![Grad-CAM of the misclassified test images](gradcam.png)", ""]
+    if note:
+        return ["## Where the model looked", "", f"No Grad-CAM overlays: {note}.", ""]
+    return []
+
+
 def calibration_sentences(m: dict) -> list[str]:
     ece = number(m.get("test_ece"))
     if ece is None:
@@ -121,4 +154,5 @@ def calibration_section(run_dir: Path, metrics: dict) -> list[str]:
 def sections(run_dir: str | Path, metrics: dict) -> list[str]:
     """Markdown lines of every diagnostic section the run folder has the files for."""
     run_dir = Path(run_dir)
-    return imbalance_section(run_dir, metrics) + mistakes_section(run_dir, metrics) + calibration_section(run_dir, metrics)
+    return (imbalance_section(run_dir, metrics) + mistakes_section(run_dir, metrics) + gradcam_section(run_dir, metrics)
+            + calibration_section(run_dir, metrics))

@@ -452,7 +452,7 @@ def finish_run(run_dir: Path, cfg: TrainConfig, data: PreparedData, model: torch
     meta = {"class_names": json.dumps(data.class_names), "model": cfg.model, "image_size": str(data.image_size),
             "channels": str(data.channels), "input_size": str(getattr(model, "input_size", None) or data.image_size),
             "format": "imagefit-1"}
-    diagnostics = write_diagnostics(run_dir, data, logits, labels, val_logits)
+    diagnostics = write_diagnostics(run_dir, data, logits, labels, val_logits, model=model)
     if diagnostics.get("temperature") is not None:  # fitted on validation: a later predict divides by it
         meta["temperature"] = repr(diagnostics["temperature"])
     with atomic.atomic_path(run_dir / "model.safetensors") as tmp:
