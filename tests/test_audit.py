@@ -14,6 +14,7 @@ from imagefit.config import TrainConfig
 from imagefit.data.audit import audit, render_markdown, summary
 from imagefit.data.pipeline import prepare_data
 from imagefit.data.types import ImageSet
+from imagefit.report.audit_section import audit_lines
 
 
 def photo(rng, w=96, h=72):
@@ -108,9 +109,9 @@ def test_sets_without_files_name_their_indices():
 def test_a_cli_run_writes_the_audit_and_warns_of_the_leak_at_the_top(tmp_path):
     root = write_split_folder(tmp_path / "pets", per_class=6)
     shutil.copy(root / "train/dog/2.png", root / "test/dog/copy.png")
-    base = ["--dataset", root, "--image-size", "16", "--epochs", "1", "--runs-dir", tmp_path / "runs",
+    base = ["train", "--dataset", root, "--image-size", "16", "--epochs", "1", "--runs-dir", tmp_path / "runs",
             "--cache-dir", tmp_path / "cache", "--no-progress", "--precision", "32", "--num-workers", "1"]
-    proc = run_imagefit("train", *base, "--name", "leak", cwd=tmp_path)
+    proc = run_imagefit(*base, "--name", "leak", cwd=tmp_path)
     said = proc.stdout + proc.stderr
     assert said.count("test leak") == 1 and "test/dog/copy.png" in said
     run = tmp_path / "runs" / "leak"
@@ -122,8 +123,25 @@ def test_a_cli_run_writes_the_audit_and_warns_of_the_leak_at_the_top(tmp_path):
     assert audit_info["leaks"] == 1 and audit_info["leaked_files"] == ["test/dog/copy.png"]
     assert audit_info["exact_across"] == 1 and audit_info["label_conflicts"] == 0
 
-    proc = run_imagefit("train", *base, "--name", "quiet", "--no-audit", cwd=tmp_path)
-    assert "test leak" not in proc.stdout + proc.stderr and "data audit" not in proc.stderr
-    run = tmp_path / "runs" / "quiet"
-    assert not (run / "data_audit.md").exists() and json.loads((run / "metrics.json").read_text())["data_audit"] is None
-    assert "test leak" not in (run / "report.md").read_text()
+
+
+def test_no_audit_switches_it_off(tmp_path):
+    root = write_split_folder(tmp_path / "pets", per_class=4)
+    shutil.copy(root / "train/dog/2.png", root / "test/dog/copy.png")
+    assert prepared(root, tmp_path, audit=False).audit is None
+    assert audit_lines(tmp_path, {"data_audit": None}) == ([], [])
+
+
+def test_crowded_hash_buckets_are_searched_by_neighbours_and_said():
+    """Blank-bordered images (MNIST-like) share most hash bits: the crowded buckets are searched by hash
+    order, a planted near copy (a few grey levels of noise) is still found, and the limit is reported."""
+    gen = torch.Generator().manual_seed(0)
+    blobs = torch.nn.functional.interpolate(torch.rand(3000, 1, 4, 4, generator=gen), size=(16, 16), mode="bilinear")
+    images = torch.zeros(3000, 1, 28, 28, dtype=torch.uint8)
+    images[:, :, 6:22, 6:22] = (blobs * 255).to(torch.uint8)
+    test = images[2990:].clone()
+    test[4] = (images[7].int() + torch.randint(-2, 3, (1, 28, 28), generator=gen)).clamp(0, 255).to(torch.uint8)
+    result = audit({"train": ImageSet(images[:2990], torch.zeros(2990, dtype=torch.int64)),
+                    "test": ImageSet(test, torch.zeros(10, dtype=torch.int64))}, ["digit"])
+    assert [(lk["test"], lk["kind"], lk["copy"]) for lk in result["leaks"]] == [("test image 4", "near", "train image 7")]
+    assert result["near_limited"] > 0 and "crowded hash buckets" in render_markdown(result)

@@ -23,7 +23,9 @@ handwritten digits (scikit-learn's 8x8 set, all 1,797) have no pair within both 
 Candidate pairs come from multi-index hashing: split the 64 bits into NEAR_BITS + 1 blocks; two hashes at
 most NEAR_BITS apart agree exactly on at least one block (pigeonhole), so only images sharing a block
 value are compared. The bits are dealt to the blocks by their entropy on this data, so the constant bits
-of a data set with blank borders (MNIST) do not pile every image into one bucket.
+of a data set with blank borders (MNIST) do not pile every image into one bucket; where a bucket is still
+crowded, its images are compared with their nearest neighbours in hash order only (near_pairs), so the
+search stays about linear in the number of images, and data_audit.md says how many images that limited.
 """
 from __future__ import annotations
 
@@ -43,6 +45,8 @@ NEAR_THUMB = 3.0  # mean absolute difference of the 9x9 colour thumbnails, in gr
 CHUNK = 2048  # images read at once: a streamed set is never read whole
 NAMED = 10  # leaks and conflicts named in the CLI line, metrics.json and the report; the counts are always whole
 LISTED = 30  # groups listed in data_audit.md
+BUCKET_CAP = 64  # near-duplicate search: a bucket up to this size is compared pair by pair...
+WINDOW = 32  # ...a bigger one, each image with this many neighbours in hash order (see near_pairs)
 
 
 # ---- hashing ------------------------------------------------------------------------------------
@@ -121,40 +125,57 @@ def _blocks(hashes: np.ndarray, parts: int) -> tuple[list[np.ndarray], np.ndarra
     return [np.array(sorted(b)) for b in blocks], bits
 
 
+def _close(a: np.ndarray, b: np.ndarray, hashes: np.ndarray, thumbs: np.ndarray, max_bits: int,
+           max_thumb: float) -> np.ndarray:
+    """The candidate pairs (a[k], b[k]) that pass both tests, as (K, 2) with the smaller index first."""
+    close = np.bitwise_count(hashes[a] ^ hashes[b]) <= max_bits
+    a, b = a[close], b[close]
+    keep = np.abs(thumbs[a].astype(np.int16) - thumbs[b].astype(np.int16)).mean(1) <= max_thumb
+    return np.stack([np.minimum(a, b)[keep], np.maximum(a, b)[keep]], 1)
+
+
 def near_pairs(hashes: np.ndarray, thumbs: np.ndarray, max_bits: int | None = None,
-               max_thumb: float | None = None) -> np.ndarray:
-    """Index pairs (K, 2), i < j, of near-duplicate images: dHash distance <= max_bits and mean thumbnail
-    difference <= max_thumb. Identical hashes are compared too (their thumbnails must still agree)."""
+               max_thumb: float | None = None) -> tuple[np.ndarray, int]:
+    """(index pairs (K, 2), i < j, of near-duplicate images: dHash distance <= max_bits and mean thumbnail
+    difference <= max_thumb; the number of images whose search was limited).
+
+    Every pair within a bucket of up to BUCKET_CAP images is compared. A bigger bucket (many images alike
+    in one block of bits: blank-bordered digits) would cost its size squared, so there each image is
+    compared with its WINDOW neighbours in the order of the other blocks' bits instead, and counted as limited."""
     max_bits = NEAR_BITS if max_bits is None else max_bits
     max_thumb = NEAR_THUMB if max_thumb is None else max_thumb
     n = len(hashes)
     if n < 2:
-        return np.zeros((0, 2), np.int64)
+        return np.zeros((0, 2), np.int64), 0
     blocks, bits = _blocks(hashes, max_bits + 1)
-    found = []
-    for block in blocks:
-        weights = (1 << np.arange(len(block), dtype=np.int64))
-        keys = bits[:, block].astype(np.int64) @ weights
-        order = np.argsort(keys, kind="stable")
+    found, limited = [], np.zeros(n, dtype=bool)
+    for b, block in enumerate(blocks):
+        keys = bits[:, block].astype(np.int64) @ (1 << np.arange(len(block), dtype=np.int64))
+        # within a bucket, the order of the other blocks' bits starting with the next block: each block's
+        # buckets rank by different bits first, so a pair differing in a few bits is adjacent in some of them
+        rest = np.concatenate(blocks[b + 1:] + blocks[:b] + [np.zeros(0, np.int64)]).astype(np.int64)
+        rank = bits[:, rest].astype(np.int64) @ (1 << np.arange(len(rest) - 1, -1, -1, dtype=np.int64))
+        order = np.lexsort((rank, keys))  # by block value, then by the other bits
         sorted_keys = keys[order]
         edges = np.flatnonzero(np.diff(sorted_keys)) + 1
         starts, stops = np.r_[0, edges], np.r_[edges, n]
-        for size in np.unique(stops - starts):
-            if size < 2:
-                continue
-            sel = starts[(stops - starts) == size]
-            members = order[sel[:, None] + np.arange(size)]  # (buckets, size)
+        sizes = stops - starts
+        for size in np.unique(sizes[(sizes >= 2) & (sizes <= BUCKET_CAP)]):
+            members = order[starts[sizes == size][:, None] + np.arange(size)]  # (buckets, size)
             ii, jj = np.triu_indices(size, 1)
             for rows in np.array_split(np.arange(len(members)), max(1, len(members) * len(ii) // 2_000_000)):
-                a, b = members[rows][:, ii].ravel(), members[rows][:, jj].ravel()
-                close = np.bitwise_count(hashes[a] ^ hashes[b]) <= max_bits
-                a, b = a[close], b[close]
-                diff = np.abs(thumbs[a].astype(np.int16) - thumbs[b].astype(np.int16)).mean(1)
-                keep = diff <= max_thumb
-                found.append(np.stack([np.minimum(a, b)[keep], np.maximum(a, b)[keep]], 1))
-    if not found:
-        return np.zeros((0, 2), np.int64)
-    return np.unique(np.concatenate(found), axis=0)
+                found.append(_close(members[rows][:, ii].ravel(), members[rows][:, jj].ravel(), hashes, thumbs,
+                                    max_bits, max_thumb))
+        big = sizes > BUCKET_CAP
+        if big.any():
+            in_big = np.repeat(big, sizes)  # positions of `order` that lie in a crowded bucket
+            limited[order[in_big]] = True
+            bucket = np.repeat(np.arange(len(sizes)), sizes)
+            for k in range(1, WINDOW + 1):
+                ok = in_big[:-k] & (bucket[:-k] == bucket[k:])
+                found.append(_close(order[:-k][ok], order[k:][ok], hashes, thumbs, max_bits, max_thumb))
+    pairs = np.unique(np.concatenate(found), axis=0) if found else np.zeros((0, 2), np.int64)
+    return pairs, int(limited.sum())
 
 
 # ---- the audit ----------------------------------------------------------------------------------
@@ -203,7 +224,7 @@ def audit(splits: dict[str, ImageSet | None], class_names: list[str], originals:
     first: dict[bytes, int] = {}
     content = np.array([first.setdefault(d, i) for i, d in enumerate(exact)], dtype=np.int64)
     reps = np.flatnonzero(content == np.arange(n))
-    pairs = near_pairs(hashes[reps], thumbs[reps])
+    pairs, limited = near_pairs(hashes[reps], thumbs[reps])
     near_root = np.arange(n)
     if len(pairs):
         root = _components(len(reps), pairs)
@@ -251,7 +272,7 @@ def audit(splits: dict[str, ImageSet | None], class_names: list[str], originals:
         "decoded": {"side": side, "channels": channels}, "originals": _originals(originals, side, channels),
         "skipped": skipped,
         "within": within, "across": {k: dict(v) for k, v in across.items()},
-        "groups": groups, "conflicts": len(conflicts), "leaks": leaks,
+        "groups": groups, "conflicts": len(conflicts), "leaks": leaks, "near_limited": limited,
         "method": {"exact": "SHA-1 of the decoded uint8 pixels",
                    "near": f"64-bit dHash within {NEAR_BITS} bits and 9x9 colour thumbnails within {NEAR_THUMB:g} grey levels"},
         "seconds": round(time.perf_counter() - started, 3),
@@ -277,7 +298,7 @@ def summary(result: dict, named: int = NAMED) -> dict:
         "exact_within": sum(result["within"]["exact"].values()), "exact_across": sum(result["across"]["exact"].values()),
         "near_within": sum(result["within"]["near"].values()), "near_across": sum(result["across"]["near"].values()),
         "within": result["within"], "across": result["across"],
-        "label_conflicts": result["conflicts"], "leaks": len(leaks), "leaked_files": [lk["test"] for lk in leaks[:named]],
+        "label_conflicts": result["conflicts"], "near_limited": result.get("near_limited", 0), "leaks": len(leaks), "leaked_files": [lk["test"] for lk in leaks[:named]],
         "warning": leak_warning(result, named), "seconds": result["seconds"],
     }
 
@@ -341,6 +362,10 @@ def render_markdown(result: dict) -> str:
     rows += [[f"across {p}", f"{across['exact'].get(p, 0):,}", f"{across['near'].get(p, 0):,}"]
              for p in ("train-val", "train-test", "val-test") if all(s in present for s in p.split("-"))]
     lines += _table(["Where", "Exact", "Near"], rows)
+    if result.get("near_limited"):
+        lines += [f"{result['near_limited']:,} distinct images fell in crowded hash buckets (many images alike in "
+                  f"one block of the hash's bits); there each was compared with its {WINDOW} nearest by hash rather than "
+                  "with the whole bucket, so a near duplicate among them can be missed.", ""]
     groups = result["groups"]
     if groups:
         lines += [f"{len(groups):,} group{'s' if len(groups) != 1 else ''} of duplicates"
