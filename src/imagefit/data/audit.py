@@ -251,8 +251,8 @@ def audit(splits: dict[str, ImageSet | None], class_names: list[str], originals:
             within[kind][s] += (sum(im["split"] == s for im in images) if kind == "exact" else len(contents)) - 1
         for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
             if by_split[a] and by_split[b]:  # images of the later split with a copy in the earlier one
-                new_b = by_split[b] if kind == "exact" else by_split[b] - by_split[a]
-                across[kind][f"{a}-{b}"] += len(new_b) if kind == "near" else sum(im["split"] == b for im in images)
+                across[kind][f"{a}-{b}"] += (sum(im["split"] == b for im in images) if kind == "exact"
+                                             else len(by_split[b] - by_split[a]))
         g["labels"] = sorted({im["label"] for im in images})
         if len(g["labels"]) > 1:
             conflicts.append(g)
