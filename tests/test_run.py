@@ -14,7 +14,7 @@ from imagefit.errors import UserError
 
 ARTIFACTS = ["config.yaml", "history.csv", "curves.png", "metrics.json", "classification_report.txt",
              "classification_report.csv", "confusion_matrix.csv", "confusion_matrix.png", "top_confusions.csv",
-             "model.safetensors", "predictions.safetensors", "report.md"]
+             "model.safetensors", "predictions.safetensors", "report.md", "data_audit.md"]
 
 
 @pytest.fixture(scope="module")

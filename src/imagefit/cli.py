@@ -81,6 +81,8 @@ HELP = {  # one line per TrainConfig key; the allowed values and the default are
     "min_delta": "early stopping: the smallest change that counts as an improvement",
     "start_from_epoch": "epochs of warm-up before early stopping counts",
     "strict": "refuse a data set with unreadable or non-image files instead of skipping and listing them",
+    "audit": "audit the data before training (class counts, sizes, exact and near duplicates, label conflicts, "
+             "train/test leaks) into data_audit.md and the report; a few seconds on 60,000 images",
     "restore_best": "with early stopping: evaluate and save the best epoch's weights",
     "time_budget": "the best model this wall-clock budget buys, e.g. 90s, 10m, 1h: without --epochs the planner "
                    "chooses what you leave unset (network, side, batch, TTA, steps); unset: no budget",

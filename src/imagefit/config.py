@@ -53,6 +53,7 @@ class TrainConfig:
     loader: str = "auto"  # memory (uint8 tensor in RAM) or stream (memory-mapped, DataLoader workers)
     num_workers: int = 2
     strict: bool = False  # refuse a data set with unreadable files instead of skipping them
+    audit: bool = True  # the data audit (duplicates, leaks, label conflicts) before training: data_audit.md
     # model
     model: str | None = None  # None: seed-cnn from scratch; tf_efficientnet_lite0 with --pretrained/--weights
     # transfer learning: with --pretrained or --weights the model starts from ImageNet weights

@@ -22,7 +22,7 @@ import torch
 
 from .types import ImageSet, SourceData
 
-FORMAT = 3  # 2: meta.json lists the skipped files; 3: and the source file name of every image
+FORMAT = 4  # 2: meta.json lists the skipped files; 3: and the source file name of every image; 4: and the files' sizes and modes
 SPLITS = ("train", "val", "test")
 
 
@@ -46,7 +46,7 @@ def _write(folder: Path, source: SourceData, key: dict) -> None:
             files[split] = part.files
     meta = {"format": FORMAT, "name": source.name, "class_names": source.class_names, "notes": source.notes, "key": key,
             "sizes": sizes, "files": files,
-            "skipped": source.skipped}
+            "skipped": source.skipped, "originals": source.originals}
     (folder / "meta.json").write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
 
 
@@ -62,7 +62,8 @@ def _read(folder: Path, key: dict, mmap: bool) -> SourceData:
         if images.dtype != np.uint8 or images.ndim != 4 or len(images) != n or labels.shape != (n,) or labels.dtype != np.int64:
             raise ValueError(f"cache entry split {split} has the wrong shape")
         splits[split] = ImageSet(torch.from_numpy(images), torch.from_numpy(labels), files=meta["files"].get(split))
-    return SourceData(name=meta["name"], class_names=meta["class_names"], train=splits["train"], val=splits.get("val"), test=splits.get("test"), notes=meta["notes"], skipped=meta["skipped"])
+    return SourceData(name=meta["name"], class_names=meta["class_names"], train=splits["train"], val=splits.get("val"), test=splits.get("test"), notes=meta["notes"], skipped=meta["skipped"],
+                      originals=meta["originals"])
 
 
 def _remove(folder: Path) -> None:

@@ -308,7 +308,7 @@ def _center_square(im, size: int):
     return im.resize((size, size), Image.Resampling.BICUBIC, box=box, reducing_gap=gap)
 
 
-def _open(data: bytes, size: int):
+def _open(data: bytes, size: int, info: list | None = None):
     """Decode fully here, so a corrupt file fails now and is blamed on the file, not on our code.
 
     An animated GIF or multi-page TIFF gives its first frame. Pillow's decompression-bomb limit applies:
@@ -320,6 +320,8 @@ def _open(data: bytes, size: int):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         im = Image.open(io.BytesIO(data))
+    if info is not None:  # the file's own size and mode, before the draft below shrinks it (the data audit)
+        info[:] = [im.size[0], im.size[1], im.mode]
     if im.format == "JPEG" and min(im.size) >= 2 * size:
         im.draft("RGB", (size, size))  # DCT-domain downscale: much faster, result still >= size
     im.load()
@@ -337,8 +339,8 @@ def to_square_rgb(im, size: int) -> np.ndarray:
 
 
 def decode_image(data: bytes, size: int) -> np.ndarray:
-    """Encoded image bytes -> (size, size, 3) uint8, exactly as the training data was decoded.
-    Raises what PIL raises on a bad file (see DECODE_ERRORS)."""
+    """Encoded image bytes -> (size, size, 3) uint8, exactly as the training data was decoded (_decode_one
+    is the same steps, keeping the file's own size and mode). Raises what PIL raises on a bad file (see DECODE_ERRORS)."""
     if not data:
         raise ValueError("empty file (0 bytes)")
     return to_square_rgb(_open(data, size), size)
@@ -347,21 +349,26 @@ def decode_image(data: bytes, size: int) -> np.ndarray:
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, KeyError, zipfile.BadZipFile)
 
 
-def _decode_one(root: str, is_zip: bool, rel: str, size: int) -> np.ndarray:
-    return decode_image(_read(root, is_zip, rel), size)
+def _decode_one(root: str, is_zip: bool, rel: str, size: int, info: list | None = None) -> np.ndarray:
+    data = _read(root, is_zip, rel)
+    if not data:
+        raise ValueError("empty file (0 bytes)")
+    return to_square_rgb(_open(data, size, info), size)
 
 
-def _decode_chunk(args) -> tuple[int, np.ndarray, list[tuple[int, str]]]:
-    """Decode images to (n, 3, size, size) uint8; a bad file leaves its row zero and is returned as (row, reason)."""
+def _decode_chunk(args) -> tuple[int, np.ndarray, list[tuple[int, str]], list[list]]:
+    """Decode images to (n, 3, size, size) uint8; a bad file leaves its row zero and is returned as (row, reason).
+    Also each file's own [width, height, mode] ([] for a bad file), for the data audit."""
     start, root, is_zip, rels, size = args
     out = np.zeros((len(rels), size, size, 3), dtype=np.uint8)
-    bad = []
+    bad, infos = [], []
     for i, rel in enumerate(rels):
+        infos.append([])
         try:
-            out[i] = _decode_one(root, is_zip, rel, size)
+            out[i] = _decode_one(root, is_zip, rel, size, infos[-1])
         except Exception as e:  # noqa: BLE001 - Pillow, zlib and zipfile raise many types for one bad file
             bad.append((i, _reason(e)))
-    return start, np.ascontiguousarray(out.transpose(0, 3, 1, 2)), bad
+    return start, np.ascontiguousarray(out.transpose(0, 3, 1, 2)), bad, infos
 
 
 def image_files(path: Path) -> list[tuple[str, Callable[[], bytes]]]:
@@ -417,15 +424,21 @@ def _raise_bad_image(tree: _Tree, parts: tuple[str, ...], error: str):
     raise UserError(f"cannot read image {_display(tree, parts)} ({error})", "remove or replace that file")
 
 
-def decode_images(tree: _Tree, paths: list[tuple[str, ...]], size: int, workers: int) -> tuple[np.ndarray, dict[int, str]]:
-    """(n, 3, size, size) uint8 for every path, and {index: reason} for those that could not be decoded."""
+def decode_images(tree: _Tree, paths: list[tuple[str, ...]], size: int, workers: int,
+                  infos: list | None = None) -> tuple[np.ndarray, dict[int, str]]:
+    """(n, 3, size, size) uint8 for every path, and {index: reason} for those that could not be decoded.
+    `infos`, when given, is filled with each file's own [width, height, mode] ([] where it could not be read)."""
     out = np.empty((len(paths), 3, size, size), dtype=np.uint8)
     chunk = max(16, min(1024, -(-len(paths) // max(1, workers * 8))))
     tasks = [(s, str(tree.root), tree.is_zip, [tree.rel(p) for p in paths[s : s + chunk]], size) for s in range(0, len(paths), chunk)]
     bad: dict[int, str] = {}
-    for start, images, errors in _run(_decode_chunk, tasks, workers, ordered=False):
+    if infos is not None:
+        infos[:] = [[] for _ in paths]
+    for start, images, errors, chunk_infos in _run(_decode_chunk, tasks, workers, ordered=False):
         out[start : start + len(images)] = images
         bad.update((start + i, reason) for i, reason in errors)
+        if infos is not None:
+            infos[start : start + len(chunk_infos)] = chunk_infos
     return out, bad
 
 
@@ -459,7 +472,8 @@ def load_folder(path: Path, image_size: int | None, test_fraction: float, seed: 
     elif image_size < 1:
         raise UserError(f"image size must be positive, got {image_size}", "pass an image size such as 32 or 64")
     everything = [item for paths in files.values() for item in paths]  # one pool for all splits
-    decoded, bad = decode_images(tree, [p for p, _ in everything], image_size, workers)
+    infos: list[list] = []
+    decoded, bad = decode_images(tree, [p for p, _ in everything], image_size, workers, infos)
     skipped = sorted(layout.skipped + [skip("/".join(everything[i][0]), reason) for i, reason in bad.items()],
                      key=lambda s: s["file"])
     keep = np.ones(len(everything), dtype=bool)
@@ -482,7 +496,22 @@ def load_folder(path: Path, image_size: int | None, test_fraction: float, seed: 
     if "test" not in out:
         notes.append("the folder has only class folders, no train/ and test/ split: every image is in train, the test split is carved from it later.")
     return SourceData(name=path.name, class_names=class_names, train=out["train"], val=out.get("val"), test=out.get("test"),
-                      notes=notes, skipped=skipped)
+                      notes=notes, skipped=skipped, originals=originals_summary([i for i in infos if i]))
+
+
+def originals_summary(infos: list[list]) -> dict:
+    """The files' own sizes and modes, summed up for the data audit: {images, width and height (min, median,
+    max), common (the 5 most frequent [w, h, count]), modes ({mode: count})}."""
+    from collections import Counter
+
+    if not infos:
+        return {}
+    w = np.array([i[0] for i in infos])
+    h = np.array([i[1] for i in infos])
+    stats = lambda a: {"min": int(a.min()), "median": int(np.median(a)), "max": int(a.max())}  # noqa: E731
+    common = Counter((int(i[0]), int(i[1])) for i in infos).most_common(5)
+    return {"images": len(infos), "width": stats(w), "height": stats(h),
+            "common": [[cw, ch, n] for (cw, ch), n in common], "modes": dict(Counter(str(i[2]) for i in infos))}
 
 
 def _check_readable(tree: _Tree, split: str, part, class_names: list[str], skipped: list[dict]) -> None:

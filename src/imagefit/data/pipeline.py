@@ -34,6 +34,7 @@ class PreparedData:
     skipped: list[dict] = field(default_factory=list)  # files of the source that could not be used (SourceData.skipped)
     test_images: ImageSet | None = None  # the test images themselves when `test` became features (linear probe)
     frozen_from_cache: bool | None = None  # linear probe / partial: whether every split's frozen pass was a cache read
+    audit: dict | None = None  # the data audit of the images (data/audit.py), made before any split became features
 
     def __post_init__(self):
         if self.image_shape is None:
@@ -122,12 +123,18 @@ def prepare_data(cfg: TrainConfig) -> PreparedData:
         notes.append("No class has two training images to spare: this run has no validation split.")
     if len(train) == 0:
         raise_empty(cfg)
+    found = None
+    if cfg.audit:  # on the images as carved, before training and before a linear probe turns them into features
+        from .audit import audit
+
+        found = audit({"train": train, "val": val, "test": test}, source.class_names, source.originals, len(source.skipped))
+        log.info("data audit: %s images in %.1f s", f"{found['images']:,}", found["seconds"])
     if not lazy:  # one private in-memory copy per split; the memory map is dropped
         train, val, test = (s.materialize() if s is not None else None for s in (train, val, test))
     notes.append(why[0].upper() + why[1:] + ".")
     mean, std = channel_stats(train)
     return PreparedData(source.name, source.class_names, train, val, test, mean, std, mode, notes,
-                        skipped=list(source.skipped))
+                        skipped=list(source.skipped), audit=found)
 
 
 SKIPPED_SHOWN = 20  # skipped files named in a log line, metrics.json and the report; the count is always whole

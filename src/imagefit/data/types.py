@@ -66,7 +66,8 @@ class SourceData:
     `val` and `test` are None when the source has no such split. `notes` are plain sentences for
     the report (where the files came from, how images were resized, what was carved out). `skipped`
     lists the files of the source that could not be used, each {"file": path inside the data set,
-    "reason": why}; it is kept in the decode cache so a cached run reports the same files.
+    "reason": why}; it is kept in the decode cache so a cached run reports the same files. `originals`
+    sums up the files' own sizes and modes before decoding (for the data audit), also kept in the cache.
     """
 
     name: str
@@ -76,6 +77,7 @@ class SourceData:
     test: ImageSet | None = None
     notes: list[str] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
+    originals: dict = field(default_factory=dict)  # a folder's own sizes and modes (folder.originals_summary); {} otherwise
 
     @property
     def image_size(self) -> int:

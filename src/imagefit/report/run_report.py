@@ -16,6 +16,7 @@ from .. import atomic
 from ..config import TrainConfig, rename_legacy_keys, transfer_strategy_of
 from ..errors import UserError
 from ..evaluate.cells import SUMMARY_ROWS, number
+from .audit_section import audit_lines
 from .diagnostics import sections as diagnostic_sections
 from .html import write_html
 from .budget_section import budget_sentences, diagnosis_lines, time_breakdown_section
@@ -43,6 +44,7 @@ ARTIFACTS = {
     "class_balance.png": "training images against test F1, one dot per class",
     "misclassified.csv": "every misclassified test image: source file or index, true and predicted class, probabilities, loss",
     "misclassified.png": "the misclassified test images with the highest loss",
+    "data_audit.md": "the data audit before training: class counts per split, image sizes and modes, duplicates, label conflicts, test leaks",
     "reliability.png": "reliability diagram: test accuracy against confidence, before and after temperature scaling",
     "lr_find.png": "the learning-rate finder's sweep: training loss against the rate, the suggestion marked",
     "lr_find.json": "the finder's rates, losses and suggestion",
@@ -328,7 +330,8 @@ def write_run_report(run_dir: Path) -> Path:
     model = metrics.get("model") or config.get("model", "unknown model")
     dataset = metrics.get("dataset") or config.get("dataset", "unknown data")
 
-    lines = [f"# Run {name}: {model} on {dataset}", ""]
+    audit_top, audit_section = audit_lines(run_dir, metrics)
+    lines = [f"# Run {name}: {model} on {dataset}", ""] + audit_top
     epochs_run, epochs = metrics.get("epochs_run", len(history) or None), metrics.get("epochs", config.get("epochs"))
     if metrics.get("interrupted"):
         lines += [f"> **Interrupted run.** Training was stopped after {epochs_run or 0} of {epochs} epochs; the "
@@ -346,7 +349,7 @@ def write_run_report(run_dir: Path) -> Path:
     notes = metrics.get("data_notes") or []
     if notes:
         lines += ["## Data notes", ""] + [f"- {n}" for n in notes] + [""]
-    lines += skipped_section(metrics)
+    lines += skipped_section(metrics) + audit_section
     if (metrics.get("lr_find") or {}).get("sentence"):  # train --lr find: the sweep that chose the rate
         lines += ["## Learning rate", "", metrics["lr_find"]["sentence"], ""]
         lines += ["![learning-rate finder](lr_find.png)", ""] if (run_dir / "lr_find.png").is_file() else []

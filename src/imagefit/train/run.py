@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 from .. import atomic
 from ..config import TrainConfig
 from ..data.loader import TensorLoader, stream_loader
+from ..data.audit import summary as audit_summary
 from ..data.pipeline import SKIPPED_SHOWN, PreparedData, prepare_data
 from ..errors import UserError
 from ..evaluate.metrics import test_metrics
@@ -327,6 +328,10 @@ def _fit_holding(cfg: TrainConfig, run_dir: Path | None, ckpt: Path | None, held
     if launched_rank() == 0:  # inherited by the processes a distributed launch starts (a resumed run's too)
         os.environ[RUN_DIR_ENV] = str(run_dir.resolve())
     log.info("run folder: %s", run_dir)
+    if data.audit is not None and launched_rank() == 0:
+        from ..report.audit_section import write_audit
+
+        write_audit(run_dir, data.audit)  # data_audit.md, and the leak warning on the console
 
     class_weight = balanced_class_weights(data.train.labels, data.num_classes) if cfg.class_weights == "balanced" else None
     if class_weight is not None:
@@ -482,6 +487,7 @@ def finish_run(run_dir: Path, cfg: TrainConfig, data: PreparedData, model: torch
         "data_notes": data.notes, "interrupted": bool(interrupted), "frozen_inputs_from_cache": data.frozen_from_cache,
         "predicted_classes": int(logits.argmax(1).unique().numel()) if len(logits) else 0,
         "skipped_files": {"count": len(data.skipped), "files": data.skipped[:SKIPPED_SHOWN]},
+        "data_audit": audit_summary(data.audit) if data.audit is not None else None,
         **(extra or {}),
         **test,
     }
