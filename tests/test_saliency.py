@@ -10,7 +10,7 @@ import imagefit
 from imagefit.data.types import ImageSet
 from imagefit.evaluate.saliency import find_target_layer, gradcam_maps, write_gradcam
 from imagefit.models import create_model
-from imagefit.models.pretrained import freeze
+from imagefit.models.freeze import freeze
 from imagefit.models.registry import ImageClassifier
 from imagefit.report.diagnostics import gradcam_section
 
