@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+import time
 
 
 def run_imagefit(*args, cwd, check=True):
@@ -18,3 +19,13 @@ def start_cli(*args, cwd=None):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     return subprocess.Popen([sys.executable, "-m", "imagefit.cli", *map(str, args)], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition, timeout=180):
+    """Poll `condition` until it holds (a background run reached a point), or fail after `timeout` seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out")

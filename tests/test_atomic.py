@@ -6,12 +6,11 @@ import resource
 import signal
 import subprocess
 import sys
-import time
 
 import torch
 
 import imagefit
-from cli_process import start_cli
+from cli_process import start_cli, wait_for
 from imagefit import atomic
 
 
@@ -36,10 +35,9 @@ def test_a_checkpoint_that_does_not_fit_keeps_the_previous_one_and_the_run_resum
     run_dir = tmp_path / "runs" / "full"
     proc = start_cli("train", "--dataset", "digits", "--model", "seed-cnn", "--epochs", "50", "--batch-size", "64",
                      "--runs-dir", tmp_path / "runs", "--no-progress", "--name", "full", cwd=tmp_path)
-    deadline = time.time() + 180
-    while not (run_dir / "history.csv").is_file() or len((run_dir / "history.csv").read_text().splitlines()) < 2:
-        assert time.time() < deadline and proc.poll() is None, proc.stderr.read()
-        time.sleep(0.05)
+    history = run_dir / "history.csv"
+    wait_for(lambda: proc.poll() is not None or (history.is_file() and len(history.read_text().splitlines()) >= 2))
+    assert proc.poll() is None, proc.stderr.read()
     proc.send_signal(signal.SIGINT)  # an interrupted run with a good last.ckpt
     assert proc.wait(timeout=120) == 0, proc.stderr.read()
     last = run_dir / "checkpoints" / "last.ckpt"

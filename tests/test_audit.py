@@ -11,7 +11,8 @@ from PIL import Image
 from cli_process import run_imagefit
 
 from imagefit.config import TrainConfig
-from imagefit.data.audit import audit, render_markdown, summary
+from imagefit.data.audit import audit, summary
+from imagefit.report.audit_section import render_markdown
 from imagefit.data.pipeline import prepare_data
 from imagefit.data.types import ImageSet
 from imagefit.report.audit_section import audit_lines

@@ -1,22 +1,12 @@
 """One process per run folder: a second `--resume` and a study's redo are refused while a run writes."""
 import signal
-import time
 
 import pytest
 
-from cli_process import run_imagefit, start_cli
+from cli_process import run_imagefit, start_cli, wait_for
 from imagefit.errors import UserError
 from imagefit.study.runner import _clear
 from imagefit.train.run_lock import LOCK_FILE, run_folder_lock
-
-
-def wait_for(condition, timeout=180):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out")
 
 
 def test_a_folder_being_written_is_refused_to_others_and_freed_by_kill_9(tmp_path):

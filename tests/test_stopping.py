@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 import imagefit
+from cli_process import wait_for
 from imagefit.train.optim import schedule_factor
 
 
@@ -49,15 +50,6 @@ def cli(*args, **kwargs):
 def history_rows(run_dir):
     path = run_dir / "history.csv"
     return path.read_text().strip().splitlines()[1:] if path.exists() else []
-
-
-def wait_for(condition, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out")
 
 
 RECIPES = {

@@ -196,7 +196,7 @@ def _originals(originals: dict | None, side: int, channels: int) -> dict:
 
 def audit(splits: dict[str, ImageSet | None], class_names: list[str], originals: dict | None = None,
           skipped: int = 0) -> dict:
-    """The whole audit as a plain dict (JSON-ready): see render_markdown and summary for what it holds.
+    """The whole audit as a plain dict (JSON-ready): see report.audit_section.render_markdown and summary for what it holds.
 
     `splits` maps train/val/test to uint8 image sets (None where absent); `originals` is the source's
     record of the files' own sizes and modes (SourceData.originals), None when it has no files.
@@ -301,96 +301,3 @@ def summary(result: dict, named: int = NAMED) -> dict:
         "label_conflicts": result["conflicts"], "near_limited": result.get("near_limited", 0), "leaks": len(leaks), "leaked_files": [lk["test"] for lk in leaks[:named]],
         "warning": leak_warning(result, named), "seconds": result["seconds"],
     }
-
-
-# ---- data_audit.md --------------------------------------------------------------------------------
-def _table(header: list[str], rows: list[list]) -> list[str]:
-    from ..report.markdown import table  # the report's table (cells escaped), imported when the page is written
-
-    return table(header, rows)
-
-
-def _sizes_lines(result: dict) -> list[str]:
-    o, d = result["originals"], result["decoded"]
-    decoded = f"Every image was decoded to {d['channels']} channel{'s' if d['channels'] != 1 else ''} at {d['side']}x{d['side']} px."
-    if not o.get("known"):
-        return [decoded + " The source stores its images at one size and records no other (no files to read).", ""]
-    w, h = o["width"], o["height"]
-    span = lambda s: f"{s['min']}" if s["min"] == s["max"] else f"{s['min']}-{s['max']} (median {s['median']})"  # noqa: E731
-    lines = [f"{decoded} The {o['images']:,} files were {span(w)} px wide and {span(h)} px high; the most common sizes:", ""]
-    lines += _table(["Size (w x h)", "Files"], [[f"{s[0]}x{s[1]}", f"{s[2]:,}"] for s in o["common"]])
-    modes = o.get("modes") or {}
-    converted = {m: c for m, c in modes.items() if m != "RGB"}
-    if converted:
-        said = ", ".join(f"{c:,} {m}" + (" (grayscale)" if m in ("L", "I", "I;16", "1", "LA") else "")
-                         for m, c in sorted(converted.items(), key=lambda kv: -kv[1]))
-        lines += [f"Converted to RGB (alpha composited on white, 16-bit scaled by its range): {said}.", ""]
-    else:
-        lines += ["Every file was already 8-bit RGB.", ""]
-    return lines
-
-
-def _group_rows(groups: list[dict]) -> list[list]:
-    rows = []
-    for g in groups[:LISTED]:
-        shown = "; ".join(f"{im['split']}: {im['file']} ({im['label']})" for im in g["images"][:6])
-        more = f"; and {len(g['images']) - 6} more" if len(g["images"]) > 6 else ""
-        rows.append([g["kind"], len(g["images"]), shown + more])
-    return rows
-
-
-def render_markdown(result: dict) -> str:
-    """data_audit.md: the leak warning first, then counts, sizes, duplicates and label conflicts."""
-    lines = ["# Data audit", ""]
-    warning = leak_warning(result)
-    if warning:
-        lines += [f"> **Warning: test leak.** {warning[0].upper()}{warning[1:]}.", ""]
-    present = [s for s in SPLITS if s in result["counts"]]
-    lines += ["## Images per class and split", "",
-              "After imagefit carved validation and test (see the report's data notes); audited before training.", ""]
-    rows = [[name] + [f"{result['counts'][s][c]:,}" for s in present] for c, name in enumerate(result["class_names"])]
-    rows.append(["**all**"] + [f"{sum(result['counts'][s]):,}" for s in present])
-    lines += _table(["Class"] + present, rows)
-    lines += ["## Image sizes and modes", ""] + _sizes_lines(result)
-    if result.get("skipped"):
-        lines += [f"{result['skipped']:,} files could not be used and were skipped: see the report's Skipped files.", ""]
-    lines += ["## Duplicates", "",
-              f"Exact: {result['method']['exact']}. Near: {result['method']['near']} (identical copies counted as exact). "
-              f"Within a split: the extra copies; across: the later split's images with a copy in the earlier one.", ""]
-    within, across = result["within"], result["across"]
-    rows = [[f"within {s}", f"{within['exact'].get(s, 0):,}", f"{within['near'].get(s, 0):,}"] for s in present]
-    rows += [[f"across {p}", f"{across['exact'].get(p, 0):,}", f"{across['near'].get(p, 0):,}"]
-             for p in ("train-val", "train-test", "val-test") if all(s in present for s in p.split("-"))]
-    lines += _table(["Where", "Exact", "Near"], rows)
-    if result.get("near_limited"):
-        lines += [f"{result['near_limited']:,} distinct images fell in crowded hash buckets (many images alike in "
-                  f"one block of the hash's bits); there each was compared with its {WINDOW} nearest by hash rather than "
-                  "with the whole bucket, so a near duplicate among them can be missed.", ""]
-    groups = result["groups"]
-    if groups:
-        lines += [f"{len(groups):,} group{'s' if len(groups) != 1 else ''} of duplicates"
-                  + (f"; the first {LISTED} listed:" if len(groups) > LISTED else ":"), ""]
-        lines += _table(["Kind", "Images", "Files (split: file (class))"], _group_rows(groups))
-    else:
-        lines += ["No exact or near duplicates.", ""]
-    conflicts = [g for g in groups if len(g["labels"]) > 1]
-    lines += ["## Label conflicts", ""]
-    if conflicts:
-        lines += [f"{len(conflicts):,} group{'s' if len(conflicts) != 1 else ''} of identical or near-identical images "
-                  "carry different classes (a mislabelled copy, or classes that overlap):", ""]
-        lines += _table(["Kind", "Images", "Files (split: file (class))"], _group_rows(conflicts))
-    else:
-        lines += ["No image appears under two classes.", ""]
-    leaks = result["leaks"]
-    lines += ["## Test images with a copy in train or val", ""]
-    if leaks:
-        rows = [[lk["kind"], lk["test"], lk["label"], "; ".join(lk["copies"]) + (
-            f"; and {lk['copies_count'] - len(lk['copies'])} more" if lk["copies_count"] > len(lk["copies"]) else "")]
-            for lk in leaks[:LISTED]]
-        lines += _table(["Kind", "Test image", "Class", "Copies"], rows)
-        if len(leaks) > LISTED:
-            lines += [f"The first {LISTED} of {len(leaks):,} are listed.", ""]
-    else:
-        lines += ["None.", ""]
-    lines += [f"The audit took {result['seconds']:.2f} s for {result['images']:,} images.", ""]
-    return "\n".join(lines) + "\n"

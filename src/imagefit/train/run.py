@@ -32,8 +32,8 @@ from ..evaluate.predict import forward_batch, predict_logits
 from ..models import count_parameters, create_model
 from .autoplan import FAMILY, Stopwatch, apply_plan, plan_run, resize_data
 from .budget import END_MARGIN, BudgetPlan, Speed, replan_steps
-from .callbacks import (AtomicCheckpointIO, read_checkpoint, EarlyStoppingInEpochs, EpochSeeding, GracefulInterrupt, Lookahead,
-                        FollowPlan, ShardByRank, StopOnNonFinite)
+from .callbacks import (AtomicCheckpointIO, EarlyStoppingInEpochs, EpochSeeding, FollowPlan, GracefulInterrupt,
+                        Lookahead, ShardByRank, StopOnNonFinite, read_checkpoint)
 from .distributed import one_launch
 from .history import HistoryWriter
 from .loggers import Tracking, progress_callbacks
