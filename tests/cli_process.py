@@ -14,11 +14,12 @@ def run_imagefit(*args, cwd, check=True):
     return proc
 
 
-def start_cli(*args, cwd=None):
-    """`imagefit ...` started in the background (to interrupt it); stdout and stderr are pipes."""
+def start_cli(*args, cwd=None, new_session=False):
+    """`imagefit ...` started in the background (to interrupt it); stdout and stderr are pipes. `new_session`:
+    its own process group, so that the processes it launches can be killed with it."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     return subprocess.Popen([sys.executable, "-m", "imagefit.cli", *map(str, args)], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=new_session)
 
 
 def wait_for(condition, timeout=180):

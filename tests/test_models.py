@@ -63,14 +63,37 @@ def test_airbench_starts_as_identity_and_keeps_batchnorm_scale_fixed():
     assert {id(p) for g in groups for p in g["params"]} == trainable
 
 
-def test_airbench_whitening_bias_trains_early_only():
-    from imagefit.models.airbench import Airbench
+def test_airbench_whitening_bias_trains_early_only(tmp_path):
+    """Through Lightning's loop: the bias moves in the first 30% of the epochs (1 of 3) and not after, while the
+    other weights keep training (the freeze drops its gradient; it stays a parameter DDP sees used)."""
+    import lightning as L
 
-    net = Airbench(10)
-    net.set_epoch(0, 10)
-    assert net.whiten.bias.requires_grad
-    net.set_epoch(3, 10)
-    assert not net.whiten.bias.requires_grad
+    from imagefit.config import TrainConfig
+    from imagefit.data.loader import TensorLoader
+    from imagefit.data.types import ImageSet
+    from imagefit.train.module import ClassifierModule
+
+    class Snapshots(L.Callback):
+        def __init__(self):
+            self.bias, self.head = [], []
+
+        def on_train_epoch_end(self, trainer, module):
+            self.bias.append(module.model.net.whiten.bias.detach().clone())
+            self.head.append(module.model.net.head.weight.detach().clone())
+
+    torch.manual_seed(0)
+    model = create_model("airbench93", 4, 3, 16)
+    data = ImageSet(torch.randint(0, 256, (64, 3, 16, 16), dtype=torch.uint8), torch.arange(64) % 4)
+    cfg = TrainConfig(dataset="digits", model="airbench93", epochs=3, batch_size=16, recipe="fast").with_defaults()
+    snaps = Snapshots()
+    start = model.net.whiten.bias.detach().clone()
+    L.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False, callbacks=[snaps], default_root_dir=tmp_path).fit(
+        ClassifierModule(model, cfg, 4, augment=False), TensorLoader(data, 16, shuffle=True, seed=0))
+    assert not torch.equal(snaps.bias[0], start)  # trained in epoch 1
+    assert torch.equal(snaps.bias[1], snaps.bias[0]) and torch.equal(snaps.bias[2], snaps.bias[0])  # frozen after
+    assert not torch.equal(snaps.head[2], snaps.head[1])  # the rest still trains
+    assert model.net.whiten.bias.requires_grad
 
 
 def test_airbench_needs_16_pixels_and_says_so():

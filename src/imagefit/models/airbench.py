@@ -82,7 +82,13 @@ class Airbench(nn.Module):
 
     def set_epoch(self, epoch: int, max_epochs: int) -> None:
         """The whitening bias trains for the first 30% of the epochs (3 of airbench's 10), then freezes."""
-        self.whiten.bias.requires_grad_(epoch < max(1, round(0.3 * max_epochs)))
+        self.whiten_bias_trains = epoch < max(1, round(0.3 * max_epochs))
+
+    def frozen_parameters(self) -> list[nn.Parameter]:
+        """Parameters whose gradient is dropped before this step's update (the optimizer then skips them, as it
+        skips a parameter without `requires_grad`). Not `requires_grad_(False)`: DDP fails on a parameter that
+        stops receiving gradients after it was wrapped."""
+        return [] if getattr(self, "whiten_bias_trains", True) else [self.whiten.bias]
 
     @torch.no_grad()
     def init_whitening(self, images: torch.Tensor, eps: float = 5e-4, seed: int = 0) -> None:

@@ -182,7 +182,8 @@ def distributed_worker_run(planned: list[StudyRun]) -> Study | None:
     only the run rank 0 is training (its folder is in IMAGEFIT_RUN_DIR), then stop. Planning, skipping and
     clearing are rank 0's: a worker that ran the whole study would delete rank 0's fresh folder (no checkpoint
     yet) and carry the first run's folder into the next runs."""
-    from ..train.run import RUN_DIR_ENV, launched_rank, train
+    from ..train.distributed import RUN_DIR_ENV, launched_rank
+    from ..train.run import train
 
     if launched_rank() == 0 or not os.environ.get(RUN_DIR_ENV):
         return None

@@ -26,6 +26,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from .. import atomic
 from ..errors import UserError
+from .distributed import agree
 
 
 class EpochSeeding(L.Callback):
@@ -251,9 +252,16 @@ class FollowPlan(L.Callback):
                               f"instead of {plan.steps}")
                     plan.steps = steps
                     trainer.fit_loop.max_epochs = plan.max_epochs
-        if step >= plan.steps:
+        done = step >= plan.steps
+        late = not done and self.spent() + self._ema.get(side, 0.0) >= plan.train_deadline  # the next step would end too late
+        if trainer.world_size > 1:  # rank 0's plan and clock decide: a rank stopping alone would hang the others
+            steps, done, late = agree(trainer, (plan.steps, done, late))
+            if steps != plan.steps:
+                plan.steps = steps
+                trainer.fit_loop.max_epochs = plan.max_epochs
+        if done:
             trainer.should_stop = True
-        elif self.spent() + self._ema.get(side, 0.0) >= plan.train_deadline:  # the next step would end too late
+        elif late:
             self.stopped_by_deadline = trainer.should_stop = True
             self.note(f"step {step}: the training deadline came before the planned {plan.steps} steps")
 

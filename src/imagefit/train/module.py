@@ -38,6 +38,10 @@ class ClassifierModule(L.LightningModule):
         if hasattr(net, "set_epoch"):  # airbench: the whitening bias trains early only
             net.set_epoch(self.current_epoch, self.trainer.max_epochs)
 
+    def on_before_optimizer_step(self, optimizer) -> None:
+        for p in getattr(getattr(self.model, "net", None), "frozen_parameters", list)():
+            p.grad = None  # after the gradients were reduced over ranks: the optimizer leaves it as it is
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

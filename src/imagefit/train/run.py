@@ -11,7 +11,7 @@ import os
 import time
 import warnings
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -34,7 +34,7 @@ from .autoplan import FAMILY, Stopwatch, apply_plan, plan_run, resize_data
 from .budget import END_MARGIN, BudgetPlan, Speed, replan_steps
 from .callbacks import (AtomicCheckpointIO, EarlyStoppingInEpochs, EpochSeeding, FollowPlan, GracefulInterrupt,
                         Lookahead, ShardByRank, StopOnNonFinite, read_checkpoint)
-from .distributed import one_launch
+from .distributed import RUN_DIR_ENV, RankZeroDecisions, launched_rank, one_launch
 from .history import HistoryWriter
 from .loggers import Tracking, progress_callbacks
 from .module import ClassifierModule
@@ -45,7 +45,7 @@ from .lr_find import Sweep, check_range, find_lr, read_sweep, write_sweep
 from .transfer import FreezeUnfreeze, default_input_size, parameter_groups
 from .balance import balanced_class_weights, balanced_sample_weights
 from .start_plan import choose_start
-from .transfer_plan import plan_transfer
+from .transfer_plan import TransferChoice, plan_transfer
 
 # Set by the CLI to the moment the process started: the next run's wall time and time budget count from
 # then, imports included, so `imagefit train --time-budget 10m` ends within 10 minutes of being typed.
@@ -69,15 +69,6 @@ class Run:
         return f"Run({str(self.dir)!r}, test_accuracy={self.test_accuracy:.4f})"
 
 
-RUN_DIR_ENV = "IMAGEFIT_RUN_DIR"
-
-
-def launched_rank() -> int:
-    """This process's rank as set by a distributed launcher (0 for the launching process); SLURM's srun sets
-    only SLURM_PROCID."""
-    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", os.environ.get("LOCAL_RANK", 0))))
-
-
 def dataset_slug(dataset: str) -> str:
     return Path(dataset).name.removesuffix(".zip") if ("/" in dataset or dataset.endswith(".zip")) else dataset
 
@@ -98,12 +89,14 @@ def unique_run_dir(runs_dir: Path, name: str) -> Path:
             candidate = runs_dir / f"{name}-{n}"
 
 
-def check_trainer_args(cfg: TrainConfig, precision: str) -> None:
+def check_trainer_args(cfg: TrainConfig, precision: str) -> int:
     """Build a throwaway Trainer with the run's accelerator, devices and precision, before the run folder
-    exists, so a bad --accelerator or --devices is one clear line and leaves nothing behind."""
+    exists, so a bad --accelerator or --devices is one clear line and leaves nothing behind. Returns the
+    number of processes the run trains on."""
     try:
-        L.Trainer(accelerator=cfg.accelerator, devices=cfg.devices, precision=precision, logger=False,
-                  enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+        return L.Trainer(accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, precision=precision,
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False).world_size
     except (MisconfigurationException, ValueError, RuntimeError, ImportError, TypeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"cannot train with --accelerator {cfg.accelerator} --devices {cfg.devices}: {first}",
@@ -199,7 +192,10 @@ def _fit_holding(cfg: TrainConfig, run_dir: Path | None, ckpt: Path | None, held
     cfg = cfg.replace(lr=None) if finding else cfg
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     precision = resolve_precision(cfg.precision, cfg.accelerator)
-    check_trainer_args(cfg, precision)  # before the data is decoded and before the run folder exists
+    world_size = check_trainer_args(cfg, precision)  # before the data is decoded and before the run folder exists
+    shared = RankZeroDecisions.join(Path(cfg.runs_dir).expanduser(), time.time() - (time.perf_counter() - started))
+    if shared.worker:
+        cfg = cfg.replace(audit=False)  # rank 0 audits the data
     watch.lap("start")
     checkpoint = read_checkpoint(ckpt) if ckpt else {}
     history_state = checkpoint.get("callbacks", {}).get("HistoryWriter", {})
@@ -211,8 +207,9 @@ def _fit_holding(cfg: TrainConfig, run_dir: Path | None, ckpt: Path | None, held
     # transfer: the data keeps its own size; the model resizes each batch to its input size
     data = prepare_data(cfg.replace(image_size=None) if cfg.transfer else cfg)
     if cfg.recipe == "auto":  # the budget's first choice: from scratch or from ImageNet weights
-        transfer, why = choose_start(data.image_size, len(data.train), sum(len(s) for s in (data.val, data.test) if s is not None),
-                                     cfg.budget_seconds - spent())
+        transfer, why = shared.decide("start", lambda: choose_start(
+            data.image_size, len(data.train), sum(len(s) for s in (data.val, data.test) if s is not None),
+            cfg.budget_seconds - spent()))
         pinned_side, cfg = cfg.image_size, cfg.decide_start(transfer)
         if transfer and pinned_side:  # transfer decodes at the data's own side; the pinned one is the input
             data = prepare_data(cfg.replace(image_size=None))
@@ -221,6 +218,14 @@ def _fit_holding(cfg: TrainConfig, run_dir: Path | None, ckpt: Path | None, held
     if cfg.early_stopping and data.val is None:
         raise UserError("early stopping needs a validation split", "pass --val-fraction 0.1")
     watch.lap("decode")
+    launch = 0.0
+    if cfg.budget_seconds and world_size > 1 and "LOCAL_RANK" not in os.environ:  # Lightning starts the others at fit
+        launch = watch.seconds["start"] + watch.seconds["decode"]
+        data.notes.append(f"The {world_size - 1} other process(es) Lightning starts for training repeat the imports and "
+                          f"data preparation: {launch:.0f} s of the budget were set aside for them.")
+
+    def spent_planning() -> float:
+        return spent() + launch
     input_size = None
     if cfg.transfer:
         input_size, why = (cfg.image_size, f"The pretrained network sees {cfg.image_size}x{cfg.image_size} px, "
@@ -233,7 +238,8 @@ def _fit_holding(cfg: TrainConfig, run_dir: Path | None, ckpt: Path | None, held
 
     plan = BudgetPlan.from_dict(history_state["plan"]) if history_state.get("plan") else None
     if cfg.budget_seconds and plan is None and cfg.planned and not cfg.transfer and cfg.model in (None, *FAMILY):
-        plan = plan_run(cfg, data, precision, spent, make_model)  # network and side are the planner's
+        plan = shared.decide("plan", lambda: plan_run(cfg, data, precision, spent_planning, make_model),  # network and side are the planner's
+                             BudgetPlan.to_dict, BudgetPlan.from_dict)
         cfg = apply_plan(cfg, plan)
         watch.lap("probe")
     if not cfg.transfer and cfg.image_size and cfg.image_size != data.image_size:
@@ -249,7 +255,9 @@ def _fit_holding(cfg: TrainConfig, run_dir: Path | None, ckpt: Path | None, held
     transfer_choice = None
     if cfg.transfer and cfg.planned and (cfg.transfer_strategy is None or
                                          (cfg.transfer_strategy == "partial" and cfg.trainable_blocks is None)):
-        transfer_choice = plan_transfer(cfg, data, model, precision, cfg.budget_seconds * (1 - END_MARGIN) - spent())
+        transfer_choice = shared.decide("transfer", lambda: plan_transfer(
+            cfg, data, model, precision, cfg.budget_seconds * (1 - END_MARGIN) - spent_planning()), asdict,
+            lambda d: TransferChoice(**d))
         cfg = cfg.replace(transfer_strategy=transfer_choice.strategy, trainable_blocks=transfer_choice.trainable_blocks)
         if transfer_choice.input_size != input_size:
             input_size = transfer_choice.input_size  # the model already resizes to it
@@ -277,13 +285,14 @@ def _fit_holding(cfg: TrainConfig, run_dir: Path | None, ckpt: Path | None, held
     if cfg.budget_seconds and plan is None:  # only the batch, TTA and steps are the planner's
         known = transfer_choice.speed if transfer_choice else None
         measured = Speed(cfg.model, input_size, *known) if known else None
-        plan = plan_run(cfg, data, precision, spent, make_model, fixed_model=trainable, augment=not cached, measured=measured,
-                        checkpoint_seconds=0.0)
+        plan = shared.decide("plan", lambda: plan_run(cfg, data, precision, spent_planning, make_model, fixed_model=trainable,
+                                                      augment=not cached, measured=measured, checkpoint_seconds=0.0),
+                             BudgetPlan.to_dict, BudgetPlan.from_dict)
         cfg = apply_plan(cfg, plan)
     if plan is not None:
         if ckpt:  # a resumed run: the steps that fit in the time left
-            plan.steps = replan_steps(plan, checkpoint.get("global_step", 0), spent(), 1.0,
-                                      max(0, plan.max_epochs - len(history_state.get("rows", []))))
+            plan.steps = shared.decide("resume steps", lambda: replan_steps(
+                plan, checkpoint.get("global_step", 0), spent(), 1.0, max(0, plan.max_epochs - len(history_state.get("rows", [])))))
             plan.replans.append(f"resumed after {elapsed_before:.0f} s: {plan.steps} steps in all fit the time left")
         log.info(plan.sentence())
     else:
@@ -327,6 +336,9 @@ def _fit_holding(cfg: TrainConfig, run_dir: Path | None, ckpt: Path | None, held
             write_sweep(run_dir, sweep, cfg.replace(lr="find").to_dict())
     if launched_rank() == 0:  # inherited by the processes a distributed launch starts (a resumed run's too)
         os.environ[RUN_DIR_ENV] = str(run_dir.resolve())
+        pointer = shared.publish(run_dir)
+        if pointer is not None:
+            held.callback(pointer.unlink, missing_ok=True)
     log.info("run folder: %s", run_dir)
     if data.audit is not None and launched_rank() == 0:
         from ..report.audit_section import write_audit
