@@ -93,7 +93,7 @@ def test_the_finder_restores_the_weights_and_the_random_state(tmp_path):
     from imagefit.data.pipeline import prepare_data
     from imagefit.models import create_model
     from imagefit.train.lr_find import find_lr
-    from imagefit.train.run import make_loaders
+    from imagefit.train.before_fit import make_loaders
 
     cfg = TrainConfig(dataset="digits", batch_size=64, cache_dir=str(tmp_path / "cache"), progress=False, precision="32")
     data = prepare_data(cfg)
@@ -157,7 +157,7 @@ def test_a_fine_tune_sweep_keeps_the_backbone_at_its_multiple_of_the_head_rate(t
     from imagefit.data.pipeline import prepare_data
     from imagefit.models import create_model
     from imagefit.train.lr_find import find_lr
-    from imagefit.train.run import make_loaders
+    from imagefit.train.before_fit import make_loaders
     from imagefit.train.transfer import parameter_groups
 
     cfg = TrainConfig(dataset="digits", batch_size=64, cache_dir=str(tmp_path / "c"), precision="32")

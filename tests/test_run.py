@@ -233,7 +233,7 @@ def test_streaming_loader_trains_to_the_same_artifacts(quick):
 
 
 def _claim(args):
-    from imagefit.train.run import unique_run_dir
+    from imagefit.train.before_fit import unique_run_dir
 
     return str(unique_run_dir(*args))
 

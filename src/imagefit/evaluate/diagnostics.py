@@ -1,6 +1,6 @@
 """The files that explain a run's mistakes, beyond the classification report: written once at the run's end.
 
-`write_diagnostics` is the one call `finish_run` makes; it returns the numbers for metrics.json.
+`write_diagnostics` is the one call `finish_run` (train/outputs.py) makes; it returns the numbers for metrics.json.
 `rebuild_diagnostics` redoes the parts that need only saved files (predictions.safetensors and
 metrics.json), for `imagefit report`; the gallery of mistakes and the Grad-CAM overlays need the images
 (and the model) and are kept as written.

@@ -162,7 +162,7 @@ def seed_study(dataset: str = "digits", epochs: int = SEED_EPOCHS) -> StudySpec:
     as in the course. Transfer is the Keras way with a frozen base: tf_efficientnet_lite0's ImageNet
     features, computed once and cached, under a new linear head (weights offline from pip).
     """
-    from ..train.run import dataset_slug
+    from ..train.before_fit import dataset_slug
 
     transfer = {"model": "tf_efficientnet_lite0", "pretrained": True, "transfer_strategy": "linear-probe"}
     return StudySpec(

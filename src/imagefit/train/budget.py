@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .precision import autocast, is_convolutional
+from .precision import autocast, is_convolutional, synchronize
 
 MIN_STEPS_PER_EPOCH = 25
 MIN_BATCH = 16
@@ -275,12 +275,14 @@ def measure_speed(model: torch.nn.Module, images: torch.Tensor, labels: torch.Te
         return b.contiguous(memory_format=torch.channels_last) if channels_last else b
 
     def step() -> float:
+        synchronize(device)
         start = time.perf_counter()
         with autocast(precision, device.type):
             loss = F.cross_entropy(probe(batch()), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        synchronize(device)
         return time.perf_counter() - start
 
     warm = [step() for _ in range(warmup)]
@@ -292,8 +294,10 @@ def measure_speed(model: torch.nn.Module, images: torch.Tensor, labels: torch.Te
     timings = []
     with torch.no_grad(), autocast(precision, device.type):
         for _ in range(3):
+            synchronize(device)
             start = time.perf_counter()
             probe(batch())
+            synchronize(device)
             timings.append(time.perf_counter() - start)
     torch.set_rng_state(rng)
     return train, len(x) / min(timings[1:])

@@ -107,11 +107,12 @@ def trunk_activations(trunk: Trunk, data: ImageSet, path: Path, views: int, batc
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     shape = None
     try:
-        with open(tmp, "wb") as f, autocast(precision, "cpu"):
+        device = next(trunk.parameters()).device
+        with open(tmp, "wb") as f, autocast(precision, device.type):
             for start in range(0, len(data), batch_size):
-                x = data.take(start, start + batch_size)
+                x = data.take(start, start + batch_size).to(device)
                 outs = [trunk(x), *([trunk(x.flip(-1))] if views > 1 else [])]
-                chunk = (torch.stack(outs, 1) if views > 1 else outs[0]).to(dtype).contiguous()
+                chunk = (torch.stack(outs, 1) if views > 1 else outs[0]).to(dtype).cpu().contiguous()
                 shape = shape or (len(data), *chunk.shape[1:])
                 f.write(chunk.view(-1).view(torch.uint8).numpy().data)
             f.flush()

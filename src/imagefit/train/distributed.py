@@ -95,10 +95,10 @@ class RankZeroDecisions:
             self.made[key] = encode(value)
         return value
 
-    def publish(self, run_dir: Path) -> Path | None:
-        """Rank 0, before training: the decisions into the run folder, and for torchrun or srun its path where the
-        waiting workers look (returned: rank 0 removes it when the run ends)."""
-        if self.worker or launched_rank() != 0:
+    def publish(self, run_dir: Path, world_size: int) -> Path | None:
+        """Rank 0, before training on several processes: the decisions into the run folder, and for torchrun or
+        srun its path where the waiting workers look (returned: rank 0 removes it when the run ends)."""
+        if self.worker or launched_rank() != 0 or world_size < 2:
             return None
         write_json(run_dir / DECISIONS_FILE, self.made)
         key = external_launch_key()

@@ -1,9 +1,10 @@
-"""Numeric precision and memory layout: bf16 autocast where the hardware does bf16 natively, else fp32;
-channels-last for convolutional nets."""
+"""Where and how numbers are computed: the device of the work outside the Trainer, bf16 autocast where the
+hardware does bf16 natively (else fp32), channels-last for convolutional nets."""
 from __future__ import annotations
 
 import contextlib
 import functools
+import os
 
 import torch
 
@@ -24,6 +25,27 @@ def resolve_precision(requested: str, accelerator: str) -> str:
     if accelerator in ("cuda", "gpu") or (accelerator == "auto" and torch.cuda.is_available()):
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     return "bf16-mixed" if cpu_has_native_bf16() else "32"
+
+
+def compute_device(accelerator: str) -> torch.device:
+    """The device of the work the Trainer does not do (the budget probe, features and trunk activations, the
+    final evaluation): the one this process trains on. Lightning's teardown moves the module back to the CPU
+    after `fit`, so the work after it must not read the device from the module."""
+    if accelerator in ("cuda", "gpu") or (accelerator == "auto" and torch.cuda.is_available()):
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if accelerator == "mps" or (accelerator == "auto" and not torch.cuda.is_available()
+                                and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work: a GPU's clock reading means nothing before it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 def autocast(precision: str, device_type: str):

@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import time
-import warnings
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -17,34 +16,31 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint
-from safetensors.torch import save_file
 
-from .. import atomic
 from ..config import TrainConfig
-from ..data.loader import TensorLoader, stream_loader
-from ..data.audit import summary as audit_summary
-from ..data.pipeline import SKIPPED_SHOWN, PreparedData, prepare_data
+from ..data.pipeline import prepare_data
 from ..errors import UserError
 from ..evaluate.metrics import test_metrics
 from ..evaluate.predict import forward_batch, predict_logits
 from ..models import count_parameters, create_model
 from .autoplan import FAMILY, Stopwatch, apply_plan, plan_run, resize_data
+from .balance import balanced_class_weights
+from .before_fit import check_trainer_args, dataset_slug, make_loaders, quiet_lightning, unique_run_dir
 from .budget import END_MARGIN, BudgetPlan, Speed, replan_steps
 from .callbacks import (AtomicCheckpointIO, EarlyStoppingInEpochs, EpochSeeding, FollowPlan, GracefulInterrupt,
                         Lookahead, ShardByRank, StopOnNonFinite, read_checkpoint)
 from .distributed import RUN_DIR_ENV, RankZeroDecisions, launched_rank, one_launch
+from .frozen_inputs import probe_features, trunk_activations
 from .history import HistoryWriter
 from .loggers import Tracking, progress_callbacks
-from .module import ClassifierModule
-from .run_lock import run_folder_lock
-from .precision import fp32_depthwise, resolve_precision
-from .frozen_inputs import probe_features, trunk_activations
 from .lr_find import Sweep, check_range, find_lr, read_sweep, write_sweep
-from .transfer import FreezeUnfreeze, default_input_size, parameter_groups
-from .balance import balanced_class_weights, balanced_sample_weights
+from .module import ClassifierModule
+from .outputs import finish_run
+from .precision import compute_device, fp32_depthwise, resolve_precision
+from .run_lock import run_folder_lock
 from .start_plan import choose_start
+from .transfer import FreezeUnfreeze, default_input_size, parameter_groups
 from .transfer_plan import TransferChoice, plan_transfer
 
 # Set by the CLI to the moment the process started: the next run's wall time and time budget count from
@@ -67,62 +63,6 @@ class Run:
 
     def __repr__(self) -> str:
         return f"Run({str(self.dir)!r}, test_accuracy={self.test_accuracy:.4f})"
-
-
-def dataset_slug(dataset: str) -> str:
-    return Path(dataset).name.removesuffix(".zip") if ("/" in dataset or dataset.endswith(".zip")) else dataset
-
-
-def unique_run_dir(runs_dir: Path, name: str) -> Path:
-    """Create and return runs/<name>, or runs/<name>-2, -3 ... : a new run never overwrites an old one.
-
-    mkdir without exist_ok is the claim, so two runs started at once with one name get two folders.
-    """
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    candidate, n = runs_dir / name, 1
-    while True:
-        try:
-            candidate.mkdir()
-            return candidate
-        except FileExistsError:
-            n += 1
-            candidate = runs_dir / f"{name}-{n}"
-
-
-def check_trainer_args(cfg: TrainConfig, precision: str) -> int:
-    """Build a throwaway Trainer with the run's accelerator, devices and precision, before the run folder
-    exists, so a bad --accelerator or --devices is one clear line and leaves nothing behind. Returns the
-    number of processes the run trains on."""
-    try:
-        return L.Trainer(accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, precision=precision,
-                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False).world_size
-    except (MisconfigurationException, ValueError, RuntimeError, ImportError, TypeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot train with --accelerator {cfg.accelerator} --devices {cfg.devices}: {first}",
-                        "pass --accelerator auto --devices auto (or cpu, gpu and a device count this machine has)") from None
-
-
-def make_loaders(cfg: TrainConfig, data: PreparedData, eval_side: int):
-    """Loaders for rank 0 of 1; ShardByRank tells the tensor loaders their share once the Trainer knows it."""
-    val_batch = forward_batch(eval_side, cfg.batch_size * 2, cfg.on_cuda)
-    weights = balanced_sample_weights(data.train.labels, data.num_classes) if cfg.sampler == "balanced" else None
-    if data.loader == "stream":
-        train = stream_loader(data.train, cfg.batch_size, True, cfg.seed, cfg.num_workers, weights)
-        val = stream_loader(data.val, val_batch, False, cfg.seed, cfg.num_workers) if data.val else None
-        return train, val
-    train = TensorLoader(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed, sample_weights=weights)
-    val = TensorLoader(data.val, val_batch, shuffle=False) if data.val else None
-    return train, val
-
-
-def quiet_lightning() -> None:
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__` defined.*")
-    warnings.filterwarnings("ignore", message=".*The number of training batches.*")
-    warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")  # a resume's
 
 
 def train(config: TrainConfig | dict | None = None, **overrides) -> Run:
@@ -192,6 +132,7 @@ def _fit_holding(cfg: TrainConfig, run_dir: Path | None, ckpt: Path | None, held
     cfg = cfg.replace(lr=None) if finding else cfg
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     precision = resolve_precision(cfg.precision, cfg.accelerator)
+    device = compute_device(cfg.accelerator)
     world_size = check_trainer_args(cfg, precision)  # before the data is decoded and before the run folder exists
     shared = RankZeroDecisions.join(Path(cfg.runs_dir).expanduser(), time.time() - (time.perf_counter() - started))
     if shared.worker:
@@ -236,9 +177,12 @@ def _fit_holding(cfg: TrainConfig, run_dir: Path | None, ckpt: Path | None, held
         return create_model(name, data.num_classes, data.channels, size or data.image_size, data.mean, data.std,
                             pretrained=cfg.pretrained, weights=cfg.weights, input_size=input_size)
 
+    def make_model_on_device(name: str, size: int | None = None):  # the probe measures where training runs
+        return make_model(name, size).to(device)
+
     plan = BudgetPlan.from_dict(history_state["plan"]) if history_state.get("plan") else None
     if cfg.budget_seconds and plan is None and cfg.planned and not cfg.transfer and cfg.model in (None, *FAMILY):
-        plan = shared.decide("plan", lambda: plan_run(cfg, data, precision, spent_planning, make_model),  # network and side are the planner's
+        plan = shared.decide("plan", lambda: plan_run(cfg, data, precision, spent_planning, make_model_on_device),  # network and side are the planner's
                              BudgetPlan.to_dict, BudgetPlan.from_dict)
         cfg = apply_plan(cfg, plan)
         watch.lap("probe")
@@ -252,6 +196,7 @@ def _fit_holding(cfg: TrainConfig, run_dir: Path | None, ckpt: Path | None, held
         n = min(len(data.train), max(500, 5_000_000 // data.image_size**2))
         with torch.no_grad():
             model.net.init_whitening(model.prepare(data.train.take(0, n)), seed=cfg.seed)
+    model.to(device)  # the transfer plan, features and trunk activations are computed where training runs
     transfer_choice = None
     if cfg.transfer and cfg.planned and (cfg.transfer_strategy is None or
                                          (cfg.transfer_strategy == "partial" and cfg.trainable_blocks is None)):
@@ -285,7 +230,7 @@ def _fit_holding(cfg: TrainConfig, run_dir: Path | None, ckpt: Path | None, held
     if cfg.budget_seconds and plan is None:  # only the batch, TTA and steps are the planner's
         known = transfer_choice.speed if transfer_choice else None
         measured = Speed(cfg.model, input_size, *known) if known else None
-        plan = shared.decide("plan", lambda: plan_run(cfg, data, precision, spent_planning, make_model, fixed_model=trainable,
+        plan = shared.decide("plan", lambda: plan_run(cfg, data, precision, spent_planning, make_model_on_device, fixed_model=trainable,
                                                       augment=not cached, measured=measured, checkpoint_seconds=0.0),
                              BudgetPlan.to_dict, BudgetPlan.from_dict)
         cfg = apply_plan(cfg, plan)
@@ -336,7 +281,7 @@ def _fit_holding(cfg: TrainConfig, run_dir: Path | None, ckpt: Path | None, held
             write_sweep(run_dir, sweep, cfg.replace(lr="find").to_dict())
     if launched_rank() == 0:  # inherited by the processes a distributed launch starts (a resumed run's too)
         os.environ[RUN_DIR_ENV] = str(run_dir.resolve())
-        pointer = shared.publish(run_dir)
+        pointer = shared.publish(run_dir, world_size)
         if pointer is not None:
             held.callback(pointer.unlink, missing_ok=True)
     log.info("run folder: %s", run_dir)
@@ -403,16 +348,16 @@ def _fit_holding(cfg: TrainConfig, run_dir: Path | None, ckpt: Path | None, held
     by_budget = bool(follow and follow.stopped_by_deadline)
     # images the network resizes (a fine-tune at 128 px) go in small batches on a CPU; cached activations do not
     eval_batch = forward_batch(eval_side, cfg.batch_size * 2, cfg.on_cuda)
-    final_logits, labels = predict_logits(module.model, data.test, eval_batch, precision, module.device, cfg.tta)
+    final_logits, labels = predict_logits(module.model, data.test, eval_batch, precision, device, cfg.tta)
     final = test_metrics(final_logits, labels, data.class_names)
     logits, evaluated = final_logits, "final"
     best_path = checkpoints.best_model_path
     if cfg.early_stopping and cfg.restore_best and best_path and Path(best_path).is_file():
         state = read_checkpoint(best_path)["state_dict"]
         module.load_state_dict(state)
-        logits, _ = predict_logits(module.model, data.test, eval_batch, precision, module.device, cfg.tta)
+        logits, _ = predict_logits(module.model, data.test, eval_batch, precision, device, cfg.tta)
         evaluated = "best"
-    val_logits = (predict_logits(module.model, data.val, eval_batch, precision, module.device, cfg.tta)[0]
+    val_logits = (predict_logits(module.model, data.val, eval_batch, precision, device, cfg.tta)[0]
                   if data.val is not None else None)  # temperature scaling is fitted on these, never on test
     watch.lap("test")
     extra = {
@@ -448,68 +393,3 @@ def _fit_holding(cfg: TrainConfig, run_dir: Path | None, ckpt: Path | None, held
     if tracking:
         tracking.finish(run_dir, interrupted=metrics["interrupted"])
     return Run(run_dir, cfg, metrics)
-
-
-def finish_run(run_dir: Path, cfg: TrainConfig, data: PreparedData, model: torch.nn.Module,
-               logits: torch.Tensor, labels: torch.Tensor, history: HistoryWriter, precision: str,
-               total_params: int, trainable_params: int, started: float, interrupted: bool,
-               extra: dict | None = None, watch: Stopwatch | None = None,
-               val_logits: torch.Tensor | None = None) -> dict:
-    from ..evaluate.diagnostics import write_diagnostics
-    from ..evaluate.metrics import write_evaluation
-    from ..evaluate.plots import plot_curves
-    from ..evaluate.diagnosis import diagnose
-    from ..report.run_report import write_run_report
-
-    rows = history.rows
-    with_val = [r for r in rows if r["val_loss"] != ""]
-    sign = 1 if cfg.monitor_mode == "min" else -1
-    best = min(with_val, key=lambda r: sign * r[cfg.monitor]) if with_val else (rows[-1] if rows else None)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    meta = {"class_names": json.dumps(data.class_names), "model": cfg.model, "image_size": str(data.image_size),
-            "channels": str(data.channels), "input_size": str(getattr(model, "input_size", None) or data.image_size),
-            "format": "imagefit-1"}
-    diagnostics = write_diagnostics(run_dir, data, logits, labels, val_logits, model=model)
-    if diagnostics.get("temperature") is not None:  # fitted on validation: a later predict divides by it
-        meta["temperature"] = repr(diagnostics["temperature"])
-    with atomic.atomic_path(run_dir / "model.safetensors") as tmp:
-        save_file(state, str(tmp), metadata=meta)
-    saved = {"logits": logits.contiguous(), "labels": labels.contiguous()}
-    if val_logits is not None:
-        saved.update(val_logits=val_logits.contiguous(), val_labels=data.val.labels.contiguous())
-    with atomic.atomic_path(run_dir / "predictions.safetensors") as tmp:
-        save_file(saved, str(tmp))
-    test = {**write_evaluation(run_dir, logits, labels, data.class_names), **diagnostics}
-    epochs_run = len(rows)
-    metrics = {
-        "dataset": cfg.dataset, "model": cfg.model, "params": total_params, "trainable_params": trainable_params,
-        "num_classes": data.num_classes, "class_names": data.class_names, "image_size": data.image_size,
-        "channels": data.channels,
-        "train_images": len(data.train), "val_images": len(data.val) if data.val else 0, "test_images": len(data.test),
-        "epochs": cfg.epochs or history.planned_epochs, "epochs_run": epochs_run, "monitor": cfg.monitor,
-        "best_epoch": best["epoch"] if best else None,
-        "wall_seconds": round(history.elapsed_before + time.perf_counter() - started, 2),
-        "train_seconds": round(history.train_seconds, 2),
-        "train_images_per_second": round(history.train_images / history.train_seconds, 1) if history.train_seconds else None,
-        "precision": precision, "loader": data.loader, "tta": cfg.tta, "recipe": cfg.recipe,
-        "final_train_acc": rows[-1]["train_acc"] if rows else None,
-        "final_val_acc": rows[-1]["val_acc"] if rows and rows[-1]["val_acc"] != "" else None,
-        "best_val_loss": min(r["val_loss"] for r in with_val) if with_val else None,
-        "best_val_acc": max(r["val_acc"] for r in with_val) if with_val else None,
-        "data_notes": data.notes, "interrupted": bool(interrupted), "frozen_inputs_from_cache": data.frozen_from_cache,
-        "predicted_classes": int(logits.argmax(1).unique().numel()) if len(logits) else 0,
-        "skipped_files": {"count": len(data.skipped), "files": data.skipped[:SKIPPED_SHOWN]},
-        "data_audit": audit_summary(data.audit) if data.audit is not None else None,
-        **(extra or {}),
-        **test,
-    }
-    plot_curves(rows, run_dir / "curves.png", best_epoch=metrics["best_epoch"], stop_epoch=metrics.get("stop_epoch"),
-                title=f"{cfg.model} on {dataset_slug(cfg.dataset)}")
-    metrics["diagnosis"] = diagnose(rows, metrics, cfg)
-    if watch is not None:
-        watch.lap("write")
-        metrics["time_breakdown"] = {k: round(v, 2) for k, v in watch.seconds.items()}
-    metrics["wall_seconds"] = round(history.elapsed_before + time.perf_counter() - started, 2)
-    atomic.write_json(run_dir / "metrics.json", metrics)  # a NaN loss is written as null, never as bare NaN
-    write_run_report(run_dir)
-    return metrics

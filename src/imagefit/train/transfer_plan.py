@@ -25,7 +25,7 @@ import torch
 from ..models.freeze import unfreeze
 from .budget import measure_speed
 from .cached_trunk import blocks_of, split_model
-from .precision import autocast
+from .precision import autocast, synchronize
 
 FULL_TARGET_EPOCHS = 5.0
 # Measured on CIFAR-10-JPEG with 15 minutes (bench/README.md): the last 8 blocks for 1.1 epochs reached 89.6%,
@@ -129,19 +129,26 @@ def blockwise_times(model, sample: torch.Tensor, precision: str, repeats: int = 
     runs: list[list[float]] = []
     values: list[int] = []
     _, rest = split_model(model, 0)  # what follows the last block: head convolution, pooling, classifier
-    with autocast(precision, "cpu"):
+    device = next(model.parameters()).device
+    sample = sample.to(device)
+
+    def clock() -> float:
+        synchronize(device)
+        return time.perf_counter()
+
+    with autocast(precision, device.type):
         for _ in range(repeats + 1):  # the first pass pays for kernel selection
-            start = time.perf_counter()
+            start = clock()
             h = net.bn1(net.conv_stem(model.prepare(sample).contiguous(memory_format=torch.channels_last)))
-            times, values = [time.perf_counter() - start], [h[0].numel()]
+            times, values = [clock() - start], [h[0].numel()]
             for block in blocks_of(net):
-                start = time.perf_counter()
+                start = clock()
                 h = block(h)
-                times.append(time.perf_counter() - start)
+                times.append(clock() - start)
                 values.append(h[0].numel())
-            start = time.perf_counter()
+            start = clock()
             rest(h)
-            times.append(time.perf_counter() - start)
+            times.append(clock() - start)
             runs.append(times)
     # the median of each stage over the timed passes (the first paid for kernel selection)
     return [sorted(stage)[len(stage) // 2] for stage in zip(*runs[1:])], values
@@ -163,8 +170,9 @@ def measure_transfer(model, sample: torch.Tensor, labels: torch.Tensor, precisio
     # are slow on CPUs): measured once, on a middle candidate, and applied to all
     reference = ks[len(ks) // 2]
     trunk_part, top_part = split_model(model, reference)
-    with torch.no_grad(), autocast(precision, "cpu"):
-        acts = trunk_part(sample).float()
+    device = next(model.parameters()).device
+    with torch.no_grad(), autocast(precision, device.type):
+        acts = trunk_part(sample.to(device)).float()
     train_speed = measure_speed(top_part, acts, labels, precision, acts.shape[-1], steps=2)[0]
     unfreeze(model.net)
     ratio = max(1.0, (b / train_speed) / max(sum(times[n - reference + 1:]), 1e-9))
