@@ -109,3 +109,14 @@ def test_torchrun_ranks_share_rank_0s_folder(tmp_path):
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["t"]  # no second folder, no pointer left
     assert [r["epoch"] for r in history(tmp_path / "runs" / "t")] == ["1", "2"]
     assert proc.stdout.count("test accuracy") == 1
+
+
+def test_early_stopping_is_agreed_by_both_ranks(tmp_path):
+    """Adam at 1e-2 without augmentation overfits digits within a few epochs: validation loss turns up and
+    stopping fires. The synced validation loss is the same on both ranks, so both stop at the same epoch
+    (a rank stopping alone would leave the other waiting at its next all-reduce until the timeout)."""
+    run_imagefit(*two_process_args(tmp_path, "es", "--epochs", "15", "--optimizer", "adam", "--lr", "0.01",
+                                   "--augment", "none", "--early-stopping", "--patience", "1"), cwd=tmp_path)
+    m = json.loads((tmp_path / "runs" / "es" / "metrics.json").read_text())
+    assert m["stopped_early"] is True and m["epochs_run"] == m["stop_epoch"] == m["best_epoch"] + 1 < 15
+    assert len(history(tmp_path / "runs" / "es")) == m["epochs_run"]
