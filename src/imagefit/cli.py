@@ -54,7 +54,7 @@ HELP = {  # one line per TrainConfig key; the allowed values and the default are
     "early_size": "progressive resizing: train the first --early-fraction of the steps at this side, then at the "
                   "full side; unset: off, or with --time-budget half the side for images of 64 px and more",
     "early_fraction": "the share of the training steps at --early-size",
-    "optimizer": "sgd (Nesterov with --momentum), adam or adamw",
+    "optimizer": "sgd (Nesterov with --momentum), adam, adamw, or muon (Muon on convolution filters, Nesterov SGD on the rest: airbench94_muon)",
     "lr": "learning rate, or find: Lightning's learning-rate finder on the training split picks it (lr_find.png in "
           "the run folder; see imagefit lr-find); unset: 1e-3 for adam/adamw, 0.05 for sgd",
     "weight_decay": "L2 penalty (decoupled for adamw)",

@@ -22,7 +22,7 @@ log = logging.getLogger("imagefit")
 
 CHOICES = {
     "augment": ("none", "basic", "light"),
-    "optimizer": ("sgd", "adam", "adamw"),
+    "optimizer": ("sgd", "adam", "adamw", "muon"),
     "scheduler": ("none", "cosine", "onecycle", "triangle"),
     "precision": ("auto", "32", "bf16-mixed", "16-mixed"),
     "loader": ("auto", "memory", "stream"),
@@ -240,7 +240,7 @@ class TrainConfig:
             raise ValueError("lr 'find' is decided when the run starts: read the run's lr_found")
         if self.lr is not None:
             return self.lr
-        return 0.05 if self.optimizer == "sgd" else 1e-3
+        return 0.05 if self.optimizer in ("sgd", "muon") else 1e-3
 
     @property
     def planned(self) -> bool:

@@ -9,9 +9,73 @@ import torch
 from ..config import TrainConfig
 
 
+# airbench94_muon's settings for convolution filters: the update's size is set by Newton-Schulz, not by the
+# gradient's scale, so the rate does not follow the batch size or the loss's reduction
+MUON_LR, MUON_MOMENTUM = 0.24, 0.6
+
+
+def newton_schulz(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    """The nearest semi-orthogonal matrix to `g` (its singular values pushed towards 1): Muon's update. The
+    quintic iteration's coefficients are Keller Jordan's; bf16 matmuls, as in airbench94_muon."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = g.bfloat16() / (g.norm() + 1e-7)
+    tall = g.size(0) > g.size(1)
+    x = x.T if tall else x
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return (x.T if tall else x).to(g.dtype)
+
+
+class MuonSGD(torch.optim.Optimizer):
+    """Muon (Jordan et al., 2024; airbench94_muon: 94% on CIFAR-10 in 8 epochs instead of 10) on the groups
+    marked `muon` (convolution filters: each step renormalises the filter bank and applies the orthogonalised
+    Nesterov momentum), Nesterov SGD on the rest (BatchNorm shifts, the head). One optimizer, so one schedule
+    sets every group's rate. Hand-written because torch.optim.Muon takes 2-D matrices only; a filter bank is
+    4-D and is flattened per output channel here, as in airbench94_muon."""
+
+    def __init__(self, groups, lr: float, momentum: float, weight_decay: float):
+        super().__init__(groups, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "muon": False})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad if group["muon"] or not group["weight_decay"] else p.grad.add(p, alpha=group["weight_decay"])
+                buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(g))
+                buf.mul_(group["momentum"]).add_(g)
+                g = g.add(buf, alpha=group["momentum"])  # Nesterov
+                if group["muon"]:
+                    p.mul_(len(p) ** 0.5 / p.norm())
+                    g = newton_schulz(g.reshape(len(g), -1)).view(g.shape)
+                p.add_(g, alpha=-group["lr"])
+        return loss
+
+
+def muon_groups(params) -> list[dict]:
+    """Parameter groups with every convolution filter bank (4-D) moved to one Muon group."""
+    groups = [dict(g) for g in params] if isinstance(params, list) and params and isinstance(params[0], dict) \
+        else [{"params": list(params)}]
+    filters = []
+    for g in groups:
+        g["params"] = list(g["params"])
+        filters += [p for p in g["params"] if p.ndim == 4]
+        g["params"] = [p for p in g["params"] if p.ndim != 4]
+    groups = [g for g in groups if g["params"]]
+    return groups + [{"params": filters, "lr": MUON_LR, "momentum": MUON_MOMENTUM, "weight_decay": 0.0, "muon": True}]
+
+
 def build_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     """`params` may be parameter groups with their own "lr" (discriminative rates in transfer learning)."""
     lr, wd = cfg.learning_rate, cfg.weight_decay
+    if cfg.optimizer == "muon":
+        return MuonSGD(muon_groups(params), lr=lr, momentum=cfg.momentum, weight_decay=wd)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, weight_decay=wd)
     if cfg.optimizer == "adam":
