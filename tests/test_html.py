@@ -150,18 +150,21 @@ def test_write_html_puts_the_page_beside_the_markdown(tmp_path):
     assert "<p>hello</p>" in (tmp_path / "report.html").read_text()
 
 
-def test_every_run_report_gets_its_html_twin(tmp_path):
-    from test_run_report import make_run
+def test_every_run_report_gets_its_html_twin(real_run):
+    import json
 
     from imagefit.report import rebuild_report
 
-    run, *_ = make_run(tmp_path)
-    rebuild_report(run)
-    page = (run / "report.html").read_text()
-    pictures = (run / "report.md").read_text().count(".png)")  # curves, confusion matrix, class balance
-    assert "<h1>Run demo: seed-cnn on shapes</h1>" in page and page.count('<img src="data:image/png;base64,') == pictures >= 3
+    (real_run / "report.html").unlink()
+    rebuild_report(real_run)
+    page = (real_run / "report.html").read_text()
+    pictures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (real_run / "report.md").read_text())
+    assert "<h1>Run real: seed-cnn on digits</h1>" in page and len(pictures) >= 6  # curves, confusions, mistakes...
+    embedded = re.findall(r'<img src="data:image/png;base64,([^"]+)"', page)
+    assert [base64.b64decode(e) for e in embedded] == [(real_run / p).read_bytes() for p in pictures]
     assert "<code>report.md</code> and <code>report.html</code>" in page
-    assert "<td>shape11 → shape0</td>" in page
+    top = json.loads((real_run / "metrics.json").read_text())["top_confusions"][0]
+    assert f"<td>{top['true']} → {top['predicted']}</td><td class=num>{top['count']}</td>" in page
 
 
 # ---- real pages in a real browser -------------------------------------------------------------------
