@@ -252,6 +252,17 @@ def test_sentence_wording():
         r"\*b\* against a: changing lr 0.001 → 0.01 raised test accuracy from 0.500 to 0.600 (+0.100); test loss "
         "fell from 1.200 to 1.000 (-0.200) and macro F1 rose from 0.450 to 0.550 (+0.100).")
 
+    scratch = Group("s", [run_record("s", {"model": "seed-cnn"}, test_accuracy=0.5, test_loss=1.5,
+                                     trainable_params=100_000, wall_seconds=30.0)])
+    transfer = Group("t", [run_record("t", {"model": "tf_efficientnet_lite0", "pretrained": True,
+                                            "transfer_strategy": "linear-probe"}, test_accuracy=0.8, test_loss=0.7,
+                                      trainable_params=3843, wall_seconds=12.0, image_size=32, input_size=224)])
+    assert comparison_sentence(scratch, transfer) == (
+        "t against s: transfer learning (tf_efficientnet_lite0 from ImageNet weights, linear probe on frozen features) "
+        "raised test accuracy from 0.500 to 0.800 (+0.300); test loss fell from 1.500 to 0.700 (-0.800). It trained "
+        "3,843 parameters (against 100,000) in 12.0 s of wall time (against 30.0 s); the pretrained network saw the "
+        "32 px images upscaled to 224 px.")
+
     ref = Group("a", [run_record("a", {}, {"cat": 0.5, "dog": 0.8, "owl": 0.6})])
     other = Group("b", [run_record("b", {}, {"cat": 0.7, "dog": 0.6, "owl": 0.6})])
     assert per_class_sentence(ref, other) == (
