@@ -60,7 +60,8 @@ def what_changed(partner: Group, g: Group) -> tuple[str, str]:
     if not is_transfer(a) and is_transfer(b):
         strategy = b.get("transfer_strategy", "fine-tune")
         source = "ImageNet weights" if b.get("pretrained") else "weights from a file"
-        return "transfer", f"Transfer learning ({literal(b.get('model'))} from {source}, {STRATEGY_WORDS.get(strategy, strategy)})"
+        return "transfer", (f"Transfer learning ({literal(b.get('model'))} from {source}, "
+                            f"{STRATEGY_WORDS.get(strategy, strategy)})")
     if is_transfer(a) and not is_transfer(b):
         return "scratch", f"Training {literal(b.get('model'))} from scratch instead of transfer learning"
     if diffs and set(diffs) <= STOPPING_KEYS | {"epochs"} and b.get("early_stopping") and not a.get("early_stopping"):
@@ -231,7 +232,8 @@ def per_class_sentence(reference: Group, g: Group) -> str | None:
         return None
     up = [r for r in rows if r[3] > 0.0005]
     down = [r for r in rows if r[3] < -0.0005]
-    text = f"Against {literal(reference.name)}, {literal(g.name)}'s F1 rose on {len(up)} of {len(rows)} classes and fell on {len(down)}"
+    text = (f"Against {literal(reference.name)}, {literal(g.name)}'s F1 rose on {len(up)} of {len(rows)} classes and "
+            f"fell on {len(down)}")
     if up:
         text += f"; the largest gain is {literal(up[0][0])} ({up[0][3]:+.3f}, {up[0][1]:.3f} → {up[0][2]:.3f})"
     if down:
