@@ -28,3 +28,24 @@ def photos(tmp_path):
 
     write_image_folder(tmp_path / "photos", per_class=8)
     return str(tmp_path / "photos")
+
+
+@pytest.fixture(scope="session")
+def real_run_dir(tmp_path_factory):
+    """One real training run (seed-cnn on digits, 2 epochs: seconds), made once per session and never changed:
+    the report and HTML tests read a folder that training wrote, not a hand-made metrics.json."""
+    import imagefit
+
+    tmp = tmp_path_factory.mktemp("real-run")
+    run = imagefit.train(dataset="digits", model="seed-cnn", epochs=2, batch_size=64, runs_dir=str(tmp / "runs"),
+                         cache_dir=str(tmp / "cache"), data_dir=str(tmp / "data"), progress=False, precision="32",
+                         name="real")
+    return run.dir
+
+
+@pytest.fixture
+def real_run(real_run_dir, tmp_path):
+    """A copy of that run's folder in this test's tmp_path, free to change or delete files in."""
+    import shutil
+
+    return shutil.copytree(real_run_dir, tmp_path / real_run_dir.name)

@@ -1,6 +1,7 @@
 """`imagefit compare` on real runs: the files, the table, the sentences, per-class changes, mistakes."""
 import csv
 import json
+import re
 import shutil
 
 import pytest
@@ -8,7 +9,8 @@ from PIL import Image
 
 import imagefit
 from imagefit.cli import main
-from imagefit.report.findings import calibration_sentence, moved, raised, spread
+from imagefit.report.findings import (best_sentence, calibration_sentence, comparison_sentence, moved,
+                                     per_class_sentence, raised, spread)
 from imagefit.report.runs import Group, RunRecord
 
 
@@ -47,33 +49,45 @@ def stopping_pair(tmp_path_factory):
 
 
 def test_early_stopping_sentence_carries_the_numbers(stopping_pair):
+    """The real pair's sentences: the numbers read back out of them equal the runs' metrics.json (the exact
+    wording is checked on fixed numbers in test_sentence_wording below)."""
     tmp, plain, es = stopping_pair
     result = imagefit.compare([plain.dir, es.dir])
     assert result.dir == tmp / "runs" and result.reference == "plain"  # default: the common parent, the first run
     p, e = plain.metrics, es.metrics
     text = " ".join(result.sentences)
-    rule = "Early stopping (patience 1 on val_loss, best weights restored)"
+    assert "Early stopping (patience 1 on val_loss, best weights restored)" in text
+    ended = re.search(r"ended es at epoch (\d+) of 12, saving (\d+) epochs \(best epoch (\d+)\)\. Against plain, "
+                      r"which ran all 12, it", text)
     if e["stopped_early"] and e["epochs_saved"]:
-        assert (f"{rule} ended es at epoch {e['stop_epoch']} of 12, saving {e['epochs_saved']} epochs "
-                f"(best epoch {e['best_epoch']}). Against plain, which ran all 12, it") in text
-    elif e["stopped_early"]:
-        assert f"{rule} fired in es only at its last epoch, 12 of 12, saving no epochs" in text
+        assert ended and [int(x) for x in ended.groups()] == [e["stop_epoch"], e["epochs_saved"], e["best_epoch"]]
     else:
-        assert f"{rule} did not fire in es" in text
-    a, b = p["test_accuracy"], e["test_accuracy"]
-    if abs(b - a) >= 0.0005:
-        assert f"test accuracy from {a:.3f} to {b:.3f} ({b - a:+.3f})" in text
-    la, lb = p["test_loss"], e["test_loss"]
-    assert f"test loss {'fell' if lb < la else 'rose'} from {la:.3f} to {lb:.3f}" in text or abs(lb - la) < 0.0005
+        assert not ended and ("fired in es only at its last epoch, 12 of 12" in text or "did not fire in es" in text)
+    acc = re.search(r"it (raised|lowered) test accuracy from ([\d.]+) to ([\d.]+) \(([+-][\d.]+)\)", text)
+    if acc:
+        verb, a, b, d = acc.group(1), *map(float, acc.groups()[1:])
+        assert (a, b) == (pytest.approx(p["test_accuracy"], abs=5e-4), pytest.approx(e["test_accuracy"], abs=5e-4))
+        assert d == pytest.approx(b - a, abs=1e-3) and (verb == "raised") is (d > 0)
+    else:
+        assert re.search(r"it left test accuracy unchanged at ([\d.]+)", text)
+        assert abs(p["test_accuracy"] - e["test_accuracy"]) < 5e-4
+    loss = re.search(r"test loss (fell|rose) from ([\d.]+) to ([\d.]+)", text)
+    assert loss and [float(x) for x in loss.groups()[1:]] == [pytest.approx(p["test_loss"], abs=5e-4),
+                                                             pytest.approx(e["test_loss"], abs=5e-4)]
+    assert (loss.group(1) == "fell") is (e["test_loss"] < p["test_loss"])
     md = result.markdown.read_text()
     assert ("yes, at epoch" in md) is e["stopped_early"]
-    worst, best = (("plain", p), ("es", e)) if p["test_ece"] >= e["test_ece"] else (("es", e), ("plain", p))
-    if worst[1]["test_ece"] - best[1]["test_ece"] >= 0.02:
-        assert (f"Calibration differs: {worst[0]}'s confidence strays furthest from its accuracy (test expected "
-                f"calibration error {worst[1]['test_ece']:.3f}, 15 bins), {best[0]}'s least") in text
+    ece = {"plain": p["test_ece"], "es": e["test_ece"]}
+    differs = re.search(r"Calibration differs: (\w+)'s confidence strays furthest from its accuracy \(test expected "
+                        r"calibration error ([\d.]+), 15 bins\), (\w+)'s least \(([\d.]+)\)", text)
+    if differs:
+        worst, hi, best, lo = differs.group(1), float(differs.group(2)), differs.group(3), float(differs.group(4))
+        assert {worst, best} == {"plain", "es"} and ece[worst] >= ece[best] and ece[worst] - ece[best] >= 0.02
+        assert (hi, lo) == (pytest.approx(ece[worst], abs=5e-4), pytest.approx(ece[best], abs=5e-4))
     else:
-        assert "Calibration is similar across the runs" in text
-    assert f"| Test ECE (15 bins) | {p['test_ece']:.4f}" in md.replace("**", "")
+        assert "Calibration is similar across the runs" in text and abs(ece["plain"] - ece["es"]) < 0.02
+    row = re.search(r"^\| Test ECE \(15 bins\) \| \**([\d.]+)\** \| \**([\d.]+)\** \|$", md, re.M)
+    assert [float(x) for x in row.groups()] == [pytest.approx(ece["plain"], abs=5e-5), pytest.approx(ece["es"], abs=5e-5)]
     assert "[report](plain/report.md)" in md and "[report](es/report.md)" in md
 
 
@@ -129,13 +143,16 @@ def test_per_class_gains_and_losses_with_many_classes(tmp_path):
     change = sorted(((fb[c] - fa[c], c) for c in classes), key=lambda t: (-t[0], t[1]))
     section = md.split("## Per-class F1 against a")[1]
     assert "### b: the 5 largest gains and losses" in section
-    gains = [(d, c) for d, c in change if d > 0][:5]
-    losses = [(d, c) for d, c in change if d < 0][-5:][::-1]
-    for d, c in gains + losses:
-        assert f"| {c} | {fa[c]:.3f} | {fb[c]:.3f} | {d:+.3f} |" in section
-    up = sum(d > 0.0005 for d, _ in change)
-    down = sum(d < -0.0005 for d, _ in change)
-    assert f"Against a, b's F1 rose on {up} of 14 classes and fell on {down}" in section
+    gains = [c for d, c in change if d > 0][:5]
+    losses = [c for d, c in change if d < 0][-5:][::-1]
+    rows = re.findall(r"^\| (c\d\d) \| ([\d.]+) \| ([\d.]+) \| ([+-]?[\d.]+) \|$", section, re.M)
+    assert [r[0] for r in rows] == gains + losses  # the largest gains, then the largest losses, worst first
+    for c, was, now, d in rows:  # each number read back equals the runs' classification_report.csv
+        assert float(was) == pytest.approx(fa[c], abs=5e-4) and float(now) == pytest.approx(fb[c], abs=5e-4)
+        assert float(d) == pytest.approx(fb[c] - fa[c], abs=1e-3)
+    counts = re.search(r"Against a, b's F1 rose on (\d+) of 14 classes and fell on (\d+)", section)
+    assert counts and [int(x) for x in counts.groups()] == [sum(d > 0.0005 for d, _ in change),
+                                                            sum(d < -0.0005 for d, _ in change)]
     assert "Changing lr 0.001 → 0.01 (b against a)" not in md  # the phrase leads with the runs
     assert "b against a: changing lr 0.001 → 0.01" in md
 
@@ -202,3 +219,56 @@ def test_spread_verdicts():
     assert "0.496–0.524 and 0.596–0.624 do not overlap" in spread(a, far, "test_accuracy")
     assert "within the seed-to-seed spread, std 0.014 and 0.014" in spread(a, near, "test_accuracy")
     assert spread(Group("x", [record("x", 0.5)]), Group("y", [record("y", 0.6)]), "test_accuracy") == ""
+
+
+def run_record(name, config, class_f1=None, **metrics):
+    return RunRecord(dir=None, label=name, group=name, config=config, history=[], class_f1=class_f1 or {},
+                     metrics=metrics)
+
+
+def test_sentence_wording():
+    """Each kind of sentence on fixed numbers, against the text written out in full."""
+    plain = Group("plain", [run_record("plain", {"epochs": 12}, test_accuracy=0.9, test_loss=0.35, epochs=12,
+                                       epochs_run=12, wall_seconds=30.0)])
+    rule = {"patience": 1, "monitor": "val_loss", "restore_best": True}
+    es = Group("es", [run_record("es", {"epochs": 12, "early_stopping": True, "patience": 1}, test_accuracy=0.92,
+                                 test_loss=0.3, epochs=12, epochs_run=5, stopped_early=True, stop_epoch=5,
+                                 epochs_saved=7, best_epoch=4, wall_seconds=14.0, early_stopping=rule)])
+    assert comparison_sentence(plain, es) == (
+        "Early stopping (patience 1 on val_loss, best weights restored) ended es at epoch 5 of 12, saving 7 epochs "
+        "(best epoch 4). Against plain, which ran all 12, it raised test accuracy from 0.900 to 0.920 (+0.020), and "
+        "test loss fell from 0.350 to 0.300 (-0.050); wall time went from 30.0 s to 14.0 s.")
+    idle = Group("idle", [run_record("idle", {"epochs": 12, "early_stopping": True, "patience": 1}, test_accuracy=0.9,
+                                     test_loss=0.35, epochs=12, epochs_run=12, stopped_early=False, best_epoch=12,
+                                     early_stopping=rule)])
+    assert comparison_sentence(plain, idle) == (
+        "Early stopping (patience 1 on val_loss, best weights restored) did not fire in idle: all 12 epochs ran "
+        "(validation loss was still improving at the last epoch). Against plain, which ran all 12, it left test "
+        "accuracy unchanged at 0.900, and test loss stayed at 0.350.")
+
+    slow = Group("a", [run_record("a", {"lr": 0.001}, test_accuracy=0.5, test_loss=1.2, f1_macro=0.45)])
+    fast = Group("*b*", [run_record("*b*", {"lr": 0.01}, test_accuracy=0.6, test_loss=1.0, f1_macro=0.55)])
+    assert comparison_sentence(slow, fast) == (  # a name is literal markdown in the sentence
+        r"\*b\* against a: changing lr 0.001 → 0.01 raised test accuracy from 0.500 to 0.600 (+0.100); test loss "
+        "fell from 1.200 to 1.000 (-0.200) and macro F1 rose from 0.450 to 0.550 (+0.100).")
+
+    scratch = Group("s", [run_record("s", {"model": "seed-cnn"}, test_accuracy=0.5, test_loss=1.5,
+                                     trainable_params=100_000, wall_seconds=30.0)])
+    transfer = Group("t", [run_record("t", {"model": "tf_efficientnet_lite0", "pretrained": True,
+                                            "transfer_strategy": "linear-probe"}, test_accuracy=0.8, test_loss=0.7,
+                                      trainable_params=3843, wall_seconds=12.0, image_size=32, input_size=224)])
+    assert comparison_sentence(scratch, transfer) == (
+        "t against s: transfer learning (tf_efficientnet_lite0 from ImageNet weights, linear probe on frozen features) "
+        "raised test accuracy from 0.500 to 0.800 (+0.300); test loss fell from 1.500 to 0.700 (-0.800). It trained "
+        "3,843 parameters (against 100,000) in 12.0 s of wall time (against 30.0 s); the pretrained network saw the "
+        "32 px images upscaled to 224 px.")
+
+    ref = Group("a", [run_record("a", {}, {"cat": 0.5, "dog": 0.8, "owl": 0.6})])
+    other = Group("b", [run_record("b", {}, {"cat": 0.7, "dog": 0.6, "owl": 0.6})])
+    assert per_class_sentence(ref, other) == (
+        "Against a, b's F1 rose on 1 of 3 classes and fell on 1; the largest gain is cat (+0.200, 0.500 → 0.700); "
+        "the largest loss is dog (-0.200, 0.800 → 0.600).")
+    assert best_sentence([Group("a", [record("a", 0.8, test_loss=0.6, wall_seconds=20.0)]),
+                          Group("b", [record("b", 0.85, test_loss=0.5, wall_seconds=95.0)])]) == (
+        "The highest test accuracy is b's 0.850, which also has the lowest test loss (0.500). Wall time ranged from "
+        "20.0 s (a) to 1 min 35 s (b).")

@@ -68,17 +68,70 @@ def test_names_cannot_smuggle_links_or_files_into_the_page(tmp_path):
     assert "[image not found: ../secret.png]" in page and "base64,iVBOR" not in page
 
 
-def test_a_class_folder_named_like_a_link_stays_text_in_a_real_report(tmp_path):
+def test_backslash_escapes_are_the_character_itself(tmp_path):
+    from imagefit.report.html import inline
+
+    assert inline(r"\*\*x\*\* \[a\](b.md) \`c\` \<b\> \\ \& \q", tmp_path) == r"**x** [a](b.md) `c` &lt;b&gt; \ &amp; \q"
+    assert inline(r"**a\*b** and [a\]b](x.md)", tmp_path) == '<strong>a*b</strong> and <a href="x.html">a]b</a>'
+    assert inline(r"**a\**", tmp_path) == "**a**"  # an escaped star cannot close the bold
+    assert inline(r"`a\`", tmp_path) == "<code>a\\</code>"  # inside code a backslash is a backslash
+    assert "<title>*x* &amp; y</title>" in markdown_to_html(r"# \*x\* & y", tmp_path)
+
+# A class folder and a run name that are markdown if written unescaped: bold, a link, emphasis, code, HTML.
+MARKUP_NAME = "**big** [x](y) _a_ `c` <b>"
+MARKUP_NAME_ESCAPED = r"\*\*big\*\* \[x\](y) \_a\_ \`c\` \<b\>"  # as report.md must write it
+MARKUP_NAME_HTML = "**big** [x](y) _a_ `c` &lt;b&gt;"  # as a reader sees it, HTML-escaped
+
+
+def _no_markup_from_the_name(page):
+    assert "<strong>big" not in page and "<em>a</em>" not in page and "<code>c</code>" not in page
+    assert '<a href="y"' not in page and "<b>" not in page
+
+
+def test_names_that_look_like_markdown_are_literal_text_in_every_page(tmp_path, capsys):
+    from markdown_it import MarkdownIt
+
+    from cli_process import run_imagefit
+    from imagefit.cli import main
     from test_run import write_image_folder
 
-    write_image_folder(tmp_path / "photos", per_class=8)
-    (tmp_path / "photos" / "red").rename(tmp_path / "photos" / "[x](javascript:alert(1))")
-    run = imagefit.train(dataset=str(tmp_path / "photos"), model="seed-cnn", epochs=1, batch_size=8, progress=False,
-                         runs_dir=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"), precision="32")
-    page = (run.dir / "report.html").read_text()
-    assert "javascript:alert(1)" in page  # the class is named in the page
-    assert not re.search(r'href="[^"]*javascript', page, re.I)
+    write_image_folder(tmp_path / "photos", classes=(MARKUP_NAME, "[x](javascript:alert(1))", "blue"), per_class=8)
+    run_imagefit("train", "--dataset", tmp_path / "photos", "--name", "*run* [r](s)", "--model", "seed-cnn",
+                 "--epochs", "1", "--batch-size", "8", "--precision", "32", "--no-progress", "--image-size", "8",
+                 "--runs-dir", tmp_path / "runs", "--cache-dir", tmp_path / "cache", cwd=tmp_path)
+    run = tmp_path / "runs" / "*run* [r](s)"
+    commonmark = MarkdownIt("commonmark").enable("table")  # a reference markdown reader (GitHub's tables)
+    for md_file in ("report.md", "data_audit.md"):
+        md = (run / md_file).read_text()
+        assert MARKUP_NAME_ESCAPED in md and MARKUP_NAME not in md, md_file
+        rendered = commonmark.render(md)
+        assert MARKUP_NAME_HTML in rendered, md_file
+        _no_markup_from_the_name(rendered)
+    report = (run / "report.md").read_text()
+    assert report.startswith(r"# Run \*run\* \[r\](s): seed-cnn on ")
+    assert f"| {MARKUP_NAME_ESCAPED} |" in report  # the per-class table
+    page = (run / "report.html").read_text()
+    assert "<h1>Run *run* [r](s): seed-cnn on /" in page and f"<td>{MARKUP_NAME_HTML}</td>" in page
+    assert "<title>Run *run* [r](s): seed-cnn on /" in page
+    _no_markup_from_the_name(page)
+    assert '<a href="s"' not in page and "<em>run</em>" not in page
+    assert "<td>[x](javascript:alert(1))</td>" in page and not re.search(r'href="[^"]*javascript', page, re.I)
 
+    # the comparison: run names in the table, the sentences and the links; class names in the per-class table
+    shutil.copytree(run, tmp_path / "runs" / "_b_ (2)")
+    assert main(["compare", str(run), str(tmp_path / "runs" / "_b_ (2)"), "--out", str(tmp_path / "cmp")]) == 0
+    printed = capsys.readouterr().out  # the console's sentences are plain text
+    assert "- _b_ (2), with *run* [r](s)'s configuration, left test accuracy unchanged" in printed
+    md = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert r"\_b\_ (2), with \*run\* \[r\](s)'s configuration, left test accuracy unchanged" in md
+    assert r"Reference run: **\*run\* \[r\](s)**." in md and r"| \*run\* \[r\](s) | \_b\_ (2) |" in md
+    assert "[report](../runs/%2Arun%2A%20%5Br%5D%28s%29/report.md)" in md  # the link's target percent-encoded
+    assert f"| {MARKUP_NAME_ESCAPED} | " in md
+    page = (tmp_path / "cmp" / "comparison.html").read_text()
+    assert '<a href="../runs/%2Arun%2A%20%5Br%5D%28s%29/report.html">report</a>' in page
+    assert f"<td>{MARKUP_NAME_HTML}</td>" in page and "<h2>Per-class F1 against *run* [r](s)</h2>" in page
+    _no_markup_from_the_name(page)
+    _no_markup_from_the_name(commonmark.render(md))
 
 def test_write_html_puts_the_page_beside_the_markdown(tmp_path):
     (tmp_path / "report.md").write_text("# T\n\nhello\n")
@@ -86,18 +139,21 @@ def test_write_html_puts_the_page_beside_the_markdown(tmp_path):
     assert "<p>hello</p>" in (tmp_path / "report.html").read_text()
 
 
-def test_every_run_report_gets_its_html_twin(tmp_path):
-    from test_run_report import make_run
+def test_every_run_report_gets_its_html_twin(real_run):
+    import json
 
     from imagefit.report import rebuild_report
 
-    run, *_ = make_run(tmp_path)
-    rebuild_report(run)
-    page = (run / "report.html").read_text()
-    pictures = (run / "report.md").read_text().count(".png)")  # curves, confusion matrix, class balance
-    assert "<h1>Run demo: seed-cnn on shapes</h1>" in page and page.count('<img src="data:image/png;base64,') == pictures >= 3
+    (real_run / "report.html").unlink()
+    rebuild_report(real_run)
+    page = (real_run / "report.html").read_text()
+    pictures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (real_run / "report.md").read_text())
+    assert "<h1>Run real: seed-cnn on digits</h1>" in page and len(pictures) >= 6  # curves, confusions, mistakes...
+    embedded = re.findall(r'<img src="data:image/png;base64,([^"]+)"', page)
+    assert [base64.b64decode(e) for e in embedded] == [(real_run / p).read_bytes() for p in pictures]
     assert "<code>report.md</code> and <code>report.html</code>" in page
-    assert "<td>shape11 → shape0</td>" in page
+    top = json.loads((real_run / "metrics.json").read_text())["top_confusions"][0]
+    assert f"<td>{top['true']} → {top['predicted']}</td><td class=num>{top['count']}</td>" in page
 
 
 # ---- real pages in a real browser -------------------------------------------------------------------

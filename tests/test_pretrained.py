@@ -135,12 +135,6 @@ def test_account_lists_only_the_head_and_foreign_weights_are_refused(tmp_path, l
     assert account["loaded_tensors"] == len(net.state_dict()) - 2
     assert len(account["sha256"]) == 64 and net.get_classifier().out_features == 10
 
-    shared = SHARED / LITE0 / f"{LITE0}_in1k.safetensors"
-    if shared.is_file():  # timm layout, no num_batches_tracked: those are not reported
-        net, account = load_pretrained(LITE0, 10, weights=shared)
-        assert account["missing_keys"] == HEAD and account["unexpected_keys"] == HEAD
-        assert account["sha256"] == "fe03ecdbdc2cd3d79f669795a99280b9c70f8345889be5650345f5ec2a0358bd"
-
     # weights for the backbone only, wrapped like an imagefit model (net. prefix, mean/std buffers)
     backbone = {f"net.{k}": v for k, v in lite0_state.items() if not k.startswith("classifier.")}
     backbone.update(mean=torch.zeros(1, 3, 1, 1), std=torch.ones(1, 3, 1, 1))
@@ -156,17 +150,28 @@ def test_account_lists_only_the_head_and_foreign_weights_are_refused(tmp_path, l
     net, account = load_pretrained(LITE0, None, weights=tmp_path / "lite0.ckpt")
     assert account["missing_keys"] == [] and torch.equal(net.classifier.weight, lite0_state["classifier.weight"])
 
-    lite2 = package_weights_path("tf_efficientnet_lite2")
-    if lite2 is not None:
-        with pytest.raises(UserError, match="do not match tf_efficientnet_lite0"):
-            load_pretrained(LITE0, 10, weights=lite2)
+    lite2 = package_weights_path("tf_efficientnet_lite2")  # a required dependency: always there
+    assert lite2 is not None and lite2.is_file()
+    with pytest.raises(UserError, match="do not match tf_efficientnet_lite0"):
+        load_pretrained(LITE0, 10, weights=lite2)
     save_file({k: v for k, v in lite0_state.items()}, tmp_path / "lite0.safetensors")
     with pytest.raises(UserError, match="do not match resnet18"):
         load_pretrained("resnet18", 10, weights=tmp_path / "lite0.safetensors")
-    mobilenet = SHARED / "mobilenet_v2_backbone" / "mobilenet_v2_features_in1k.safetensors"
-    if mobilenet.is_file():  # torchvision MobileNetV2 features: no key in common
-        with pytest.raises(UserError, match=r"do not match tf_efficientnet_lite0: \d+ of its \d+ tensors are missing"):
-            load_pretrained(LITE0, 10, weights=mobilenet)
+
+
+def test_the_shared_timm_layout_file_loads_without_its_head():
+    shared = shared_file(LITE0, f"{LITE0}_in1k.safetensors")  # timm layout, no num_batches_tracked: not reported
+    net, account = load_pretrained(LITE0, 10, weights=shared)
+    assert account["missing_keys"] == HEAD and account["unexpected_keys"] == HEAD
+    assert account["sha256"] == "fe03ecdbdc2cd3d79f669795a99280b9c70f8345889be5650345f5ec2a0358bd"
+    assert net.get_classifier().out_features == 10
+    assert torch.equal(net.conv_stem.weight, load_file(shared)["conv_stem.weight"])
+
+
+def test_weights_of_another_network_are_refused_with_the_count_of_missing_tensors():
+    mobilenet = shared_file("mobilenet_v2_backbone", "mobilenet_v2_features_in1k.safetensors")  # no key in common
+    with pytest.raises(UserError, match=r"do not match tf_efficientnet_lite0: \d+ of its \d+ tensors are missing"):
+        load_pretrained(LITE0, 10, weights=mobilenet)
 
 
 def test_no_hub_is_one_clear_error_not_a_minute_of_retries(monkeypatch):

@@ -47,9 +47,15 @@ def test_classification_report_agrees_with_metrics(digits_run):
     assert accuracy == pytest.approx(m["test_accuracy"], abs=5e-5)
     for line in ("macro avg", "weighted avg"):
         assert line in text
-    assert all(f"\n{name:>12s} " in "\n" + text or name in text for name in m["class_names"])
     rows = list(csv.DictReader(open(digits_run.dir / "classification_report.csv")))
     assert len(rows) == m["num_classes"] + 4  # + accuracy, balanced accuracy, macro and weighted avg
+    by_class = {r["class"]: r for r in rows}
+    for name in m["class_names"]:  # digits' classes are "0".."9": each must be a row of numbers, not any digit
+        row = re.search(rf"^\s*{re.escape(name)}\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(\d+)\s*$", text, re.M)
+        assert row, f"no row for class {name}"
+        expected = by_class[name]
+        for value, key in zip(row.groups(), ("precision", "recall", "f1-score", "support")):
+            assert float(value) == pytest.approx(float(expected[key]), abs=5e-5), (name, key)
     cm = list(csv.reader(open(digits_run.dir / "confusion_matrix.csv")))
     counts = [[int(v) for v in r[1:]] for r in cm[1:]]
     assert sum(counts[i][i] for i in range(10)) / sum(map(sum, counts)) == pytest.approx(m["test_accuracy"])

@@ -1,5 +1,6 @@
 import csv
 import json
+import re
 
 import pytest
 import torch
@@ -27,7 +28,10 @@ EVALUATION_FILES = ["classification_report.txt", "classification_report.csv", "c
 
 
 def make_run(root, k=12, n_per_class=20, history=HISTORY, with_val=True, interrupted=False, name="demo"):
-    """A complete run folder, written the way the training code writes it."""
+    """A run folder written by hand, the way the training code writes it: only for the sentences that need
+    numbers a short real run does not produce (validation loss lowest at epoch 3 of 6 and rising after it, a
+    weakest class with a known confusion, no validation split, an interrupted run). Tests about reporting a
+    real run use the `real_run` fixture (conftest.py) instead."""
     run = root / name
     run.mkdir()
     TrainConfig(name=name, dataset="shapes", model="seed-cnn", epochs=10, optimizer="adamw", lr=0.003,
@@ -64,34 +68,57 @@ def make_run(root, k=12, n_per_class=20, history=HISTORY, with_val=True, interru
     return run, logits, labels, names
 
 
-def test_rebuild_regenerates_every_file(tmp_path):
-    run, logits, labels, names = make_run(tmp_path)
-    report = rebuild_report(run)
-    assert report == run / "report.md"
-    for f in EVALUATION_FILES + ["curves.png", "report.md"]:
-        assert (run / f).is_file(), f
-    for png in ("curves.png", "confusion_matrix.png"):
-        with Image.open(run / png) as im:
-            assert im.format == "PNG" and im.size[0] >= 800
+def test_rebuild_regenerates_every_file(real_run):
+    from safetensors.torch import load_file
 
-    metrics = json.loads((run / "metrics.json").read_text())
-    expected = M.test_metrics(logits, labels, names)
-    assert metrics["test_accuracy"] == pytest.approx(expected["test_accuracy"])
-    assert metrics["dataset"] == "shapes" and metrics["params"] == 123456  # training keys survive
-    text = (run / "classification_report.txt").read_text()
-    accuracy_line = next(line for line in text.splitlines() if line.strip().startswith("accuracy"))
-    assert accuracy_line.split()[1] == f"{metrics['test_accuracy']:.4f}"
+    tensors = load_file(real_run / "predictions.safetensors")
+    trained = json.loads((real_run / "metrics.json").read_text())
+    expected = M.test_metrics(tensors["logits"], tensors["labels"], trained["class_names"])
+    assert trained["test_accuracy"] == pytest.approx(expected["test_accuracy"])  # what training wrote
 
     # stale or deleted files come back from predictions.safetensors alone
-    for f in EVALUATION_FILES + ["curves.png", "report.md"]:
-        (run / f).unlink()
-    metrics["test_accuracy"] = 0.0
-    (run / "metrics.json").write_text(json.dumps(metrics))
-    rebuild_report(run)
-    for f in EVALUATION_FILES + ["curves.png", "report.md"]:
-        assert (run / f).is_file(), f
-    assert json.loads((run / "metrics.json").read_text())["test_accuracy"] == pytest.approx(expected["test_accuracy"])
-    assert not [p for p in run.iterdir() if p.name.startswith(".")]
+    for f in EVALUATION_FILES + ["curves.png", "report.md", "report.html"]:
+        (real_run / f).unlink()
+    (real_run / "metrics.json").write_text(json.dumps({**trained, "test_accuracy": 0.0}))
+    assert rebuild_report(real_run) == real_run / "report.md"
+    for f in EVALUATION_FILES + ["curves.png", "report.md", "report.html"]:
+        assert (real_run / f).is_file(), f
+    for png in ("curves.png", "confusion_matrix.png"):
+        with Image.open(real_run / png) as im:
+            assert im.format == "PNG" and im.size[0] >= 800
+    metrics = json.loads((real_run / "metrics.json").read_text())
+    assert metrics["test_accuracy"] == trained["test_accuracy"]
+    assert metrics["dataset"] == "digits" and metrics["params"] == trained["params"]  # training keys survive
+    text = (real_run / "classification_report.txt").read_text()
+    accuracy_line = next(line for line in text.splitlines() if line.strip().startswith("accuracy"))
+    assert accuracy_line.split()[1] == f"{trained['test_accuracy']:.4f}"
+    assert f"| Test accuracy | {trained['test_accuracy']:.4f} |" in (real_run / "report.md").read_text()
+    assert not list(real_run.glob(".*.tmp")) and not list(real_run.glob("*.tmp"))  # no temporary file left
+
+
+def test_the_report_of_a_real_run_shows_its_files_numbers(real_run):
+    rebuild_report(real_run)
+    md = (real_run / "report.md").read_text()
+    m = json.loads((real_run / "metrics.json").read_text())
+    assert md.startswith("# Run real: seed-cnn on digits\n")
+    for piece in ["| Seed | 0 |", "| Batch size | 64 |", "| Epochs | 2 configured, 2 run |", "| Precision | 32 |",
+                  f"| Test images | {m['test_images']:,} |", f"| Test loss | {m['test_loss']:.4f} |",
+                  f"| F1 (macro average) | {m['f1_macro']:.4f} |", "| Epochs run | 2 of 2 |",
+                  f"{m['train_images']:,} train, {m['val_images']:,} val, {m['test_images']:,} test; 10 classes"]:
+        assert piece in md, piece
+    rows = list(csv.DictReader(open(real_run / "classification_report.csv")))
+    for r in rows[:10]:  # the 10 digits, each a row of the per-class table
+        assert (f"| {r['class']} | {float(r['precision']):.4f} | {float(r['recall']):.4f} | "
+                f"{float(r['f1-score']):.4f} | {int(float(r['support']))} |") in md, r["class"]
+    for top in m["top_confusions"][:3]:
+        assert f"| {top['true']} → {top['predicted']} | {top['count']} |" in md
+    pictures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert {"curves.png", "confusion_matrix.png"} <= set(pictures) and all((real_run / p).is_file() for p in pictures)
+    listed = re.findall(r"^- `([^`]+)`", md.split("## Files in this folder")[1], re.M)
+    files = {p.name for p in real_run.iterdir() if p.is_file() and p.name != ".imagefit.lock"}  # the run's lock: bookkeeping
+    assert set(listed) == files - {"report.html"} and "metrics.json" in listed
+    said = md.split("## What the numbers say")[1]
+    assert f"train accuracy was {m['final_train_acc']:.3f} and validation accuracy {m['final_val_acc']:.3f}" in said
 
 
 def test_report_content(tmp_path):
@@ -115,11 +142,12 @@ def test_report_content(tmp_path):
     assert "The weakest class is shape11" in said and "mistaken for shape0 (11 times" in said
 
 
-def test_small_k_lists_every_class(tmp_path):
-    run, *_ = make_run(tmp_path, k=4)
-    md = rebuild_report(run).read_text()
-    assert all(f"| shape{i} |" in md for i in range(4))
-    assert "5 best" not in md and "top-5" not in md
+def test_ten_classes_are_listed_each(real_run):
+    md = write_run_report(real_run).read_text()
+    section = md.split("## Per-class results")[1].split("\n## ")[0]
+    assert [line.split("|")[1].strip() for line in section.splitlines() if line.startswith("| ")][1:] == \
+        [str(i) for i in range(10)]
+    assert "5 best" not in md
 
 
 def test_no_validation_split(tmp_path):
@@ -137,11 +165,13 @@ def test_one_epoch_interrupted(tmp_path):
     assert "Only one epoch ran (validation loss 1.2000)" in md
 
 
-def test_missing_predictions_still_reports(tmp_path):
-    run, *_ = make_run(tmp_path)
-    (run / "predictions.safetensors").unlink()
-    md = rebuild_report(run).read_text()
-    assert "No test metrics" in md and "## Set-up" in md and (run / "curves.png").is_file()
+def test_missing_predictions_still_reports(real_run):
+    (real_run / "predictions.safetensors").unlink()
+    (real_run / "curves.png").unlink()
+    metrics = json.loads((real_run / "metrics.json").read_text())
+    (real_run / "metrics.json").write_text(json.dumps({k: v for k, v in metrics.items() if not k.startswith("test_")}))
+    md = rebuild_report(real_run).read_text()
+    assert "No test metrics" in md and "## Set-up" in md and (real_run / "curves.png").is_file()
 
 
 def test_write_run_report_on_bare_folder(tmp_path):

@@ -1,6 +1,7 @@
 """Studies on real, short runs: the built-in seed study, skipping, --rerun, resume, seeds, and mistakes."""
 import csv
 import json
+import re
 import signal
 import statistics
 import subprocess
@@ -113,18 +114,25 @@ def test_sentences_carry_the_numbers(seed):
     _, _, _, study_dir = seed
     m = {run: metrics_of(study_dir / run) for run in ("scratch", "transfer", "transfer-early-stopping")}
     said = (study_dir / "comparison.md").read_text().split("## What the comparison says")[1].split("\n## ")[0]
-    a, b = m["scratch"]["test_accuracy"], m["transfer"]["test_accuracy"]
-    verb = "raised" if b > a else "lowered"
-    assert (f"transfer against scratch: transfer learning (tf_efficientnet_lite0 from ImageNet weights, linear probe "
-            f"on frozen features) {verb} test accuracy from {a:.3f} to {b:.3f} ({b - a:+.3f})") in said
-    la, lb = m["scratch"]["test_loss"], m["transfer"]["test_loss"]
-    assert f"test loss {'fell' if lb < la else 'rose'} from {la:.3f} to {lb:.3f} ({lb - la:+.3f})" in said
+    # the numbers read back out of the sentence equal metrics.json's (the wording itself: test_compare.py's
+    # test_sentence_wording, on fixed numbers)
+    change = re.search(r"transfer against scratch: transfer learning \(tf_efficientnet_lite0 from ImageNet weights, "
+                       r"linear probe on frozen features\) (raised|lowered) test accuracy from ([\d.]+) to ([\d.]+) "
+                       r"\(([+-][\d.]+)\); test loss (fell|rose) from ([\d.]+) to ([\d.]+) \(([+-][\d.]+)\)", said)
+    assert change, said
+    for verb, a, b, d, key, down in [(*change.groups()[:4], "test_accuracy", "lowered"),
+                                     (*change.groups()[4:], "test_loss", "fell")]:
+        a, b, d = float(a), float(b), float(d)
+        assert a == pytest.approx(m["scratch"][key], abs=5e-4) and b == pytest.approx(m["transfer"][key], abs=5e-4)
+        assert d == pytest.approx(b - a, abs=1e-3) and (verb == down) is (d < 0)
     es = m["transfer-early-stopping"]
     assert "Early stopping (patience 5 on val_loss, best weights restored)" in said
     assert f"did not fire in transfer-early-stopping: all {es['epochs_run']} epochs ran" in said
     assert "Against transfer, which ran all 2" in said
+    gaps = dict(re.findall(r"([a-z-]+) (-?[\d.]+) \((?:no sign of overfitting|mild overfitting|heavy overfitting)\)", said))
+    assert gaps.keys() == m.keys()  # the overfitting gaps
     for run, v in m.items():
-        assert f"{run} {v['final_train_acc'] - v['final_val_acc']:.3f} (" in said  # the overfitting gaps
+        assert float(gaps[run]) == pytest.approx(v["final_train_acc"] - v["final_val_acc"], abs=5e-4)
     assert "single seed" in said and "cannot measure" in said
 
 

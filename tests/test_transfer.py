@@ -7,6 +7,7 @@ from safetensors.torch import load_file
 
 import imagefit
 from imagefit.models import create_model
+from imagefit.models.pretrained import load_pretrained
 from imagefit.train.transfer import parameter_groups
 
 
@@ -50,9 +51,12 @@ def test_linear_probe_cache_matches_forward_pass_at_the_same_precision(tmp_path,
     second, hit2 = cached_features(model, data.train, tmp_path / "c", {"model": "x"}, 16, "32")
     assert (hit, hit2) == (False, True)
     assert torch.equal(first.images, second.images) and torch.equal(first.labels, data.train.labels)
+    # the cached features are what the whole network, run forward on the images, feeds its classifier
+    assert first.images.shape == (len(data.train), 1280)
     with torch.no_grad():
-        direct = model.eval().features(data.train.images)
-    assert torch.allclose(first.images, direct, atol=1e-4)
+        logits = model.eval()(data.train.images)
+        assert logits.shape == (len(data.train), 3)
+        assert torch.allclose(model.head()(first.images), logits, atol=1e-4)
 
 
 def test_fine_tune_uses_a_lower_backbone_rate_and_reports_the_weights(quick, photos):
@@ -75,14 +79,26 @@ def test_fine_tune_uses_a_lower_backbone_rate_and_reports_the_weights(quick, pho
 
 def test_freeze_unfreeze_keeps_the_backbone_and_its_batchnorm_statistics_while_frozen(quick, photos):
     before = pretrained_backbone()
-    frozen = imagefit.train(**transfer_args(quick, photos, transfer_strategy="freeze-unfreeze", freeze_epochs=1, epochs=1))
+    frozen = imagefit.train(**transfer_args(quick, photos, transfer_strategy="freeze-unfreeze", freeze_epochs=1, epochs=1,
+                                            name="frozen"))
     after = load_file(frozen.dir / "model.safetensors")
     running = [k for k in before if "running_mean" in k or "running_var" in k]
     assert running, "EfficientNet-Lite has BatchNorm layers"
     for key, value in before.items():
         if key.startswith("net."):
             assert torch.equal(after[key], value), f"{key} changed while frozen"
-    assert not torch.equal(after["net.classifier.weight"], torch.zeros_like(after["net.classifier.weight"]))
+    # the head is new: one row per class of the data set (ImageNet's has 1000), none of them ImageNet's
+    imagenet, _ = load_pretrained("tf_efficientnet_lite0", None, pretrained=True)  # the weights' own head
+    assert imagenet.get_classifier().weight.shape == (1000, 1280)
+    head = after["net.classifier.weight"]
+    assert head.shape == (3, 1280) and after["net.classifier.bias"].shape == (3,)
+    assert torch.cdist(head, imagenet.get_classifier().weight.detach()).min() > 1e-3
+    # ... and it trained while the backbone was frozen: the same run (same seed, so the same initial head) at a
+    # rate too small to move it leaves the head elsewhere
+    still = imagefit.train(**transfer_args(quick, photos, transfer_strategy="freeze-unfreeze", freeze_epochs=1, epochs=1,
+                                           lr=1e-12, weight_decay=0.0, name="still"))
+    initial = load_file(still.dir / "model.safetensors")["net.classifier.weight"]
+    assert ((head - initial).abs() > 1e-5).float().mean() > 0.5  # Adam moves most weights by about the rate a step
 
     thawed = imagefit.train(**transfer_args(quick, photos, transfer_strategy="freeze-unfreeze", freeze_epochs=1, epochs=2))
     after = load_file(thawed.dir / "model.safetensors")

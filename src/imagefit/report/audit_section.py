@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .. import atomic
 from ..data.audit import LISTED, SPLITS, WINDOW, leak_warning
-from .markdown import table
+from .markdown import literal, table
 
 log = logging.getLogger("imagefit")
 AUDIT_FILE = "data_audit.md"
@@ -36,7 +36,8 @@ def audit_lines(run_dir: Path, metrics: dict) -> tuple[list[str], list[str]]:
     info = metrics.get("data_audit")
     if not info:
         return [], []
-    top = [f"> **Warning: test leak.** {info['warning'][0].upper()}{info['warning'][1:]}.", ""] if info.get("warning") else []
+    top = ([f"> **Warning: test leak.** {literal(info['warning'][0].upper() + info['warning'][1:])}.", ""]
+           if info.get("warning") else [])
     within, across = info.get("within") or {}, info.get("across") or {}
 
     def where(counts: dict) -> str:
@@ -80,7 +81,7 @@ def _sizes_lines(result: dict) -> list[str]:
 def _group_rows(groups: list[dict]) -> list[list]:
     rows = []
     for g in groups[:LISTED]:
-        shown = "; ".join(f"{im['split']}: {im['file']} ({im['label']})" for im in g["images"][:6])
+        shown = "; ".join(f"{im['split']}: {literal(im['file'])} ({literal(im['label'])})" for im in g["images"][:6])
         more = f"; and {len(g['images']) - 6} more" if len(g["images"]) > 6 else ""
         rows.append([g["kind"], len(g["images"]), shown + more])
     return rows
@@ -91,11 +92,11 @@ def render_markdown(result: dict) -> str:
     lines = ["# Data audit", ""]
     warning = leak_warning(result)
     if warning:
-        lines += [f"> **Warning: test leak.** {warning[0].upper()}{warning[1:]}.", ""]
+        lines += [f"> **Warning: test leak.** {literal(warning[0].upper() + warning[1:])}.", ""]
     present = [s for s in SPLITS if s in result["counts"]]
     lines += ["## Images per class and split", "",
               "After imagefit carved validation and test (see the report's data notes); audited before training.", ""]
-    rows = [[name] + [f"{result['counts'][s][c]:,}" for s in present] for c, name in enumerate(result["class_names"])]
+    rows = [[literal(name)] + [f"{result['counts'][s][c]:,}" for s in present] for c, name in enumerate(result["class_names"])]
     rows.append(["**all**"] + [f"{sum(result['counts'][s]):,}" for s in present])
     lines += table(["Class"] + present, rows)
     lines += ["## Image sizes and modes", ""] + _sizes_lines(result)
@@ -131,7 +132,7 @@ def render_markdown(result: dict) -> str:
     leaks = result["leaks"]
     lines += ["## Test images with a copy in train or val", ""]
     if leaks:
-        rows = [[lk["kind"], lk["test"], lk["label"], "; ".join(lk["copies"]) + (
+        rows = [[lk["kind"], literal(lk["test"]), literal(lk["label"]), "; ".join(map(literal, lk["copies"])) + (
             f"; and {lk['copies_count'] - len(lk['copies'])} more" if lk["copies_count"] > len(lk["copies"]) else "")]
             for lk in leaks[:LISTED]]
         lines += table(["Kind", "Test image", "Class", "Copies"], rows)

@@ -27,7 +27,7 @@ from ..config import transfer_strategy_of
 from ..errors import UserError
 from ..evaluate.cells import number
 from .findings import epochs_text, per_class_changes, per_class_sentence, sentences
-from .markdown import duration, fixed, integer, table
+from .markdown import code, duration, fixed, integer, link, literal, plain, table
 from .runs import (BOOKKEEPING, Group, RunRecord, config_differences, describe_model, group_runs, is_transfer,
                    load_run, unique_labels)
 
@@ -98,7 +98,7 @@ def compare(run_dirs: list[str | Path], out: str | Path | None = None, reference
     from .html import write_html
 
     write_html(files["md"], files["html"])
-    return Comparison(out, runs, groups, ref.name, said, files)
+    return Comparison(out, runs, groups, ref.name, [plain(s) for s in said], files)  # console text: no escapes
 
 
 # ---- files ---------------------------------------------------------------------------------------
@@ -200,7 +200,7 @@ def _stopped_cell(g: Group) -> str:
 
 
 def comparison_table(groups: list[Group]) -> list[str]:
-    header = ["", *(g.name + (f" ({g.n} seeds)" if g.n > 1 else "") for g in groups)]
+    header = ["", *(literal(g.name) + (f" ({g.n} seeds)" if g.n > 1 else "") for g in groups)]
     rows = [["Model", *(str(g.first.metrics.get("model") or g.first.config.get("model")) for g in groups)],
             ["Start", *(_start(g.first) for g in groups)],
             ["Early stopping", *(_stopping_rule(g.first) for g in groups)]]
@@ -229,19 +229,19 @@ def _per_class_section(groups: list[Group], reference: Group) -> list[str]:
     changes = {g.name: per_class_changes(reference, g) for g in others}
     if not others or not any(changes.values()):
         return []
-    lines = [f"## Per-class F1 against {reference.name}", ""]
+    lines = [f"## Per-class F1 against {literal(reference.name)}", ""]
     said = [s for s in (per_class_sentence(reference, g) for g in others) if s]
     if said:
         lines += [" ".join(said), ""]
     classes = list(reference.class_f1())
     if len(classes) <= PER_CLASS_ALL:
-        header = ["Class", f"{reference.name} F1"]
+        header = ["Class", f"{literal(reference.name)} F1"]
         for g in others:
-            header += [f"{g.name} F1", "change"]
+            header += [f"{literal(g.name)} F1", "change"]
         body = []
         by_class = {g.name: {c: (f, d) for c, _, f, d in changes[g.name]} for g in others}
         for c in classes:
-            row = [c, f"{reference.class_f1()[c]:.3f}"]
+            row = [literal(c), f"{reference.class_f1()[c]:.3f}"]
             for g in others:
                 f, d = by_class[g.name].get(c, (None, None))
                 row += [fixed(f, 3), _signed(d)]
@@ -251,9 +251,9 @@ def _per_class_section(groups: list[Group], reference: Group) -> list[str]:
         rows = changes[g.name]
         gains = [r for r in rows if r[3] > 0][:PER_CLASS_TOP]
         losses = [r for r in rows if r[3] < 0][-PER_CLASS_TOP:][::-1]
-        head = ["Class", f"{reference.name} F1", f"{g.name} F1", "change"]
-        lines += [f"### {g.name}: the {PER_CLASS_TOP} largest gains and losses", ""]
-        fmt = [[c, f"{a:.3f}", f"{b:.3f}", _signed(d)] for c, a, b, d in gains + losses]
+        head = ["Class", f"{literal(reference.name)} F1", f"{literal(g.name)} F1", "change"]
+        lines += [f"### {literal(g.name)}: the {PER_CLASS_TOP} largest gains and losses", ""]
+        fmt = [[literal(c), f"{a:.3f}", f"{b:.3f}", _signed(d)] for c, a, b, d in gains + losses]
         lines += table(head, fmt) if fmt else ["No class changed.", ""]
     return lines
 
@@ -266,10 +266,10 @@ def _runs_section(groups: list[Group], out: Path) -> list[str]:
             rel = Path(os.path.relpath(r.dir.resolve(), out.resolve()))
             label = f"seed {r.seed}" if g.n > 1 else "report"
             target = (rel / "report.md").as_posix() if (r.dir / "report.md").is_file() else rel.as_posix()
-            links.append(f"[{label}]({target})")
+            links.append(link(label, target))
         dataset = g.first.metrics.get("dataset") or g.first.config.get("dataset")
-        lines.append(f"- **{g.name}**: {describe_model(g.first)}; {g.first.metrics.get('epochs')} epochs on "
-                     f"`{dataset}`; " + ", ".join(links))
+        lines.append(f"- **{literal(g.name)}**: {describe_model(g.first)}; {g.first.metrics.get('epochs')} epochs on "
+                     f"{code(dataset)}; " + ", ".join(links))
     return lines + [""]
 
 
@@ -278,19 +278,19 @@ def _markdown(groups: list[Group], reference: Group, said: list[str], out: Path,
     first = groups[0].first.metrics
     datasets = sorted({str(r.metrics.get("dataset")) for g in groups for r in g.runs})
     n_runs = sum(g.n for g in groups)
-    title = title or f"Comparison of {n_runs} runs"
+    title = literal(title) if title else f"Comparison of {n_runs} runs"  # a study's name: plain text
     lines = [f"# {title}", ""]
-    data = f"`{datasets[0]}`" if len(datasets) == 1 else "different data sets: " + ", ".join(f"`{d}`" for d in datasets)
+    data = code(datasets[0]) if len(datasets) == 1 else "different data sets: " + ", ".join(map(code, datasets))
     size = ""
     if len(datasets) == 1 and first.get("test_images"):
         size = (f" ({integer(first.get('train_images'))} train, {integer(first.get('val_images'))} validation and "
                 f"{integer(first.get('test_images'))} test images; {first.get('num_classes')} classes)")
-    lines += [f"{n_runs} runs on {data}{size}. Reference run: **{reference.name}**. Written by `imagefit compare` "
+    lines += [f"{n_runs} runs on {data}{size}. Reference run: **{literal(reference.name)}**. Written by `imagefit compare` "
               "from the run folders' files; rerunning it rebuilds this page.", ""]
     if len(datasets) > 1:
         lines += ["> The runs used different data sets: their test numbers are not directly comparable.", ""]
     for note in notes or []:
-        lines += [f"> {note}", ""]
+        lines += [f"> {literal(note)}", ""]
     lines += ["## What the comparison says", ""] + [f"- {s}" for s in said] + [""]
     lines += ["## Test metrics and training", ""] + comparison_table(groups)
     lines += ["Bold marks the best value in a row (highest accuracy, lowest loss, shortest time). "
@@ -298,7 +298,7 @@ def _markdown(groups: list[Group], reference: Group, said: list[str], out: Path,
     lines += ["## Curves", "", "![validation and train curves](comparison.png)", ""]
     lines += _per_class_section(groups, reference)
     if any(g.n > 1 for g in groups):
-        rows = [[r.label, fixed(number(r.seed), 0) if r.seed is not None else "–", _fmt4(r.value("test_accuracy")),
+        rows = [[literal(r.label), fixed(number(r.seed), 0) if r.seed is not None else "–", _fmt4(r.value("test_accuracy")),
                  _fmt4(r.value("test_loss")), _fmt4(r.value("f1_macro")), epochs_text(r.value("epochs_run")),
                  duration(r.value("wall_seconds"))] for g in groups for r in g.runs]
         lines += ["## Every run", ""] + table(["Run", "Seed", "Test accuracy", "Test loss", "F1 (macro)",

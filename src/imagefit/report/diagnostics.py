@@ -11,6 +11,7 @@ import csv
 from pathlib import Path
 
 from ..evaluate.cells import SUMMARY_ROWS, number
+from .markdown import code, literal, table
 
 # accuracy minus balanced accuracy above which the report says the small classes fare worse
 BALANCED_GAP = 0.02
@@ -48,7 +49,7 @@ def imbalance_section(run_dir: Path, metrics: dict) -> list[str]:
         said.append(sentence)
     counts, rows = metrics.get("train_class_counts"), _class_rows(run_dir)
     if counts and len(counts) == len(rows):
-        balance = ClassBalance([r["class"] for r in rows], counts, [number(r.get("f1-score")) or 0.0 for r in rows])
+        balance = ClassBalance([literal(r["class"]) for r in rows], counts, [number(r.get("f1-score")) or 0.0 for r in rows])
         said.append(balance.sentence())
     if not said:
         return []
@@ -63,11 +64,6 @@ def _read_rows(path: Path) -> list[dict]:
         return []
     with path.open(newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
-
-
-def _md_table(header: list[str], rows: list[list]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return lines + ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows] + [""]
 
 
 def mistakes_section(run_dir: Path, metrics: dict, listed: int = 8) -> list[str]:
@@ -85,9 +81,10 @@ def mistakes_section(run_dir: Path, metrics: dict, listed: int = 8) -> list[str]
     lines = ["## Mistakes", "", f"{text}. Every one is in `misclassified.csv` with {where}its index in the test split.", ""]
     if (run_dir / "misclassified.png").is_file():
         lines += ["![misclassified test images with the highest loss](misclassified.png)", ""]
-    table = [[r["rank"], f"`{r['file']}`" if r.get("file") else f"test image {r['index']}", r["true_name"],
-              r["predicted_name"], f"{float(r['p_predicted']):.3f}", f"{float(r['p_true']):.3f}"] for r in rows[:listed]]
-    return lines + _md_table(["Rank", "Image", "True class", "Predicted", "P(predicted)", "P(true)"], table)
+    listing = [[r["rank"], code(r["file"]) if r.get("file") else f"test image {r['index']}", literal(r["true_name"]),
+                literal(r["predicted_name"]), f"{float(r['p_predicted']):.3f}", f"{float(r['p_true']):.3f}"]
+               for r in rows[:listed]]
+    return lines + table(["Rank", "Image", "True class", "Predicted", "P(predicted)", "P(true)"], listing)
 
 
 def gradcam_section(run_dir: Path, metrics: dict) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..evaluate.cells import number
-from .markdown import duration, integer
+from .markdown import duration, integer, literal
 from .run_report import GAP_MILD, GAP_NONE
 from .runs import STOPPING_KEYS, STRATEGY_WORDS, Group, closest_partner, config_differences, is_transfer
 
@@ -60,9 +60,10 @@ def what_changed(partner: Group, g: Group) -> tuple[str, str]:
     if not is_transfer(a) and is_transfer(b):
         strategy = b.get("transfer_strategy", "fine-tune")
         source = "ImageNet weights" if b.get("pretrained") else "weights from a file"
-        return "transfer", f"Transfer learning ({b.get('model')} from {source}, {STRATEGY_WORDS.get(strategy, strategy)})"
+        return "transfer", (f"Transfer learning ({literal(b.get('model'))} from {source}, "
+                            f"{STRATEGY_WORDS.get(strategy, strategy)})")
     if is_transfer(a) and not is_transfer(b):
-        return "scratch", f"Training {b.get('model')} from scratch instead of transfer learning"
+        return "scratch", f"Training {literal(b.get('model'))} from scratch instead of transfer learning"
     if diffs and set(diffs) <= STOPPING_KEYS | {"epochs"} and b.get("early_stopping") and not a.get("early_stopping"):
         return "early", "Early stopping"
     if not diffs:
@@ -73,7 +74,8 @@ def what_changed(partner: Group, g: Group) -> tuple[str, str]:
 
 
 def setting(v: Any) -> str:
-    return "none" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+    """A config value in a sentence: a string (a data set's path, a weights file) as literal markdown."""
+    return "none" if v is None else str(v).lower() if isinstance(v, bool) else literal(v) if isinstance(v, str) else str(v)
 
 
 def early_stopping_sentence(partner: Group, g: Group) -> str:
@@ -92,26 +94,26 @@ def early_stopping_sentence(partner: Group, g: Group) -> str:
     if g.n == 1:
         r = g.first
         if stopped and r.metrics.get("epochs_saved"):
-            head = (f"Early stopping ({rule}) ended {g.name} at epoch {r.metrics.get('stop_epoch')} of {epochs}, "
+            head = (f"Early stopping ({rule}) ended {literal(g.name)} at epoch {r.metrics.get('stop_epoch')} of {epochs}, "
                     f"saving {r.metrics.get('epochs_saved')} epochs (best epoch {r.metrics.get('best_epoch')})")
         elif stopped:
-            head = (f"Early stopping ({rule}) fired in {g.name} only at its last epoch, {r.metrics.get('stop_epoch')} "
+            head = (f"Early stopping ({rule}) fired in {literal(g.name)} only at its last epoch, {r.metrics.get('stop_epoch')} "
                     f"of {epochs}, saving no epochs (best epoch {r.metrics.get('best_epoch')})")
         else:
             best, ran = r.metrics.get("best_epoch"), r.metrics.get("epochs_run")
             why = ("validation loss was still improving at the last epoch" if best == ran and best is not None
                    else f"the best epoch was {best}, but patience never ran out")
-            head = f"Early stopping ({rule}) did not fire in {g.name}: all {ran} epochs ran ({why})"
+            head = f"Early stopping ({rule}) did not fire in {literal(g.name)}: all {ran} epochs ran ({why})"
     else:
         if stopped:
             at = ", ".join(str(r.metrics.get("stop_epoch")) for r in stopped)
-            head = (f"Early stopping ({rule}) ended {len(stopped)} of {g.n} seeds of {g.name} early (at epochs {at} "
+            head = (f"Early stopping ({rule}) ended {len(stopped)} of {g.n} seeds of {literal(g.name)} early (at epochs {at} "
                     f"of {epochs}; {g.mean('epochs_run'):.1f} epochs run on average)")
         else:
-            head = f"Early stopping ({rule}) did not fire in any of the {g.n} seeds of {g.name}"
+            head = f"Early stopping ({rule}) did not fire in any of the {g.n} seeds of {literal(g.name)}"
     if not acc:
         return head + "."
-    return (f"{head}. Against {partner.name}, {partner_ran}, it {acc}" + spread(partner, g, "test_accuracy")
+    return (f"{head}. Against {literal(partner.name)}, {partner_ran}, it {acc}" + spread(partner, g, "test_accuracy")
             + (f", and {loss}" if loss else "") + wall + ".")
 
 
@@ -122,9 +124,9 @@ def comparison_sentence(partner: Group, g: Group) -> str:
     acc = raised("test accuracy", partner.mean("test_accuracy"), g.mean("test_accuracy"))
     loss = moved("test loss", partner.mean("test_loss"), g.mean("test_loss"))
     f1 = moved("macro F1", partner.mean("f1_macro"), g.mean("f1_macro"))
-    subject = f"{g.name} against {partner.name}: {phrase[0].lower()}{phrase[1:]}"
+    subject = f"{literal(g.name)} against {literal(partner.name)}: {phrase[0].lower()}{phrase[1:]}"
     if kind == "same":
-        subject = f"{g.name}, with {partner.name}'s configuration,"
+        subject = f"{literal(g.name)}, with {literal(partner.name)}'s configuration,"
     text = f"{subject} {acc or 'could not be compared on test accuracy'}" + spread(partner, g, "test_accuracy")
     extras = [s for s in (loss, f1) if s]
     if extras:
@@ -148,13 +150,13 @@ def overfitting_sentence(groups: list[Group]) -> str | None:
         if gap is None:
             continue
         verdict = "no sign of overfitting" if gap < GAP_NONE else "mild overfitting" if gap < GAP_MILD else "heavy overfitting"
-        parts.append(f"{g.name} {gap:.3f} ({verdict})")
+        parts.append(f"{literal(g.name)} {gap:.3f} ({verdict})")
     if not parts:
         return None
     worst = max((g for g in groups if g.mean("train_val_gap") is not None), key=lambda g: g.mean("train_val_gap"))
     text = "Train minus validation accuracy at the last epoch: " + "; ".join(parts)
     if len(parts) > 1 and worst.mean("train_val_gap") >= GAP_NONE:
-        text += f". The run that overfits most is {worst.name}"
+        text += f". The run that overfits most is {literal(worst.name)}"
     return text + "."
 
 
@@ -165,11 +167,11 @@ def best_sentence(groups: list[Group]) -> str | None:
     best_acc = max(scored, key=lambda g: g.mean("test_accuracy"))
     best_loss = min((g for g in scored if g.mean("test_loss") is not None), key=lambda g: g.mean("test_loss"))
     mean = "mean " if any(g.n > 1 for g in groups) else ""
-    text = f"The highest {mean}test accuracy is {best_acc.name}'s {best_acc.mean('test_accuracy'):.3f}"
+    text = f"The highest {mean}test accuracy is {literal(best_acc.name)}'s {best_acc.mean('test_accuracy'):.3f}"
     if best_loss is best_acc:
         text += f", which also has the lowest {mean}test loss ({best_loss.mean('test_loss'):.3f})"
     else:
-        text += f"; the lowest {mean}test loss is {best_loss.name}'s {best_loss.mean('test_loss'):.3f}"
+        text += f"; the lowest {mean}test loss is {literal(best_loss.name)}'s {best_loss.mean('test_loss'):.3f}"
     timed = [g for g in groups if g.mean("wall_seconds") is not None]
     if len(timed) >= 2:
         fast = min(timed, key=lambda g: g.mean("wall_seconds"))
@@ -177,8 +179,8 @@ def best_sentence(groups: list[Group]) -> str | None:
         if duration(fast.mean("wall_seconds")) == duration(slow.mean("wall_seconds")):
             text += f". Every run took about {duration(fast.mean('wall_seconds'))} of wall time"
         else:
-            text += (f". Wall time ranged from {duration(fast.mean('wall_seconds'))} ({fast.name}) to "
-                     f"{duration(slow.mean('wall_seconds'))} ({slow.name})")
+            text += (f". Wall time ranged from {duration(fast.mean('wall_seconds'))} ({literal(fast.name)}) to "
+                     f"{duration(slow.mean('wall_seconds'))} ({literal(slow.name)})")
     return text + "."
 
 
@@ -193,15 +195,15 @@ def calibration_sentence(groups: list[Group]) -> str | None:
     if hi - lo < ECE_DIFFERS:
         return (f"Calibration is similar across the runs: test expected calibration error (15 bins) from {lo:.3f} "
                 f"to {hi:.3f}.")
-    text = (f"Calibration differs: {worst.name}'s confidence strays furthest from its accuracy (test expected "
-            f"calibration error {hi:.3f}, 15 bins), {best.name}'s least ({lo:.3f})")
+    text = (f"Calibration differs: {literal(worst.name)}'s confidence strays furthest from its accuracy (test expected "
+            f"calibration error {hi:.3f}, 15 bins), {literal(best.name)}'s least ({lo:.3f})")
     after_worst, after_best = worst.mean("test_ece_scaled"), best.mean("test_ece_scaled")
     if after_worst is not None and after_best is not None:
         text += (f"; temperature scaling fitted on validation brings them to {after_worst:.3f} and {after_best:.3f}")
         if abs(after_worst - after_best) < ECE_DIFFERS:
             text += ", so the difference was one of overall confidence, which the saved temperature corrects"
     elif after_worst is None:
-        text += f"; {worst.name} had no validation split to fit a temperature on"
+        text += f"; {literal(worst.name)} had no validation split to fit a temperature on"
     return text + "."
 
 
@@ -230,11 +232,12 @@ def per_class_sentence(reference: Group, g: Group) -> str | None:
         return None
     up = [r for r in rows if r[3] > 0.0005]
     down = [r for r in rows if r[3] < -0.0005]
-    text = f"Against {reference.name}, {g.name}'s F1 rose on {len(up)} of {len(rows)} classes and fell on {len(down)}"
+    text = (f"Against {literal(reference.name)}, {literal(g.name)}'s F1 rose on {len(up)} of {len(rows)} classes and "
+            f"fell on {len(down)}")
     if up:
-        text += f"; the largest gain is {up[0][0]} ({up[0][3]:+.3f}, {up[0][1]:.3f} → {up[0][2]:.3f})"
+        text += f"; the largest gain is {literal(up[0][0])} ({up[0][3]:+.3f}, {up[0][1]:.3f} → {up[0][2]:.3f})"
     if down:
-        text += f"; the largest loss is {down[-1][0]} ({down[-1][3]:+.3f}, {down[-1][1]:.3f} → {down[-1][2]:.3f})"
+        text += f"; the largest loss is {literal(down[-1][0])} ({down[-1][3]:+.3f}, {down[-1][1]:.3f} → {down[-1][2]:.3f})"
     return text + "."
 
 
@@ -245,7 +248,7 @@ def cache_note(a: Group, b: Group) -> str:
     if None in flags or flags[0] == flags[1]:
         return ""
     cached, computed = (a, b) if flags[0] else (b, a)
-    return (f", but {cached.name} read the frozen network's features from the cache while {computed.name} "
+    return (f", but {literal(cached.name)} read the frozen network's features from the cache while {literal(computed.name)} "
             "computed them, so most of that difference is the cache, not the change")
 
 
@@ -263,7 +266,7 @@ def sentences(groups: list[Group], reference: Group) -> list[str]:
     for g in groups:
         for r in g.runs:
             if r.metrics.get("interrupted"):
-                said.append(f"{r.label} was interrupted after {r.metrics.get('epochs_run')} of "
+                said.append(f"{literal(r.label)} was interrupted after {r.metrics.get('epochs_run')} of "
                             f"{r.metrics.get('epochs')} epochs: its numbers describe an unfinished model.")
     said.append(noise_sentence(groups))
     return said

@@ -64,7 +64,12 @@ _NUMERIC = re.compile(
     rf"|(?:\d+ h )?(?:\d+ min )?{_NUM} s"                  # durations: 12.5 s, 1 min 16 s
     rf"|{_NUM} of {_NUM}"                                   # 6 of 10
 )
-_INLINE = re.compile(r"`([^`]+)`|\*\*(.+?)\*\*|!\[([^\]]*)\]\(([^)\s]+)\)|\[([^\]]+)\]\(([^)\s]+)\)")
+# A backslash before ASCII punctuation is CommonMark's escape: the character itself, never the start of code,
+# bold, a link or an image (report.markdown.literal writes names so). Inside bold, image and link text an
+# escape is one unit, so an escaped `*` or `]` cannot close them.
+_ESC = r"\\[!-/:-@\[-`{-~]"
+_INLINE = re.compile(rf"({_ESC})|`([^`]+)`|\*\*((?:\\[\s\S]|[^\\])+?)\*\*"
+                     r"|!\[((?:\\[\s\S]|[^\\\]])*)\]\(([^)\s]+)\)|\[((?:\\[\s\S]|[^\\\]])+)\]\(([^)\s]+)\)")
 
 
 def _data_uri(path: Path) -> str | None:
@@ -103,17 +108,19 @@ def _image(alt: str, src: str, base_dir: Path) -> str:
 
 
 def inline(text: str, base_dir: Path) -> str:
-    """Escape, then turn `code`, **bold**, images and links into tags."""
+    """Escape, then turn `code`, **bold**, images and links into tags; a backslash-escaped character is text."""
     out, pos = [], 0
     for m in _INLINE.finditer(text):
         out.append(html.escape(text[pos:m.start()], quote=False))
-        code, bold, alt, src, label, target = m.groups()
-        if code is not None:
+        escaped, code, bold, alt, src, label, target = m.groups()
+        if escaped is not None:
+            out.append(html.escape(escaped[1], quote=False))
+        elif code is not None:
             out.append(f"<code>{html.escape(code, quote=False)}</code>")
         elif bold is not None:
             out.append(f"<strong>{inline(bold, base_dir)}</strong>")
         elif src is not None:
-            out.append(_image(alt, src, base_dir))
+            out.append(_image(text_of(alt), src, base_dir))
         elif _href(target) is None:  # not a link: the text as written
             out.append(html.escape(m.group(0), quote=False))
         else:
@@ -121,6 +128,18 @@ def inline(text: str, base_dir: Path) -> str:
         pos = m.end()
     out.append(html.escape(text[pos:], quote=False))
     return "".join(out)
+
+
+def text_of(markdown_text: str) -> str:
+    """The words a reader sees, markup and escapes removed (for <title> and alt text)."""
+    out, pos = [], 0
+    for m in _INLINE.finditer(markdown_text):
+        out.append(markdown_text[pos:m.start()])
+        escaped, code, bold, alt, _, label, _ = m.groups()
+        out.append(escaped[1] if escaped is not None else code if code is not None
+                   else text_of(bold if bold is not None else alt if alt is not None else label))
+        pos = m.end()
+    return "".join(out) + markdown_text[pos:]
 
 
 def _split_row(line: str) -> list[str]:
@@ -200,7 +219,7 @@ def markdown_to_html(text: str, base_dir: Path, title: str | None = None) -> str
             flush()
             level = len(heading.group(1))
             if level == 1 and title is None:
-                title = re.sub(r"[`*]", "", heading.group(2))
+                title = text_of(heading.group(2))
             parts.append(f"<h{level}>{inline(heading.group(2), base_dir)}</h{level}>")
             i += 1
             continue
@@ -233,7 +252,7 @@ def markdown_to_html(text: str, base_dir: Path, title: str | None = None) -> str
         if figure:
             flush()
             alt, src = figure.groups()
-            parts.append(f"<figure>{_image(alt, src, base_dir)}</figure>")
+            parts.append(f"<figure>{_image(text_of(alt), src, base_dir)}</figure>")
             i += 1
             continue
         paragraph.append(stripped)

@@ -20,7 +20,7 @@ from .audit_section import audit_lines
 from .diagnostics import sections as diagnostic_sections
 from .html import write_html
 from .budget_section import budget_sentences, diagnosis_lines, time_breakdown_section
-from .markdown import duration, fixed, integer, percent, table
+from .markdown import duration, fixed, integer, literal, percent, table
 from .run_files import read_csv, read_history, read_json, read_yaml
 
 # Train-minus-validation accuracy gaps (as fractions) that separate the overfitting verdicts.
@@ -113,13 +113,14 @@ def weakest_class_sentence(class_rows: list[dict], confusion_rows: dict[str, dic
         return None
     row, f1 = min(scored, key=lambda rf: rf[1])
     name = row["class"]
-    text = (f"The weakest class is {name} (F1 {f1:.3f}: precision {fixed(row.get('precision'), 3)}, "
+    text = (f"The weakest class is {literal(name)} (F1 {f1:.3f}: precision {fixed(row.get('precision'), 3)}, "
             f"recall {fixed(row.get('recall'), 3)}, {integer(row.get('support'))} test images)")
     mistakes = {p: c for p, c in confusion_rows.get(name, {}).items() if p != name and c > 0}
     if mistakes:
         other, count = max(mistakes.items(), key=lambda pc: pc[1])
         support = number(row.get("support")) or sum(confusion_rows[name].values())
-        text += f"; it is most often mistaken for {other} ({count} times, {percent(count / support)} of {name})"
+        text += (f"; it is most often mistaken for {literal(other)} ({count} times, {percent(count / support)} of "
+                 f"{literal(name)})")
     return text + "."
 
 
@@ -177,7 +178,7 @@ def _setup_rows(config: dict, metrics: dict) -> list[list[str]]:
     sizes = ", ".join(f"{integer(metrics.get(f'{s}_images'))} {s}" for s in ("train", "val", "test")
                       if metrics.get(f"{s}_images") is not None)
     k = metrics.get("num_classes") or len(metrics.get("class_names") or [])
-    data = f"{dataset}" + (f" ({sizes}; {k} classes)" if sizes else f" ({k} classes)" if k else "")
+    data = literal(dataset) + (f" ({sizes}; {k} classes)" if sizes else f" ({k} classes)" if k else "")
     size = metrics.get("image_size") or config.get("image_size")
     optimizer = config.get("optimizer")
     lr = config.get("lr")
@@ -222,7 +223,7 @@ def _setup_rows(config: dict, metrics: dict) -> list[list[str]]:
             strategy += f"; {metrics['frozen_note']}"
         rows[3:3] = [
             ["Transfer strategy", strategy],
-            ["Pretrained weights", f"{metrics['weights_source']} (sha256 {str(metrics.get('weights_sha256'))[:16]}…)"],
+            ["Pretrained weights", f"{literal(metrics['weights_source'])} (sha256 {str(metrics.get('weights_sha256'))[:16]}…)"],
             ["Network input", f"{metrics.get('input_size')}×{metrics.get('input_size')} px, resized in batches"],
             ["Frozen / trainable parameters", f"{integer(metrics.get('frozen_params'))} / {integer(trainable)}"],
         ]
@@ -259,7 +260,7 @@ def _class_section(class_rows: list[dict]) -> list[str]:
         return ["No classification report: the run has no test predictions.", ""]
 
     def rows(items):
-        return [[r["class"], fixed(r.get("precision")), fixed(r.get("recall")), fixed(r.get("f1-score")), integer(r.get("support"))]
+        return [[literal(r["class"]), fixed(r.get("precision")), fixed(r.get("recall")), fixed(r.get("f1-score")), integer(r.get("support"))]
                 for r in items]
 
     header = ["Class", "Precision", "Recall", "F1", "Test images"]
@@ -274,7 +275,8 @@ def _class_section(class_rows: list[dict]) -> list[str]:
 def _confusion_section(top: list[dict]) -> list[str]:
     if not top:
         return ["No test image was misclassified.", ""]
-    rows = [[f"{c['true']} → {c['predicted']}", integer(c["count"]), f"{percent(c.get('share_of_true'))} of {c['true']}"]
+    rows = [[f"{literal(c['true'])} → {literal(c['predicted'])}", integer(c["count"]),
+             f"{percent(c.get('share_of_true'))} of {literal(c['true'])}"]
             for c in top]
     return table(["True → predicted", "Images", "Share of the true class"], rows)
 
@@ -288,7 +290,7 @@ def skipped_section(metrics: dict) -> list[str]:
     lines = ["## Skipped files", "",
              f"{count:,} file{'s' if count != 1 else ''} of the data set could not be used and "
              f"{'were' if count != 1 else 'was'} skipped (`--strict` refuses such a data set instead):", ""]
-    lines += table(["File", "Why"], [[f.get("file", "?"), f.get("reason", "?")] for f in files])
+    lines += table(["File", "Why"], [[literal(f.get("file", "?")), literal(f.get("reason", "?"))] for f in files])
     if count > len(files):
         lines += [f"The first {len(files)} are listed; {count - len(files):,} more were skipped.", ""]
     return lines
@@ -331,7 +333,7 @@ def write_run_report(run_dir: Path) -> Path:
     dataset = metrics.get("dataset") or config.get("dataset", "unknown data")
 
     audit_top, audit_section = audit_lines(run_dir, metrics)
-    lines = [f"# Run {name}: {model} on {dataset}", ""] + audit_top
+    lines = [f"# Run {literal(name)}: {model} on {literal(dataset)}", ""] + audit_top
     epochs_run, epochs = metrics.get("epochs_run", len(history) or None), metrics.get("epochs", config.get("epochs"))
     if metrics.get("interrupted"):
         lines += [f"> **Interrupted run.** Training was stopped after {epochs_run or 0} of {epochs} epochs; the "
@@ -348,7 +350,7 @@ def write_run_report(run_dir: Path) -> Path:
     lines += ["## Set-up", ""] + table(["Setting", "Value"], _setup_rows(config, metrics))
     notes = metrics.get("data_notes") or []
     if notes:
-        lines += ["## Data notes", ""] + [f"- {n}" for n in notes] + [""]
+        lines += ["## Data notes", ""] + [f"- {literal(n)}" for n in notes] + [""]  # plain text, names in it
     lines += skipped_section(metrics) + audit_section
     if (metrics.get("lr_find") or {}).get("sentence"):  # train --lr find: the sweep that chose the rate
         lines += ["## Learning rate", "", metrics["lr_find"]["sentence"], ""]
