@@ -73,6 +73,18 @@ def test_a_checkpoint_that_does_not_fit_keeps_the_previous_one_and_the_run_resum
     assert run.metrics["epochs_run"] == epochs_run + 1 and not run.metrics["interrupted"]
 
 
+def test_a_first_checkpoint_that_does_not_fit_says_to_start_again_not_to_resume(tmp_path):
+    full = limited("train", "--dataset", "digits", "--model", "seed-cnn", "--epochs", "1", "--batch-size", "256",
+                   "--runs-dir", tmp_path / "runs", "--no-progress", "--no-audit", "--name", "first",
+                   limit_bytes=1_000_000, cwd=tmp_path)
+    assert full.returncode == 2 and "Traceback" not in full.stderr, full.stderr
+    line = full.stderr.strip().splitlines()[-1]
+    run_dir = tmp_path / "runs" / "first"
+    assert line.startswith(f"imagefit: error: could not write {run_dir / 'checkpoints'}"), line
+    assert f"start the run again: imagefit train --config {run_dir / 'config.yaml'}" in line and "--resume" not in line
+    assert not leftovers(run_dir) and not (run_dir / "checkpoints" / "last.ckpt").exists()
+
+
 def test_a_report_that_does_not_fit_leaves_the_old_one(tmp_path, quick):
     run = imagefit.train(**{**quick, "runs_dir": str(tmp_path / "runs")})
     html = run.dir / "report.html"
