@@ -1,4 +1,5 @@
 """Writes that do not fit (a full disk, simulated with a file-size limit) are one line and lose nothing."""
+import contextlib
 import hashlib
 import json
 import os
@@ -7,11 +8,13 @@ import signal
 import subprocess
 import sys
 
+import pytest
 import torch
 
 import imagefit
 from cli_process import start_cli, wait_for
 from imagefit import atomic
+from imagefit.errors import UserError
 
 
 def limited(*args, limit_bytes, cwd):
@@ -21,6 +24,20 @@ def limited(*args, limit_bytes, cwd):
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
     return subprocess.run([sys.executable, "-m", "imagefit.cli", *map(str, args)], cwd=cwd, capture_output=True,
                           text=True, preexec_fn=limit, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+@contextlib.contextmanager
+def file_size_limit(limit_bytes):
+    """This process under `ulimit -f` for a moment (the soft limit; the hard one lets it be raised back):
+    a write past `limit_bytes` fails with EFBIG, as on a full disk."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
 
 
 def digest(path):
@@ -56,6 +73,18 @@ def test_a_checkpoint_that_does_not_fit_keeps_the_previous_one_and_the_run_resum
     assert run.metrics["epochs_run"] == epochs_run + 1 and not run.metrics["interrupted"]
 
 
+def test_a_first_checkpoint_that_does_not_fit_says_to_start_again_not_to_resume(tmp_path):
+    full = limited("train", "--dataset", "digits", "--model", "seed-cnn", "--epochs", "1", "--batch-size", "256",
+                   "--runs-dir", tmp_path / "runs", "--no-progress", "--no-audit", "--name", "first",
+                   limit_bytes=1_000_000, cwd=tmp_path)
+    assert full.returncode == 2 and "Traceback" not in full.stderr, full.stderr
+    line = full.stderr.strip().splitlines()[-1]
+    run_dir = tmp_path / "runs" / "first"
+    assert line.startswith(f"imagefit: error: could not write {run_dir / 'checkpoints'}"), line
+    assert f"start the run again: imagefit train --config {run_dir / 'config.yaml'}" in line and "--resume" not in line
+    assert not leftovers(run_dir) and not (run_dir / "checkpoints" / "last.ckpt").exists()
+
+
 def test_a_report_that_does_not_fit_leaves_the_old_one(tmp_path, quick):
     run = imagefit.train(**{**quick, "runs_dir": str(tmp_path / "runs")})
     html = run.dir / "report.html"
@@ -78,3 +107,13 @@ def test_atomic_files_get_the_usual_permissions_whoever_wrote_them(tmp_path):
     expected = 0o666 & ~mask
     assert (tmp_path / "w.safetensors").stat().st_mode & 0o777 == expected
     assert (tmp_path / "t.txt").stat().st_mode & 0o777 == expected
+
+
+def test_a_safetensors_file_that_does_not_fit_is_one_line(tmp_path):
+    """safetensors (Rust) reports a full disk as its own error type, not an OSError: still no_room's line."""
+    from safetensors.torch import save_file
+
+    with file_size_limit(10_000), pytest.raises(UserError, match=r"could not write .*model.safetensors .*limit"):
+        with atomic.atomic_path(tmp_path / "model.safetensors") as tmp:
+            save_file({"w": torch.zeros(10_000)}, str(tmp))
+    assert list(tmp_path.iterdir()) == []

@@ -144,3 +144,23 @@ def test_two_processes_filling_one_cache_entry_at_once_leave_one_valid_entry(tmp
     again = subprocess.run([sys.executable, "-c", RACER, str(tmp_path / "photos"), str(tmp_path), str(go)],
                            capture_output=True, text=True, timeout=300)
     assert again.stdout == outs[0][0]  # the entry left behind reads back whole
+
+
+def test_a_full_cache_disk_costs_the_cache_not_the_run(tmp_path, caplog):
+    from test_atomic import file_size_limit
+
+    def big():
+        g = torch.Generator().manual_seed(0)
+        images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8, generator=g)  # 24 KB of .npy
+        return SourceData("toy", ["a", "b"], ImageSet(images, torch.arange(8) % 2))
+
+    key = {"dataset": "toy"}
+    with file_size_limit(10_000), caplog.at_level("WARNING", logger="imagefit"):
+        source = cached_source(tmp_path / "cache", key, big)
+    assert torch.equal(source.train.images, big().train.images)  # the run goes on with the decoded data
+    note = source.notes[-1]
+    assert note.startswith("decoded data not cached in") and "file-size limit was reached" in note, note
+    assert note in caplog.text
+    assert list((tmp_path / "cache").iterdir()) == []  # no entry, whole or half, and no temp folder
+    again = cached_source(tmp_path / "cache", key, Counter())  # room again: decoded and cached as usual
+    assert again.name == "toy" and entry_dir(tmp_path / "cache", key).is_dir()

@@ -123,6 +123,21 @@ def test_an_incomplete_cache_entry_is_never_read(tmp_path, photos):
     assert not list((tmp_path / "c" / "trunk").glob(".*tmp"))
 
 
+def test_a_trunk_cache_that_does_not_fit_is_one_line_and_never_read_back(tmp_path, photos):
+    from test_atomic import file_size_limit
+
+    data = prepare_data(TrainConfig(dataset=photos, cache_dir=str(tmp_path / "c")))
+    trunk, _ = split_model(lite0(data), 3)
+    with file_size_limit(20_000), pytest.raises(UserError) as e:  # 192x2x2 floats, 2 views: 6 KB an image
+        cached_trunk_split(trunk, data.train, tmp_path / "c", {"model": "x", "cut": 13}, 2, 4, "32")
+    message = e.value.problem
+    assert message.startswith("could not write the frozen trunk's activations to ") and "(File too large)" in message, message
+    assert f"needs {len(data.train) * 2 * 192 * 2 * 2 * 4 / 1e3:.0f} KB there" in message and "--cache-dir" in e.value.fix
+    assert list((tmp_path / "c" / "trunk").iterdir()) == []  # no entry, no shape file, no temp file
+    acts, hit = cached_trunk_split(trunk, data.train, tmp_path / "c", {"model": "x", "cut": 13}, 2, 4, "32")
+    assert not hit and acts.images.shape == (len(data.train), 2, 192, 2, 2)
+
+
 def test_trainable_blocks_out_of_range_is_one_clear_line(tmp_path, photos):
     data = prepare_data(TrainConfig(dataset=photos, cache_dir=str(tmp_path / "c")))
     with pytest.raises(UserError, match="between 0 and 16"):

@@ -86,12 +86,17 @@ def test_atomic_checkpoint_io_round_trip_and_refuses_pickled_code(tmp_path):
 
 def test_a_diverging_run_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_path):
 
-    from cli_process import run_imagefit
+    import os
+    import subprocess
+    import sys
 
-    proc = run_imagefit("train", "--dataset", "digits", "--epochs", "3", "--lr", "1e30", "--optimizer", "sgd",
-                        "--batch-size", "256", "--precision", "32", "--no-progress", "--name", "boom",
-                        "--runs-dir", tmp_path / "runs", cwd=tmp_path, check=False)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}  # warnings shown, as a user sees them
+    proc = subprocess.run([sys.executable, "-m", "imagefit.cli", "train", "--dataset", "digits", "--epochs", "3",
+                           "--lr", "1e30", "--optimizer", "sgd", "--batch-size", "256", "--precision", "32",
+                           "--no-progress", "--name", "boom", "--runs-dir", str(tmp_path / "runs")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert all(s.startswith("imagefit:") for s in proc.stderr.splitlines()), proc.stderr  # no third-party warning
     line = [s for s in proc.stderr.splitlines() if "error" in s][-1]
     assert "loss became nan in epoch 1" in line or "loss became inf in epoch 1" in line, line
     assert "lower the learning rate, e.g. --lr 1e+29" in line

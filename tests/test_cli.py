@@ -187,3 +187,21 @@ def imagefit_api_train(tmp_path):
 
     return train(dataset="digits", model="seed-cnn", epochs=1, batch_size=128, runs_dir=str(tmp_path / "runs"),
                  cache_dir=str(tmp_path / "cache"), progress=False, precision="32")
+
+
+def test_class_names_the_plot_font_lacks_print_no_third_party_warning(tmp_path):
+    import subprocess
+    import sys
+
+    for name, color in (("犬", (200, 30, 30)), ("chat noir é", (30, 30, 200))):
+        (tmp_path / "pets" / name).mkdir(parents=True)
+        for i in range(6):
+            Image.new("RGB", (10, 10), color).save(tmp_path / "pets" / name / f"a b {i}.png")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}  # warnings shown, as a user sees them
+    proc = subprocess.run([sys.executable, "-m", "imagefit.cli", "train", "--dataset", str(tmp_path / "pets"),
+                           "--epochs", "1", "--image-size", "8", "--precision", "32", "--no-progress", "--no-audit",
+                           "--runs-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"), "--name", "r"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert all(line.startswith("imagefit:") for line in proc.stderr.splitlines()), proc.stderr
+    assert json.loads((tmp_path / "runs" / "r" / "metrics.json").read_text())["class_names"] == ["chat noir é", "犬"]

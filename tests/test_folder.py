@@ -114,8 +114,11 @@ def test_path_errors(tmp_path):
         load_folder(tmp_path / "nope", 8, 0.2, 0)
     fake = tmp_path / "fake.zip"
     fake.write_bytes(b"this is not a zip")
-    with pytest.raises(UserError, match="neither a folder nor a zip"):
+    with pytest.raises(UserError, match="fake.zip is not a readable zip file .*cut short, damaged, or not a zip"):
         load_folder(fake, 8, 0.2, 0)
+    (tmp_path / "photo.png").write_bytes(b"a file")
+    with pytest.raises(UserError, match="photo.png is neither a folder nor a zip"):
+        load_folder(tmp_path / "photo.png", 8, 0.2, 0)
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no class folders"):
         load_folder(tmp_path / "empty", 8, 0.2, 0)
@@ -283,7 +286,7 @@ def test_a_broken_zip_is_one_clear_line(tmp_path):
     with zipfile.ZipFile(buf, "w") as zf:
         zf.writestr("cat/0.png", _png_bytes((6, 6)))
     (tmp_path / "cut.zip").write_bytes(buf.getvalue()[:-10])  # end-of-central-directory damaged
-    with pytest.raises(UserError, match="cut.zip"):
+    with pytest.raises(UserError, match="cut.zip is not a readable zip file"):
         load_folder(tmp_path / "cut.zip", 8, 0.2, 0)
 
 

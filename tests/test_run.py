@@ -126,8 +126,16 @@ def without_clock(value):
     return value
 
 
-def test_same_seed_same_files_different_seed_differs(quick):
+# seed-cnn as the course runs it, and `--recipe fast` (airbench: whitening, bf16 autocast where the CPU has it,
+# light augmentation, Lookahead, six-view TTA) for a few steps at its own precision
+SEEDED = {"seed-cnn": {}, "recipe-fast": dict(recipe="fast", model="airbench", image_size=16, epochs=2,
+                                              batch_size=256, precision="auto")}
+
+
+@pytest.mark.parametrize("settings", SEEDED.values(), ids=SEEDED.keys())
+def test_same_seed_same_files_different_seed_differs(quick, settings):
     """Same seed, same machine: history.csv (but its seconds) and metrics.json (but its clock readings) are identical."""
+    quick = {**quick, **settings}
     a = imagefit.train(**quick, seed=5)
     b = imagefit.train(**quick, seed=5)
     c = imagefit.train(**quick, seed=6)

@@ -105,3 +105,20 @@ def test_freeze_unfreeze_keeps_the_backbone_and_its_batchnorm_statistics_while_f
     assert not torch.equal(after["net.conv_stem.weight"], before["net.conv_stem.weight"])
     assert any(not torch.equal(after[k], before[k]) for k in running)
     assert json.loads((thawed.dir / "metrics.json").read_text())["frozen_note"].startswith("backbone frozen")
+
+
+def test_a_feature_cache_that_does_not_fit_is_one_line_and_leaves_no_entry(tmp_path, photos):
+    from imagefit.config import TrainConfig
+    from imagefit.data.pipeline import prepare_data
+    from imagefit.errors import UserError
+    from imagefit.train.transfer import cached_features
+    from test_atomic import file_size_limit
+
+    data = prepare_data(TrainConfig(dataset=photos, cache_dir=str(tmp_path / "c")))
+    model = create_model("tf_efficientnet_lite0", 3, pretrained=True, input_size=64, image_size=data.image_size)
+    with file_size_limit(20_000), pytest.raises(UserError) as e:  # the features: 1280 floats an image, 80 KB
+        cached_features(model, data.train, tmp_path / "c", {"model": "x"}, 16, "32")
+    assert "could not write" in str(e.value) and "file-size limit" in str(e.value) and "--cache-dir" in e.value.fix
+    assert list((tmp_path / "c" / "features").iterdir()) == []  # no entry and no temp file
+    features, hit = cached_features(model, data.train, tmp_path / "c", {"model": "x"}, 16, "32")
+    assert not hit and features.images.shape == (len(data.train), 1280)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -20,6 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .. import atomic
 from .types import ImageSet, SourceData
 
 FORMAT = 4  # 2: meta.json lists the skipped files; 3: and the source file name of every image; 4: and the files' sizes and modes
@@ -89,7 +91,10 @@ def cached_source(cache_dir: Path, key: dict, build: Callable[[], SourceData], m
         try:
             _write(tmp, source, key)
         except OSError as e:  # a full or read-only cache disk costs speed next time, not this run
-            source.notes.append(f"decoded data not cached in {final.parent} ({e.strerror or e}).")
+            reason = atomic.room_reason(e) if atomic.is_no_room(e) else e.strerror or str(e)
+            note = f"decoded data not cached in {final.parent} ({reason}): decoded again next time."
+            logging.getLogger("imagefit").warning(note)
+            source.notes.append(note)
             return source
         try:
             os.rename(tmp, final)

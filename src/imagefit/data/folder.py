@@ -88,6 +88,10 @@ def _list(path: Path) -> _Tree:
             files.extend(rel + (f,) for f in filenames if _visible((f,)))
         return _Tree(path, False, files, dirs, {})
     if not zipfile.is_zipfile(path):
+        if path.suffix.lower() == ".zip":  # named a zip: damaged, cut short by a download, or something else renamed
+            raise UserError(f"{path} is not a readable zip file (no zip directory at its end: cut short, damaged, "
+                            "or not a zip)", "download or create the zip again (`unzip -t` tests one), or unpack it "
+                            "and pass the folder")
         raise UserError(f"{path} is neither a folder nor a zip file", "pass a folder of class folders or a .zip of one")
     try:
         with zipfile.ZipFile(path) as zf:

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from .. import atomic
 from ..data.types import ImageSet
 from ..errors import UserError
 from ..models.freeze import freeze
@@ -117,8 +118,18 @@ def trunk_activations(trunk: Trunk, data: ImageSet, path: Path, views: int, batc
                 f.write(chunk.view(-1).view(torch.uint8).numpy().data)
             f.flush()
             os.fsync(f.fileno())
+        # the shape first, the data renamed into place last: an entry is readable only once both are whole
+        with atomic.atomic_path(path.with_suffix(".json"), hint=atomic.CACHE_HINT) as meta:
+            meta.write_text(json.dumps({"shape": shape, "dtype": str(dtype).removeprefix("torch.")}))
         os.replace(tmp, path)
-        path.with_suffix(".json").write_text(json.dumps({"shape": shape, "dtype": str(dtype).removeprefix("torch.")}))
+    except OSError as e:  # a full disk: one line with the size needed, and nothing half-written left behind
+        if not atomic.is_no_room(e):
+            raise
+        nbytes = torch.Size(shape).numel() * dtype.itemsize if shape else 0
+        need = f"{nbytes / 1e6:.1f} MB" if nbytes >= 100_000 else f"{nbytes / 1e3:.0f} KB" if nbytes else "room"
+        raise UserError(f"could not write the frozen trunk's activations to {path.parent} ({atomic.room_reason(e)}); "
+                        f"partial fine-tuning caches them on disk and needs {need} there for this split",
+                        atomic.CACHE_HINT) from None
     finally:
         tmp.unlink(missing_ok=True)
     return read_activations(path)

@@ -152,8 +152,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 torch.save(checkpoint, tmp)
         except RuntimeError as e:  # torch's zip writer reports a short write (a full disk) as "unexpected pos"
             if "unexpected pos" in str(e) or "file write failed" in str(e):
+                run_dir = Path(path).parent.parent
+                # no checkpoint yet (the first epoch's): nothing to resume from, the run starts again
+                again = None if (Path(path).parent / "last.ckpt").is_file() else (
+                    "free disk space (or raise the file-size limit), then start the run again: "
+                    f"imagefit train --config {run_dir / 'config.yaml'}")
                 raise atomic.no_room(Path(path), "the disk is full or a file-size limit was reached",
-                                     run_dir=Path(path).parent.parent) from None
+                                     run_dir=run_dir, hint=again) from None
             raise
 
     def load_checkpoint(self, path, map_location=None, weights_only=None):

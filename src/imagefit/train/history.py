@@ -102,4 +102,4 @@ def write_history(path: Path, rows: list[dict]) -> None:
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    atomic.write_text(path, buf.getvalue())
+    atomic.write_text(path, buf.getvalue(), run_dir=path.parent)  # a full disk: one line naming the run to resume

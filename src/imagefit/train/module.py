@@ -24,8 +24,10 @@ class ClassifierModule(L.LightningModule):
         self.augment = AUGMENTATIONS[cfg.augment] if augment else None
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-        # a weighted mean synced as (sum, count): exact over ranks whose validation shards differ in size
-        self.val_loss = MeanMetric()
+        # a weighted mean synced as (sum, count): exact over ranks whose validation shards differ in size.
+        # A NaN stays in the mean (the default drops it with a warning printed before imagefit's own line):
+        # a diverged epoch must read as one, and StopOnNonFinite says so.
+        self.val_loss = MeanMetric(nan_strategy="disable")
         self.aug_gen: torch.Generator | None = None
         # --class-weights balanced: the training loss only (validation and test losses stay comparable)
         self.register_buffer("class_weight", class_weight, persistent=False)

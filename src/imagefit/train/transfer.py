@@ -93,6 +93,6 @@ def cached_features(model: ImageClassifier, data: ImageSet, cache_dir: Path, ide
         except Exception:  # a damaged entry is recomputed
             log.info("feature cache entry %s unreadable: recomputing", path)
     features = extract_features(model, data, batch_size, precision)
-    with atomic.atomic_path(path) as tmp:
+    with atomic.atomic_path(path, hint=atomic.CACHE_HINT) as tmp:  # a full disk: one line, no half entry
         save_file({"features": features.contiguous()}, str(tmp))
     return ImageSet(features, data.labels.clone()), False
