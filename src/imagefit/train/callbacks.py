@@ -260,7 +260,7 @@ class FollowPlan(L.Callback):
         done = step >= plan.steps
         late = not done and self.spent() + self._ema.get(side, 0.0) >= plan.train_deadline  # the next step would end too late
         if trainer.world_size > 1:  # rank 0's plan and clock decide: a rank stopping alone would hang the others
-            steps, done, late = agree(trainer, (plan.steps, done, late))
+            steps, done, late = agree(trainer, (plan.steps, int(done), int(late)))
             if steps != plan.steps:
                 plan.steps = steps
                 trainer.fit_loop.max_epochs = plan.max_epochs

@@ -85,7 +85,7 @@ class RankZeroDecisions:
             os.environ[RUN_DIR_ENV] = folder
         if not folder:
             return cls()
-        return cls(_wait_for(Path(folder) / DECISIONS_FILE, started_wall - 86400 * 365, timeout), worker=True)
+        return cls(_wait_for(Path(folder) / DECISIONS_FILE, timeout=timeout), worker=True)
 
     def decide(self, key: str, make, encode=lambda v: v, decode=lambda v: v):
         if self.worker and key in self.made:
@@ -109,9 +109,9 @@ class RankZeroDecisions:
         return pointer
 
 
-def _wait_for(path: Path, not_before: float, timeout: float) -> dict:
-    """A JSON file written (atomically) by rank 0 since `not_before` (a file of an earlier launch that shared the
-    same launch id is stale)."""
+def _wait_for(path: Path, not_before: float = 0.0, timeout: float = JOIN_TIMEOUT) -> dict:
+    """A JSON file written (atomically) by rank 0 since `not_before` (a launch pointer left by an earlier launch
+    with the same launch id is stale; a run folder's decisions are always this launch's)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -124,6 +124,11 @@ def _wait_for(path: Path, not_before: float, timeout: float) -> dict:
         time.sleep(0.2)
 
 
-def agree(trainer, values: tuple) -> tuple:
-    """Rank 0's values on every rank (the same tuple back on one process)."""
-    return tuple(trainer.strategy.broadcast(values, src=0)) if trainer.world_size > 1 else values
+def agree(trainer, values: tuple[int, ...]) -> tuple[int, ...]:
+    """Rank 0's integers on every rank. Called at every training step under DDP: one broadcast of a small tensor
+    on the training device, not Lightning's pickled-object broadcast."""
+    if trainer.world_size < 2:
+        return values
+    shared = torch.tensor(values, dtype=torch.long, device=trainer.strategy.root_device)
+    torch.distributed.broadcast(shared, src=0)
+    return tuple(shared.tolist())
