@@ -31,3 +31,15 @@ def test_basic_keeps_shape_and_dtype():
     x = torch.randint(0, 255, (16, 3, 32, 32), dtype=torch.uint8)
     y = basic(x, torch.Generator().manual_seed(0))
     assert y.shape == x.shape and y.dtype == x.dtype and not torch.equal(x, y)
+
+
+def test_light_without_flip_only_translates():
+    """--flip alternating: the loader mirrors, the batched augmentation must not mirror again."""
+    from imagefit.data.augment import light
+
+    x = torch.zeros(200, 1, 32, 32, dtype=torch.uint8)
+    x[:, :, :, :8] = 255  # a bright left edge: a mirror moves it to the right
+    out = light(x, torch.Generator().manual_seed(0), flip=False)
+    assert bool((out[:, :, :, :4].float().mean(dim=(1, 2, 3)) > 200).all())
+    mirrored = light(x, torch.Generator().manual_seed(0))
+    assert 60 < int((mirrored[:, :, :, -4:].float().mean(dim=(1, 2, 3)) > 200).sum()) < 140

@@ -82,3 +82,14 @@ def test_a_broken_link_in_a_class_folder_is_skipped_and_listed(tmp_path):
     assert "skipped 1 file: dog/gone.png" in proc.stderr
     metrics = json.loads((tmp_path / "runs" / "r" / "metrics.json").read_text())
     assert metrics["skipped_files"]["count"] == 1 and metrics["skipped_files"]["files"][0]["file"] == "dog/gone.png"
+
+
+def test_a_batch_larger_than_the_data_set_trains_and_says_so(tmp_path):
+    _photos(tmp_path / "photos")
+    proc = run_imagefit("train", "--dataset", tmp_path / "photos", "--cache-dir", tmp_path / "cache", "--runs-dir",
+                        tmp_path / "runs", "--name", "big", *FAST[:2], "--batch-size", "1000", *FAST[4:], cwd=tmp_path)
+    metrics = json.loads((tmp_path / "runs" / "big" / "metrics.json").read_text())
+    train = metrics["train_images"]
+    assert f"imagefit: batch size 1000 is larger than the {train} training images: each epoch is one step" in proc.stderr
+    assert f"--batch-size {train // 4} or less" in proc.stderr
+    assert any("larger than the" in note for note in metrics["data_notes"])

@@ -45,3 +45,42 @@ def test_lazy_view_and_stream_loader_serve_the_same_items():
     assert torch.equal(torch.cat(ys), index) and torch.equal(torch.cat(xs), data.images[index])
     xs, ys = zip(*TensorLoader(view, 3, shuffle=False))
     assert torch.equal(torch.cat(xs), data.images[index])
+
+
+def asymmetric(n=200):
+    """Image i: a 1x2 picture whose left pixel is i % 256 and right pixel 255 - that, so a mirror is visible."""
+    left = (torch.arange(n) % 256).to(torch.uint8)
+    images = torch.stack([left, 255 - left], dim=-1).view(n, 1, 1, 2)
+    return ImageSet(images.contiguous(), torch.arange(n, dtype=torch.int64))
+
+
+def mirrored_by_label(loader) -> dict[int, bool]:
+    seen = {}
+    for x, y in loader:
+        expected = (y % 256).to(torch.uint8)
+        for image, label, left in zip(x, y, expected):
+            assert image[0, 0, 0] in (left, 255 - left)  # the image itself, mirrored or not, never another's
+            seen[int(label)] = bool(image[0, 0, 0] != left)
+    return seen
+
+
+def test_alternating_flip_mirrors_each_image_in_every_other_epoch():
+    loader = TensorLoader(asymmetric(), 16, shuffle=True, seed=3, alternating_flip=True)
+    epochs = []
+    for epoch in range(4):
+        loader.set_epoch(epoch)
+        epochs.append(mirrored_by_label(loader))
+    assert 70 < sum(epochs[0].values()) < 130  # the first epoch's orientations: a random half
+    for before, after in zip(epochs, epochs[1:]):
+        assert all(after[i] != before[i] for i in range(200))  # each image turned over from one epoch to the next
+    assert epochs[2] == epochs[0]
+    again = TensorLoader(asymmetric(), 16, shuffle=True, seed=3, alternating_flip=True)
+    assert mirrored_by_label(again) == epochs[0]  # a function of the seed: every rank, and a resumed run, agree
+    ranks = [TensorLoader(asymmetric(), 16, shuffle=True, seed=3, alternating_flip=True, rank=r, world_size=2)
+             for r in (0, 1)]
+    for rank in ranks:
+        assert all(epochs[0][i] == m for i, m in mirrored_by_label(rank).items())
+
+
+def test_random_flips_by_default_leave_the_loader_unmirrored():
+    assert not any(mirrored_by_label(TensorLoader(asymmetric(), 16, shuffle=True, seed=3)).values())

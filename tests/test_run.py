@@ -261,3 +261,13 @@ def test_runs_started_at_once_with_one_name_get_their_own_folders(tmp_path):
         claimed = pool.map(_claim, args)
     assert len(set(claimed)) == 8 and all(Path(p).is_dir() for p in claimed)
     assert sorted(Path(p).name for p in claimed) == sorted(["same"] + [f"same-{n}" for n in range(2, 9)])
+
+
+def test_alternating_flip_is_said_and_falls_back_to_random_when_streaming(quick):
+    run = imagefit.train(**{**quick, "epochs": 1}, augment="light", flip="alternating")
+    assert "Flips: alternating, each training image mirrored in every other epoch." in run.metrics["data_notes"]
+    assert yaml.safe_load((run.dir / "config.yaml").read_text())["flip"] == "alternating"
+    streamed = imagefit.train(**{**quick, "epochs": 1}, augment="light", flip="alternating", loader="stream",
+                              num_workers=0)
+    assert any(n.startswith("Flips: random (alternating flips need the in-memory loader")
+               for n in streamed.metrics["data_notes"])

@@ -28,7 +28,8 @@ def test_a_budget_with_nothing_pinned_leaves_the_start_open_and_pins_are_kept():
     cfg = TrainConfig.from_dict({"dataset": "x", "time_budget": "5m", "label_smoothing": 0.05, "seed": 3})
     assert cfg.recipe == "auto" and cfg.model is None and cfg.pretrained is None and not cfg.transfer
     scratch = cfg.decide_start(False)
-    assert scratch.recipe == "fast" and scratch.pretrained is False and scratch.optimizer == "sgd"
+    assert scratch.recipe == "fast" and scratch.pretrained is False
+    assert scratch.optimizer == "muon" and scratch.flip == "alternating"  # the fast recipe's
     transfer = cfg.decide_start(True)
     assert transfer.pretrained is True and transfer.recipe == "none" and transfer.model == "tf_efficientnet_lite0"
     assert transfer.transfer_strategy is None and transfer.scheduler == "onecycle"  # the transfer planner's to choose
@@ -37,7 +38,7 @@ def test_a_budget_with_nothing_pinned_leaves_the_start_open_and_pins_are_kept():
     # a pin that equals a default is still a pin: the fast recipe does not override an explicit Adam
     pinned = TrainConfig.from_dict({"dataset": "x", "time_budget": "5m", "optimizer": "adam", "augment": "basic"})
     assert pinned.recipe == "auto" and pinned.decide_start(False).optimizer == "adam"
-    assert TrainConfig.from_dict({"dataset": "x", "time_budget": "5m"}).decide_start(False).optimizer == "sgd"
+    assert TrainConfig.from_dict({"dataset": "x", "time_budget": "5m"}).decide_start(False).optimizer == "muon"
 
 
 def test_pinning_any_of_the_start_skips_recipe_auto():

@@ -90,13 +90,14 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path, recipe):
     assert comparable(killed) == comparable(tmp_path / "runs" / "u")
 
 
-def test_ctrl_c_ends_cleanly_with_an_interrupted_report_then_resumes(tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
+def test_ctrl_c_or_kill_ends_cleanly_with_an_interrupted_report_then_resumes(tmp_path, stop):
     run_dir = tmp_path / "runs" / "i"
     args = run_args(tmp_path, "i")
     args[args.index("7")] = "30"
     proc = cli(*args)
     wait_for(lambda: len(history_rows(run_dir)) >= 1)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(stop)
     assert proc.wait(timeout=120) == 0, proc.stderr.read()
     m = json.loads((run_dir / "metrics.json").read_text())
     assert m["interrupted"] is True and m["epochs_run"] < 30
@@ -117,7 +118,8 @@ def test_time_budget_is_respected_and_the_schedule_fits_it(quick):
                          optimizer="adamw", time_budget=f"{budget}s")
     wall = time.perf_counter() - started
     m = run.metrics
-    assert m["time_budget_seconds"] == budget and 1 <= m["budget_epochs"] < 1000
+    # planned in steps: under another test's load the probe's median step can plan less than one epoch
+    assert m["time_budget_seconds"] == budget and 0 < m["budget_epochs"] < 1000
     one_evaluation = 2 * m["test_images"] / m["train_images_per_second"] + 3
     assert wall <= budget * 1.05 + one_evaluation, (wall, m["budget_epochs"], m["epochs_run"])
     if not m["stopped_by_budget"]:  # the planned schedule ran to its last step: the one-cycle rate is at its end

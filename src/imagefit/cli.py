@@ -31,6 +31,8 @@ HELP = {  # one line per TrainConfig key; the allowed values and the default are
     "val_fraction": "share of the training images held out for validation (0 for none)",
     "test_fraction": "share of the images held out for test when the source has no test split",
     "augment": "training augmentation: basic = random crop (1/8 of the side) + flip, light = 1/16 shift + flip",
+    "flip": "how training images are mirrored: random (each batch, half of them), or alternating (airbench: each "
+            "image mirrored in every other epoch, its first orientation random; in-memory loader only)",
     "loader": "memory = decoded uint8 tensor in RAM, stream = memory-mapped cache with DataLoader workers, "
               "auto = memory when it fits",
     "num_workers": "DataLoader workers of the stream loader (and image decoding processes)",

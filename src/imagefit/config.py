@@ -22,6 +22,7 @@ log = logging.getLogger("imagefit")
 
 CHOICES = {
     "augment": ("none", "basic", "light"),
+    "flip": ("random", "alternating"),
     "optimizer": ("sgd", "adam", "adamw", "muon"),
     "scheduler": ("none", "cosine", "onecycle", "triangle"),
     "precision": ("auto", "32", "bf16-mixed", "16-mixed"),
@@ -50,6 +51,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.2  # only used when the source has no test split
     augment: str = "basic"
+    flip: str = "random"  # alternating: each training image mirrored in every other epoch (airbench; in-memory loader)
     loader: str = "auto"  # memory (uint8 tensor in RAM) or stream (memory-mapped, DataLoader workers)
     num_workers: int = 2
     strict: bool = False  # refuse a data set with unreadable files instead of skipping them

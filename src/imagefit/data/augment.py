@@ -28,15 +28,18 @@ def random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.where(mask[:, None, None, None], x.flip(-1), x)
 
 
-def basic(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """`--augment basic`: random crop with padding of 1/8 of the side (4 px at 32 px), then flip."""
-    return random_flip(random_crop(x, max(1, x.shape[-1] // 8), gen), gen)
+def basic(x: torch.Tensor, gen: torch.Generator, flip: bool = True) -> torch.Tensor:
+    """`--augment basic`: random crop with padding of 1/8 of the side (4 px at 32 px), then flip (unless the
+    loader already flipped: `--flip alternating`)."""
+    x = random_crop(x, max(1, x.shape[-1] // 8), gen)
+    return random_flip(x, gen) if flip else x
 
 
-def light(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def light(x: torch.Tensor, gen: torch.Generator, flip: bool = True) -> torch.Tensor:
     """`--augment light`: translation by up to 1/16 of the side (2 px at 32 px), then flip: what short
     schedules can still learn from (airbench's choice)."""
-    return random_flip(random_crop(x, max(1, x.shape[-1] // 16), gen), gen)
+    x = random_crop(x, max(1, x.shape[-1] // 16), gen)
+    return random_flip(x, gen) if flip else x
 
 
 AUGMENTATIONS = {"none": None, "basic": basic, "light": light}

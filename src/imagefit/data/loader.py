@@ -6,6 +6,11 @@ than the model). It shards by rank (`rank::world_size`, equal length on every ra
 training sees disjoint data. `stream_loader` is the fallback for data sets larger than memory:
 a memory-mapped array behind a DataLoader with worker processes (Lightning adds its
 DistributedSampler there).
+
+`alternating_flip` (airbench's "alternating flip"): each training image gets one random orientation for
+epoch 0 and is mirrored in every other epoch after it, so any two consecutive epochs show it both ways.
+Random flips show an image the same way twice in a row half the time; at 10 epochs that redundancy costs
+accuracy. It needs each image's index, so it lives here and not in the batched augmentation.
 """
 from __future__ import annotations
 
@@ -20,8 +25,11 @@ from .types import ImageSet
 class TensorLoader:
     def __init__(self, data: ImageSet, batch_size: int, shuffle: bool, seed: int = 0,
                  rank: int = 0, world_size: int = 1, drop_last: bool = False,
-                 sample_weights: torch.Tensor | None = None):
+                 sample_weights: torch.Tensor | None = None, alternating_flip: bool = False):
         self.data = data
+        # each image's orientation in even epochs; the same on every rank (a function of the seed alone)
+        self.flip_bits = (torch.rand(len(data), generator=torch.Generator().manual_seed(seed * 7_919 + 17)) < 0.5
+                          if alternating_flip else None)
         self.sample_weights = sample_weights  # each epoch draws len(data) images with replacement by these
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -59,6 +67,9 @@ class TensorLoader:
             index = order[start:start + self.batch_size]
             if self.shuffle or self.world_size > 1 or self.data.index is not None:
                 images = self.data.images[index] if self.data.index is None else self.data.images[self.data.index[index]]
+                if self.flip_bits is not None and images.ndim == 4:
+                    mirror = self.flip_bits[index] ^ bool(self.epoch % 2)
+                    images = torch.where(mirror[:, None, None, None], images.flip(-1), images)
                 yield images, self.data.labels[index]
             else:  # contiguous slices are views: no copy
                 yield self.data.images[index[0]:index[-1] + 1], self.data.labels[index[0]:index[-1] + 1]

@@ -58,7 +58,7 @@ def plan_run(cfg: TrainConfig, data: PreparedData, precision: str, spent, make_m
     speeds: list[Speed] = []
 
     def measure(model, name, size):
-        train, evaluate = measure_speed(model, sample, labels, precision, size, augment)
+        train, evaluate = measure_speed(model, sample, labels, precision, size, augment, optimizer=cfg.optimizer)
         speeds.append(Speed(name, size, train, evaluate))
         log.info("probe: %s at %d px trains %.0f images/s, evaluates %.0f", name, size, train, evaluate)
 

@@ -17,6 +17,9 @@ from ..evaluate.predict import forward_batch
 from .balance import balanced_sample_weights
 
 
+log = logging.getLogger("imagefit")
+
+
 def dataset_slug(dataset: str) -> str:
     return Path(dataset).name.removesuffix(".zip") if ("/" in dataset or dataset.endswith(".zip")) else dataset
 
@@ -55,13 +58,30 @@ def make_loaders(cfg: TrainConfig, data: PreparedData, eval_side: int):
     """Loaders for rank 0 of 1; ShardByRank tells the tensor loaders their share once the Trainer knows it."""
     val_batch = forward_batch(eval_side, cfg.batch_size * 2, cfg.on_cuda)
     weights = balanced_sample_weights(data.train.labels, data.num_classes) if cfg.sampler == "balanced" else None
+    if cfg.batch_size > len(data.train):
+        data.notes.append(f"The batch size {cfg.batch_size} is larger than the {len(data.train):,} training images: each "
+                          f"epoch was one optimizer step on all of them.")
+        log.warning("batch size %d is larger than the %s training images: each epoch is one step (fix: pass "
+                    "--batch-size %d or less for several steps an epoch)", cfg.batch_size, f"{len(data.train):,}",
+                    max(1, len(data.train) // 4))
+    if cfg.flip == "alternating" and cfg.augment != "none" and not data.train.images.is_floating_point():
+        data.notes.append("Flips: alternating, each training image mirrored in every other epoch." if flips_in_loader(cfg, data)
+                          else "Flips: random (alternating flips need the in-memory loader; this run streams from disk).")
     if data.loader == "stream":
         train = stream_loader(data.train, cfg.batch_size, True, cfg.seed, cfg.num_workers, weights)
         val = stream_loader(data.val, val_batch, False, cfg.seed, cfg.num_workers) if data.val else None
         return train, val
-    train = TensorLoader(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed, sample_weights=weights)
+    train = TensorLoader(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed, sample_weights=weights,
+                         alternating_flip=flips_in_loader(cfg, data))
     val = TensorLoader(data.val, val_batch, shuffle=False) if data.val else None
     return train, val
+
+
+def flips_in_loader(cfg: TrainConfig, data: PreparedData) -> bool:
+    """`--flip alternating` needs each image's index: the in-memory loader has it, the stream loader's
+    DataLoader workers do not (there flips stay random, with a note). Not for cached features or activations."""
+    return (cfg.flip == "alternating" and cfg.augment != "none" and data.loader == "memory"
+            and not data.train.images.is_floating_point())
 
 
 def quiet_lightning() -> None:

@@ -6,8 +6,8 @@
   whatever --val-every is, and adds Keras's start_from_epoch.
 - `Lookahead`: airbench's weight averaging, checkpointed with the run so a resumed run averages on.
 - `AtomicCheckpointIO`: write then rename, and load with weights_only=True (no arbitrary unpickling).
-- `GracefulInterrupt`: the first Ctrl-C asks the trainer to stop after the current batch, so the run
-  saves, evaluates and reports; a second Ctrl-C stops at once.
+- `GracefulInterrupt`: the first Ctrl-C or SIGTERM asks the trainer to stop after the current batch, so
+  the run saves, evaluates and reports; a second one stops at once.
 """
 from __future__ import annotations
 
@@ -166,27 +166,36 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class GracefulInterrupt:
-    """Context manager: SIGINT sets trainer.should_stop instead of raising KeyboardInterrupt."""
+    """Context manager: the first Ctrl-C (SIGINT) or `kill` (SIGTERM) sets trainer.should_stop instead of
+    killing the process, so the run saves, evaluates and reports as "interrupted"; a second one stops at once.
+
+    Lightning's own SIGTERM handler runs first during fit (it keeps ours in its chain) and raises
+    SIGTERMException after the current batch: `run.py` catches that and goes on as for Ctrl-C."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.trainer = None
         self.interrupted = False
-        self._previous = None
+        self._previous: dict = {}
 
     def _handle(self, signum, frame):
         self.interrupted = True
         if self.trainer is not None:
             self.trainer.should_stop = True
-        signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)  # second Ctrl-C: at once
+        for sig, previous in self._previous.items():  # a second signal: at once
+            default = signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
+            signal.signal(sig, previous if callable(previous) and previous is not self._handle else default)
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
         return self
 
     def __exit__(self, *exc):
-        if threading.current_thread() is threading.main_thread() and self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        if threading.current_thread() is threading.main_thread():
+            for sig, previous in self._previous.items():
+                signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
         return False
 
 

@@ -15,13 +15,15 @@ from .precision import is_convolutional
 
 class ClassifierModule(L.LightningModule):
     def __init__(self, model: torch.nn.Module, cfg: TrainConfig, num_classes: int, param_groups=None,
-                 augment: bool = True, plan=None, class_weight: torch.Tensor | None = None):
+                 augment: bool = True, plan=None, class_weight: torch.Tensor | None = None,
+                 loader_flips: bool = False):
         super().__init__()
         self.model = model
         self.plan = plan  # a time budget's plan: the schedule's length and the progressive-resizing switch
         self.cfg = cfg
         self.param_groups = param_groups  # None: every parameter at the configured rate
         self.augment = AUGMENTATIONS[cfg.augment] if augment else None
+        self.loader_flips = loader_flips  # --flip alternating: the training loader mirrors, the augmentation not
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         # a weighted mean synced as (sum, count): exact over ranks whose validation shards differ in size.
@@ -66,7 +68,7 @@ class ClassifierModule(L.LightningModule):
         if self.trainer.training and self.augment is not None:
             if self.aug_gen is None:
                 self.reseed_augmentation(self.current_epoch)
-            x = self.augment(x, self.aug_gen)
+            x = self.augment(x, self.aug_gen, flip=not self.loader_flips)
         size = self.train_size() if self.trainer.training else None
         if size and x.ndim == 4 and size < x.shape[-1]:  # progressive resizing
             x = F.interpolate(x.float() / 255 if x.dtype == torch.uint8 else x, size=(size, size), mode="bilinear",

@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -26,7 +27,7 @@ from ..evaluate.predict import forward_batch, predict_logits
 from ..models import count_parameters, create_model
 from .autoplan import FAMILY, Stopwatch, apply_plan, plan_run, resize_data
 from .balance import balanced_class_weights
-from .before_fit import check_trainer_args, dataset_slug, make_loaders, quiet_lightning, unique_run_dir
+from .before_fit import check_trainer_args, dataset_slug, flips_in_loader, make_loaders, quiet_lightning, unique_run_dir
 from .budget import END_MARGIN, BudgetPlan, Speed, replan_steps
 from .callbacks import (AtomicCheckpointIO, EarlyStoppingInEpochs, EpochSeeding, FollowPlan, GracefulInterrupt,
                         Lookahead, ShardByRank, StopOnNonFinite, read_checkpoint)
@@ -298,7 +299,8 @@ def _fit_holding(cfg: TrainConfig, run_dir: Path | None, ckpt: Path | None, held
     if cfg.sampler == "balanced":
         data.notes.append("Sampler: balanced: each epoch drew its training images with replacement, every class "
                           "equally likely.")
-    module = ClassifierModule(trainable, cfg, data.num_classes, groups, augment=not cached, plan=plan, class_weight=class_weight)
+    module = ClassifierModule(trainable, cfg, data.num_classes, groups, augment=not cached, plan=plan,
+                              class_weight=class_weight, loader_flips=flips_in_loader(cfg, data))
     history = HistoryWriter(run_dir / "history.csv")
     history.planned_epochs = planned_epochs
     history.plan = plan
@@ -335,7 +337,10 @@ def _fit_holding(cfg: TrainConfig, run_dir: Path | None, ckpt: Path | None, held
     )
     with GracefulInterrupt() as interrupt, one_launch():
         interrupt.trainer = trainer
-        trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt)
+        try:
+            trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt)
+        except SIGTERMException:  # Lightning's answer to `kill`, after the current batch: ends as a Ctrl-C does
+            interrupt.interrupted = True
     if not trainer.is_global_zero:
         return Run(run_dir, cfg, {})
     fit_seconds = watch.lap("fit")
