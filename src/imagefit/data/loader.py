@@ -67,7 +67,7 @@ class TensorLoader:
             index = order[start:start + self.batch_size]
             if self.shuffle or self.world_size > 1 or self.data.index is not None:
                 images = self.data.images[index] if self.data.index is None else self.data.images[self.data.index[index]]
-                if self.flip_bits is not None and images.ndim == 4:
+                if self.flip_bits is not None:
                     mirror = self.flip_bits[index] ^ bool(self.epoch % 2)
                     images = torch.where(mirror[:, None, None, None], images.flip(-1), images)
                 yield images, self.data.labels[index]

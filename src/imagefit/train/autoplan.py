@@ -21,6 +21,7 @@ from ..data.types import ImageSet
 from ..recipes import FAST_BATCH, recipe_defaults
 from .budget import (TARGET_EPOCHS, BudgetPlan, Speed, Workload, candidate_sizes, choose_batch, early_size_for,
                      measure_speed, plan_budget)
+from .optim import build_optimizer
 
 log = logging.getLogger("imagefit")
 PROBE_BATCH = 48  # images per probe step: per-image speed barely depends on the batch on a CPU
@@ -57,8 +58,11 @@ def plan_run(cfg: TrainConfig, data: PreparedData, precision: str, spent, make_m
     augment = AUGMENTATIONS[cfg.augment] if augment else None
     speeds: list[Speed] = []
 
+    def optimizer(params):  # the run's own (Muon's Newton-Schulz steps cost time too), on the probe's throw-away copy
+        return build_optimizer(cfg.replace(lr=1e-9), params)
+
     def measure(model, name, size):
-        train, evaluate = measure_speed(model, sample, labels, precision, size, augment, optimizer=cfg.optimizer)
+        train, evaluate = measure_speed(model, sample, labels, precision, size, augment, make_optimizer=optimizer)
         speeds.append(Speed(name, size, train, evaluate))
         log.info("probe: %s at %d px trains %.0f images/s, evaluates %.0f", name, size, train, evaluate)
 

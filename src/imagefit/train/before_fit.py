@@ -64,24 +64,20 @@ def make_loaders(cfg: TrainConfig, data: PreparedData, eval_side: int):
         log.warning("batch size %d is larger than the %s training images: each epoch is one step (fix: pass "
                     "--batch-size %d or less for several steps an epoch)", cfg.batch_size, f"{len(data.train):,}",
                     max(1, len(data.train) // 4))
-    if cfg.flip == "alternating" and cfg.augment != "none" and not data.train.images.is_floating_point():
-        data.notes.append("Flips: alternating, each training image mirrored in every other epoch." if flips_in_loader(cfg, data)
+    # --flip alternating needs each image's index: the in-memory loader has it, the stream loader's DataLoader
+    # workers do not (there flips stay random). Cached features or activations are not flipped.
+    alternating = cfg.flip == "alternating" and cfg.augment != "none" and not data.train.images.is_floating_point()
+    if alternating:
+        data.notes.append("Flips: alternating, each training image mirrored in every other epoch." if data.loader == "memory"
                           else "Flips: random (alternating flips need the in-memory loader; this run streams from disk).")
     if data.loader == "stream":
         train = stream_loader(data.train, cfg.batch_size, True, cfg.seed, cfg.num_workers, weights)
         val = stream_loader(data.val, val_batch, False, cfg.seed, cfg.num_workers) if data.val else None
         return train, val
     train = TensorLoader(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed, sample_weights=weights,
-                         alternating_flip=flips_in_loader(cfg, data))
+                         alternating_flip=alternating)
     val = TensorLoader(data.val, val_batch, shuffle=False) if data.val else None
     return train, val
-
-
-def flips_in_loader(cfg: TrainConfig, data: PreparedData) -> bool:
-    """`--flip alternating` needs each image's index: the in-memory loader has it, the stream loader's
-    DataLoader workers do not (there flips stay random, with a note). Not for cached features or activations."""
-    return (cfg.flip == "alternating" and cfg.augment != "none" and data.loader == "memory"
-            and not data.train.images.is_floating_point())
 
 
 def quiet_lightning() -> None:

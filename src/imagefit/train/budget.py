@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import math
+import statistics
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -252,18 +253,16 @@ def replan_steps(plan: BudgetPlan, done: int, now: float, measured_ratio: float,
 # ---- measurement (the impure part) ---------------------------------------------------------------
 
 def measure_speed(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, precision: str, size: int,
-                  augment=None, steps: int = 3, warmup: int = 2, optimizer: str = "sgd") -> tuple[float, float]:
+                  augment=None, steps: int = 3, warmup: int = 2, make_optimizer=None) -> tuple[float, float]:
     """(training, eval) images/s of a throw-away copy of `model` on real images resized to `size`, with the
-    run's augmentation and optimizer step (the run itself is untouched). Warm-up steps pay for kernel selection.
+    run's augmentation and optimizer step (`make_optimizer(params)`; default SGD), the run itself untouched.
+    Warm-up steps pay for kernel selection.
 
     The median step counts, not the fastest: on a shared or virtualised CPU a slow-down lasts minutes and the
     run pays it too (measured here: the same step at 0.34 and 0.58 s a few seconds apart)."""
-    from .optim import MuonSGD, muon_groups
-
     probe = copy.deepcopy(model).train()
     trainable = [p for p in probe.parameters() if p.requires_grad]
-    optimizer = (MuonSGD(muon_groups(trainable), lr=1e-9, momentum=0.9, weight_decay=0.0) if optimizer == "muon"
-                 else torch.optim.SGD(trainable, lr=1e-9, momentum=0.9))
+    optimizer = (make_optimizer or (lambda params: torch.optim.SGD(params, lr=1e-9, momentum=0.9)))(trainable)
     device = next(probe.parameters()).device
     x, y = images.to(device), labels.to(device)
     channels_last = is_convolutional(probe)
@@ -296,7 +295,7 @@ def measure_speed(model: torch.nn.Module, images: torch.Tensor, labels: torch.Te
     while len(warm) < warmup + 4 and not 0.8 < warm[-1] / warm[-2] < 1.25:  # kernel selection still settling
         warm.append(step())
     timings = [step() for _ in range(steps)]
-    train = len(x) / sorted(timings)[len(timings) // 2]
+    train = len(x) / statistics.median(timings)
     probe.eval()
     timings = []
     with torch.no_grad(), autocast(precision, device.type):

@@ -15,9 +15,9 @@ from datetime import datetime
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ..config import TrainConfig
 from ..data.pipeline import prepare_data
@@ -27,7 +27,7 @@ from ..evaluate.predict import forward_batch, predict_logits
 from ..models import count_parameters, create_model
 from .autoplan import FAMILY, Stopwatch, apply_plan, plan_run, resize_data
 from .balance import balanced_class_weights
-from .before_fit import check_trainer_args, dataset_slug, flips_in_loader, make_loaders, quiet_lightning, unique_run_dir
+from .before_fit import check_trainer_args, dataset_slug, make_loaders, quiet_lightning, unique_run_dir
 from .budget import END_MARGIN, BudgetPlan, Speed, replan_steps
 from .callbacks import (AtomicCheckpointIO, EarlyStoppingInEpochs, EpochSeeding, FollowPlan, GracefulInterrupt,
                         Lookahead, ShardByRank, StopOnNonFinite, read_checkpoint)
@@ -300,7 +300,7 @@ def _fit_holding(cfg: TrainConfig, run_dir: Path | None, ckpt: Path | None, held
         data.notes.append("Sampler: balanced: each epoch drew its training images with replacement, every class "
                           "equally likely.")
     module = ClassifierModule(trainable, cfg, data.num_classes, groups, augment=not cached, plan=plan,
-                              class_weight=class_weight, loader_flips=flips_in_loader(cfg, data))
+                              class_weight=class_weight, loader_flips=getattr(train_loader, "flip_bits", None) is not None)
     history = HistoryWriter(run_dir / "history.csv")
     history.planned_epochs = planned_epochs
     history.plan = plan
