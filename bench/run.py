@@ -187,10 +187,11 @@ class Bench:
             self.record("B6", {"run": f"--time-budget {budget}, nothing pinned (the planner's start)", **row,
                                "plan": f"{start}; {plan.get('strategy') or plan.get('model')}"})
         fixed = ["--recipe", "fast", "--model", "airbench", "--batch-size", "1024", "--tta", "flip-translate",
-                 "--time-budget", budgets[1]]
+                 "--image-size", "16" if self.smoke else "128", "--early-size", "0", "--time-budget", budgets[1]]
         row = self.imagefit("b6-fixed", *fixed, dataset=dataset)
         self.record("B6", {"run": f"the recipe's fixed settings, {budgets[1]}", **row,
-                           "plan": f"airbench, full size, batch 1024, {row['metrics'].get('budget_epochs')} epochs, TTA 6 views"})
+                           "plan": f"airbench at the full side throughout, batch 1024, {row['metrics'].get('budget_epochs')} epochs, "
+                                   "TTA 6 views"})
 
     def b5(self) -> None:
         peak = bf16_matmul_peak(512 if self.smoke else 4096)

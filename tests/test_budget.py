@@ -8,7 +8,8 @@ import yaml
 
 import imagefit
 from imagefit.train.budget import (END_MARGIN, MIN_STEPS_PER_EPOCH, TTA_VIEWS, BudgetPlan, Speed, Workload,
-                                   candidate_sizes, choose_batch, choose_tta, plan_budget, replan_steps)
+                                   candidate_sizes, choose_batch, choose_tta, plan_budget, replan_steps,
+                                   required_epochs)
 
 from cli_process import start_cli
 
@@ -64,10 +65,24 @@ def test_larger_photos_get_a_side_that_affords_the_epochs_and_progressive_resizi
     assert plan.batch_size == 256 and plan.steps_per_epoch >= MIN_STEPS_PER_EPOCH
 
 
+def test_a_larger_side_must_buy_more_epochs_than_a_smaller_one():
+    """Epochs before pixels: 72 px affords 12 epochs in 5 minutes, enough for a schedule but short of what a side
+    1.5 times the smallest needs, so the planner trains 48 px for longer."""
+    assert required_epochs("airbench93", 48, 48) == 10
+    assert required_epochs("airbench93", 96, 48) == pytest.approx(10 * 2**0.5)
+    only_72 = plan_budget(300, 30, PHOTOS, [s for s in photo_speeds() if s.model == "airbench93" and s.size == 72])
+    assert 10 <= only_72.epochs < required_epochs("airbench93", 72, 48)
+    plan = plan_budget(300, 30, PHOTOS, photo_speeds())
+    assert plan.image_size == 48 and plan.epochs > only_72.epochs
+    assert "reaches the 10 epochs its side needs" in " ".join(plan.reasons)
+
+
 def test_pinned_keys_are_never_overridden():
     work = Workload(**{**PHOTOS.__dict__, "batch_size": 1024, "tta": "none", "early_size": 24})
     plan = plan_budget(600, 30, work, photo_speeds())
     assert (plan.batch_size, plan.tta, plan.early_size) == (1024, "none", 24)
+    off = plan_budget(3600, 30, Workload(**{**PHOTOS.__dict__, "early_size": 0}), photo_speeds())
+    assert off.image_size == 96 and off.early_size is None and off.switch_step == 0  # 0: one side throughout
 
 
 def test_test_time_augmentation_only_when_affordable():
@@ -126,10 +141,12 @@ def test_a_30s_budget_ends_inside_it_and_trains_most_of_it(quick):
 
 def test_pinned_keys_reach_the_run(quick):
     args = {k: v for k, v in quick.items() if k not in ("epochs", "model")}
-    run = imagefit.train(**args, recipe="fast", model="airbench", tta="none", image_size=16, time_budget="15s")
+    run = imagefit.train(**args, recipe="fast", model="airbench", tta="none", image_size=64, early_size=0,
+                         time_budget="15s")
     saved = yaml.safe_load((run.dir / "config.yaml").read_text())
-    assert (saved["model"], saved["batch_size"], saved["tta"], saved["image_size"]) == ("airbench", 64, "none", 16)
-    assert run.metrics["budget_plan"]["batch_size"] == 64
+    assert (saved["model"], saved["batch_size"], saved["tta"], saved["image_size"]) == ("airbench", 64, "none", 64)
+    assert saved["early_size"] == 0  # pinned off: progressive resizing would otherwise start at 32 px
+    assert run.metrics["budget_plan"]["batch_size"] == 64 and run.metrics["budget_plan"]["early_size"] is None
 
 
 def test_a_resumed_budgeted_run_replans_the_time_left(tmp_path):

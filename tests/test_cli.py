@@ -68,6 +68,7 @@ def write_folder(root, empty_class=False, corrupt=False):
     ("zero budget", ["--time-budget", "0"], "time budget '0' is not a duration"),
     ("negative budget", ["--time-budget=-5m"], "time budget '-5m' is not a duration"),
     ("image size 0", ["--image-size", "0"], "image_size must be at least 4 pixels, got 0"),
+    ("early size 2", ["--early-size", "2"], "early_size must be 0 (off) or at least 4 pixels, got 2"),
     ("wrong type", ["--epochs", "three"], "config key 'epochs' in the command line must be a whole number, got 'three'"),
     ("bad accelerator", ["--accelerator", "tpu"], "cannot train with --accelerator tpu"),
     ("bad devices", ["--devices", "0"], "cannot train with --accelerator auto --devices 0"),

@@ -54,7 +54,7 @@ HELP = {  # one line per TrainConfig key; the allowed values and the default are
     "batch_size": "training images per step (evaluation uses twice as many); unset: 128 (recipe fast: 1024), or "
                   "with --time-budget the planner's choice (at least 25 steps an epoch)",
     "early_size": "progressive resizing: train the first --early-fraction of the steps at this side, then at the "
-                  "full side; unset: off, or with --time-budget half the side for images of 64 px and more",
+                  "full side; 0: off; unset: off, or with --time-budget half the side for images of 64 px and more",
     "early_fraction": "the share of the training steps at --early-size",
     "optimizer": "sgd (Nesterov with --momentum), adam, adamw, or muon (Muon on convolution filters, Nesterov SGD on the rest: airbench94_muon)",
     "lr": "learning rate, or find: Lightning's learning-rate finder on the training split picks it (lr_find.png in "

@@ -47,7 +47,7 @@ class TrainConfig:
     cache_dir: str = "~/.cache/imagefit/cache"
     image_size: int | None = None  # None: from the data (median side, capped at 128), or the budget planner's choice
     early_size: int | None = None  # progressive resizing: train the first early_fraction of the steps at this side
-    early_fraction: float = 0.5  # (None: off, or the budget planner's choice)
+    early_fraction: float = 0.5  # (None: off, or the budget planner's choice; 0: off, pinned)
     val_fraction: float = 0.1
     test_fraction: float = 0.2  # only used when the source has no test split
     augment: str = "basic"
@@ -184,8 +184,9 @@ class TrainConfig:
             raise UserError(f"test_fraction must be in (0, 1), got {self.test_fraction}", "pass --test-fraction 0.2")
         if self.image_size is not None and self.image_size < 4:
             raise UserError(f"image_size must be at least 4 pixels, got {self.image_size}", "pass --image-size 32")
-        if self.early_size is not None and self.early_size < 4:
-            raise UserError(f"early_size must be at least 4 pixels, got {self.early_size}", "pass --early-size 32")
+        if self.early_size is not None and (self.early_size < 0 or 0 < self.early_size < 4):
+            raise UserError(f"early_size must be 0 (off) or at least 4 pixels, got {self.early_size}",
+                            "pass --early-size 32, or 0 to train at one side throughout")
         if not 0 <= self.early_fraction < 1:
             raise UserError(f"early_fraction must be in [0, 1), got {self.early_fraction}", "pass --early-fraction 0.5")
         if self.val_every < 1:

@@ -94,7 +94,7 @@ def plan_run(cfg: TrainConfig, data: PreparedData, precision: str, spent, make_m
 def apply_plan(cfg: TrainConfig, plan: BudgetPlan) -> TrainConfig:
     """The config the run saves: every planned choice written down, so `--config` repeats it."""
     changes = dict(model=plan.model, image_size=plan.image_size if not cfg.transfer else cfg.image_size,
-                   early_size=plan.early_size, batch_size=plan.batch_size, tta=plan.tta)
+                   early_size=plan.early_size or cfg.early_size, batch_size=plan.batch_size, tta=plan.tta)
     if cfg.lr is None and cfg.recipe != "none":
         changes["lr"] = recipe_defaults(cfg.recipe, {"batch_size": plan.batch_size})["lr"]
     return cfg.replace(**changes)
