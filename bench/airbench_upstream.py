@@ -43,19 +43,20 @@ class _WallClockEvent:
         return 1e3 * (end.t - self.t)
 
 
-def write_cifar_files(dataset: str, folder: Path) -> list[str]:
-    """airbench's loader format, from any CIFAR-10 layout imagefit reads (the JPEG zip here)."""
+def write_cifar_files(dataset: str, folder: Path) -> None:
+    """airbench's loader format, from any CIFAR-10 layout imagefit reads (the JPEG zip here), through imagefit's
+    decode cache."""
+    from imagefit.config import TrainConfig
     from imagefit.data.sources import load_source
 
-    source = load_source(dataset, folder / "data", Path("~/.cache/imagefit/cache").expanduser(), None)
+    source = load_source(dataset, folder / "data", TrainConfig.cache_dir, None)
     target = folder / "cifar10"
     target.mkdir(parents=True, exist_ok=True)
     for name, split in (("train", source.train), ("test", source.test)):
-        images = split.images if split.index is None else split.images[split.index]
+        images = split.take(0, len(split))
         torch.save({"images": images.permute(0, 2, 3, 1).contiguous(), "labels": split.labels.clone(),
                     "classes": list(source.class_names)}, target / f"{name}.pt")
         print(f"{name}: {len(images)} images")
-    return list(source.class_names)
 
 
 class AutocastSequential(torch.nn.Sequential):
@@ -99,8 +100,9 @@ def main() -> None:
         make_net = lib.make_net93 if args.net == "93" else lib.make_net94
         train = lib.train93 if args.net == "93" else lib.train94
         train(train_loader=loader, epochs=epochs, make_net=lambda: AutocastSequential(*make_net()))
-        print(f"airbench{args.net}, {epochs} epochs: {time.perf_counter() - start:.0f} s wall, "
-              f"{len(loader.images) * epochs / (time.perf_counter() - start):.0f} training images/s overall")
+        seconds = time.perf_counter() - start
+        print(f"airbench{args.net}, {epochs} epochs: {seconds:.0f} s wall, "
+              f"{len(loader.images) * epochs / seconds:.0f} training images/s overall")
 
 
 if __name__ == "__main__":

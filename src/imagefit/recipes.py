@@ -40,9 +40,9 @@ With `--time-budget` and no `--epochs`, the keys above that the user did not set
 (`imagefit.train.budget`): it measures airbench94 and the narrower **airbench93** (widths 64/128/128, a
 quarter of the FLOPs, 93% in 11 epochs on a GPU) at the data's side and smaller ones, and takes the largest
 setting whose schedule still gets about 10 epochs (more at larger sides: epochs before pixels); it lowers
-the batch so that a small data set still gets 25 steps an epoch (the rate follows the batch, as above), trains larger images at half their side for the
-first half of the steps (**progressive resizing**), keeps test-time augmentation to what 4% of the budget
-buys, and plans the schedule in steps so that the whole budget goes to training. Measured on CIFAR-10-JPEG
+the batch so that a small data set still gets 25 steps an epoch (the rate follows the batch, as above),
+trains larger images at half their side for the first half of the steps (**progressive resizing**), keeps
+test-time augmentation to what 4% of the budget buys, and plans the schedule in steps so that the whole budget goes to training. Measured on CIFAR-10-JPEG
 with 10 minutes (bench/results.md): airbench93 for 11 epochs beat airbench94 for 4.
 """
 from __future__ import annotations

@@ -24,7 +24,7 @@ from .budget import (TARGET_EPOCHS, BudgetPlan, Speed, Workload, candidate_sizes
 from .optim import build_optimizer
 
 log = logging.getLogger("imagefit")
-PROBE_BATCH = 48  # images per probe step: per-image speed barely depends on the batch on a CPU
+PROBE_BATCH = 48  # images per probe step: cheap; optimistic at large sides (budget.required_epochs keeps a margin)
 FAMILY = ("airbench93", "airbench")  # narrow first: its speeds bound the wide net's
 
 

@@ -184,8 +184,8 @@ def required_epochs(model: str, size: int, smallest: int) -> float:
 
     Measured on Imagenette (128-px photos, airbench93 with Muon, progressive resizing): 13 epochs at 64 px
     gave 88.0%, 8.5 at 128 px 86.7% (and, before Muon, 9 at 96 px 86.5%): a larger side pays only once
-    the schedule is long enough, and the probe's speed at a large side is the more optimistic (its batch
-    is small; the run's larger activations spill out of the caches), so the margin grows with the side."""
+    the schedule is long enough. The probe also errs by side: the run's steps at 96-128 px took 1.3-2x the
+    probed time, at 32-48 px 0.7-0.9x, so the margin grows with the side."""
     return TARGET_EPOCHS.get(model, DEFAULT_TARGET_EPOCHS) * (size / max(1, smallest)) ** EPOCHS_PER_PIXELS
 
 
