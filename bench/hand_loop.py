@@ -20,7 +20,8 @@ from imagefit.data.augment import AUGMENTATIONS
 from imagefit.data.pipeline import prepare_data
 from imagefit.models import create_model
 from imagefit.train.optim import build_optimizer, build_scheduler
-from imagefit.train.precision import autocast, resolve_precision
+from imagefit.train.precision import autocast, fp32_depthwise, resolve_precision
+from imagefit.train.transfer import default_input_size
 
 
 def main(argv=None) -> dict:
@@ -34,15 +35,25 @@ def main(argv=None) -> dict:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--limit-train-batches", type=int, default=None)
     p.add_argument("--cache-dir", default="~/.cache/imagefit/cache")
+    p.add_argument("--pretrained", action="store_true", help="ImageNet weights at imagefit's input side (a fine-tune)")
+    p.add_argument("--transfer-strategy", choices=["fine-tune"], default="fine-tune")
+    p.add_argument("--plain-depthwise", action="store_true",
+                   help="keep depthwise convolutions in bf16, as a bare timm loop does (imagefit runs them in fp32)")
     args = p.parse_args(argv)
     values = {"dataset": args.dataset, "recipe": args.recipe, "image_size": args.image_size, "cache_dir": args.cache_dir}
     values.update({k: v for k, v in (("model", args.model), ("batch_size", args.batch_size),
                                                      ("augment", args.augment)) if v is not None})
+    if args.pretrained:
+        values.update(pretrained=True, transfer_strategy=args.transfer_strategy)
     cfg = TrainConfig.from_dict(values).with_defaults()
     torch.manual_seed(cfg.seed)
     precision = resolve_precision(cfg.precision, "cpu")
     data = prepare_data(cfg)
-    model = create_model(cfg.model, data.num_classes, data.channels, data.image_size, data.mean, data.std)
+    input_size = default_input_size(data.image_size)[0] if args.pretrained else None
+    model = create_model(cfg.model, data.num_classes, data.channels, data.image_size, data.mean, data.std,
+                         pretrained=args.pretrained, input_size=input_size)
+    if precision == "bf16-mixed" and not args.plain_depthwise:
+        fp32_depthwise(model)  # what imagefit does on a CPU
     if hasattr(model.net, "init_whitening"):
         with torch.no_grad():
             model.net.init_whitening(model.prepare(data.train.take(0, 5000)))
@@ -75,7 +86,7 @@ def main(argv=None) -> dict:
                 scheduler.step()
             seen += len(y)
         seconds += time.perf_counter() - start
-    result = {"model": cfg.model, "batch_size": cfg.batch_size, "precision": precision, "images": seen,
+    result = {"model": cfg.model, "input_size": input_size, "batch_size": cfg.batch_size, "precision": precision, "images": seen,
               "train_seconds": round(seconds, 3), "train_images_per_second": round(seen / seconds, 1)}
     print(json.dumps(result))
     return result

@@ -150,19 +150,28 @@ class Bench:
         cases = {
             "seed-cnn": (["--model", "seed-cnn", "--augment", "basic"], 2 if self.smoke else 60),
             "airbench": (["--recipe", "fast", "--tta", "none"], 2 if self.smoke else 12),
+            # issue 11: a whole-network fine-tune of a pretrained net (CIFAR's 32 px upscaled to 128 in the model)
+            "tf_efficientnet_lite0 fine-tune": (["--model", "tf_efficientnet_lite0", "--pretrained", "--transfer-strategy",
+                                                 "fine-tune", "--batch-size", "64"], 2 if self.smoke else 20),
         }
         size = ["--image-size", "16"] if self.smoke else []
         for model, (args, batches) in cases.items():
-            limit = ["--epochs", "2", "--limit-train-batches", str(batches)]
+            limit = ["--epochs", "2", "--limit-train-batches", str(batches)] + ([] if "--pretrained" in args else size)
             imagefit_rates, hand_rates = [], []
             for _ in range(self.repeats):  # alternate, so drifts of the machine hit both alike
-                imagefit_rates.append(self.imagefit(f"b4-{model}", *args, *limit, *size)["images_per_second"])
-                hand_args = [a for a in args if a not in ("--tta", "none")] + limit + size
+                imagefit_rates.append(self.imagefit(f"b4-{model}", *args, *limit)["images_per_second"])
+                hand_args = [a for a in args if a not in ("--tta", "none")] + limit
                 hand_rates.append(self.script("bench.hand_loop", *hand_args)["train_images_per_second"])
             ours, theirs = statistics.median(imagefit_rates), statistics.median(hand_rates)
             self.record("B4", {"run": model, "images_per_second": ours, "hand_loop_images_per_second": theirs,
                                "overhead": round(1 - ours / theirs, 4), "samples": [imagefit_rates, hand_rates],
                                "command": f"imagefit train {' '.join(args + limit)} / python -m bench.hand_loop {' '.join(hand_args)}"})
+        bare = hand_args[:]  # the last case's, as a bare timm loop runs it: depthwise convolutions left in bf16
+        plain = self.script("bench.hand_loop", *bare, "--plain-depthwise")["train_images_per_second"]
+        self.record("B4", {"run": "tf_efficientnet_lite0 fine-tune, bare loop (bf16 depthwise)",
+                           "images_per_second": ours, "hand_loop_images_per_second": plain,
+                           "overhead": round(1 - ours / plain, 4),
+                           "command": f"python -m bench.hand_loop {' '.join(bare)} --plain-depthwise"})
         if self.smoke:  # compiling takes a minute or more: not for a smoke test
             return
         compiled = self.imagefit("b4-airbench-compile", *cases["airbench"][0], "--compile", "--epochs", "2",

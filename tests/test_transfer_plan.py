@@ -91,3 +91,54 @@ def test_only_a_fine_tune_or_a_top_with_its_epochs_meets_the_target():
     assert choose_transfer(3600, 45_000, 5_000, 10_000, speeds).meets_target
     assert not choose_transfer(600, 45_000, 5_000, 10_000, speeds).meets_target  # a smaller side is worth trying
     assert not choose_transfer(60, 45_000, 5_000, 10_000, speeds).meets_target
+
+
+def test_a_pinned_probe_also_looks_at_larger_sides_and_a_pinned_fine_tune_only_at_smaller():
+    from imagefit.train.transfer_plan import side_candidates
+
+    assert side_candidates("linear-probe", 128) == [224, 192, 160, 128, 96, 64]
+    assert side_candidates("fine-tune", 128) == [128, 96, 64]
+    assert side_candidates("linear-probe", 300) == [300, 224, 192, 160, 144]  # never upscaled past its own side
+
+
+def test_a_pinned_probe_takes_the_largest_side_whose_feature_pass_fits():
+    from imagefit.train.transfer_plan import PROBE_SHARE, choose_side
+
+    speeds = {224: (0.0, 100.0), 160: (0.0, 200.0), 128: (0.0, 300.0)}  # 60,000 images: 600, 300, 200 s
+    long = choose_side("linear-probe", 900, 45_000, 5_000, 10_000, speeds)
+    assert (long.strategy, long.input_size, round(long.cache_seconds)) == ("linear-probe", 224, 600)
+    assert long.meets_target and long.cache_seconds <= PROBE_SHARE * 900
+    assert choose_side("linear-probe", 450, 45_000, 5_000, 10_000, speeds).input_size == 160
+    short = choose_side("linear-probe", 100, 45_000, 5_000, 10_000, speeds)
+    assert short.input_size == 128 and not short.meets_target and "cheapest" in short.reason
+
+
+def test_a_pinned_fine_tune_takes_the_largest_side_that_gets_its_epochs_else_the_most_epochs():
+    from imagefit.train.transfer_plan import choose_side
+
+    speeds = {128: (60.0, 180.0), 96: (110.0, 330.0), 64: (250.0, 750.0)}  # (training, forward) images/s
+    long = choose_side("fine-tune", 3600, 45_000, 5_000, 10_000, speeds)
+    assert (long.strategy, long.input_size) == ("fine-tune", 96) and long.epochs >= FULL_TARGET_EPOCHS
+    assert long.speed == (110.0, 330.0)  # the step plan uses the speed measured at the chosen side
+    short = choose_side("fine-tune", 900, 45_000, 5_000, 10_000, speeds)
+    assert short.input_size == 64 and short.epochs < FULL_TARGET_EPOCHS and not short.meets_target
+
+
+def test_a_budgeted_run_with_a_pinned_strategy_gets_its_side_chosen(quick, tmp_path):
+    import yaml
+
+    import imagefit
+    from test_run import write_image_folder
+
+    write_image_folder(tmp_path / "photos", per_class=10, side=64)
+    args = {k: v for k, v in quick.items() if k not in ("model", "epochs", "batch_size", "dataset")}
+    run = imagefit.train(**args, dataset=str(tmp_path / "photos"), model="tf_efficientnet_lite0", pretrained=True,
+                         transfer_strategy="linear-probe", time_budget="40s")
+    plan, m = run.metrics["transfer_plan"], run.metrics
+    # 30 images: the feature pass at 224 px takes a second or two, far inside the budget
+    assert (plan["strategy"], plan["input_size"]) == ("linear-probe", 224), plan
+    assert m["input_size"] == 224 and m["transfer_strategy"] == "linear-probe"
+    assert yaml.safe_load((run.dir / "config.yaml").read_text())["image_size"] == 224  # --config repeats it
+    pinned = imagefit.train(**args, dataset=str(tmp_path / "photos"), model="tf_efficientnet_lite0", pretrained=True,
+                            transfer_strategy="linear-probe", time_budget="40s", image_size=96)
+    assert pinned.metrics["transfer_plan"] is None and pinned.metrics["input_size"] == 96

@@ -42,7 +42,7 @@ from .precision import compute_device, fp32_depthwise, resolve_precision
 from .run_lock import run_folder_lock
 from .start_plan import choose_start
 from .transfer import FreezeUnfreeze, default_input_size, parameter_groups
-from .transfer_plan import TransferChoice, plan_transfer
+from .transfer_plan import TransferChoice, plan_side, plan_transfer
 
 # Set by the CLI to the moment the process started: the next run's wall time and time budget count from
 # then, imports included, so `imagefit train --time-budget 10m` ends within 10 minutes of being typed.
@@ -199,9 +199,14 @@ def _fit_holding(cfg: TrainConfig, run_dir: Path | None, ckpt: Path | None, held
             model.net.init_whitening(model.prepare(data.train.take(0, n)), seed=cfg.seed)
     model.to(device)  # the transfer plan, features and trunk activations are computed where training runs
     transfer_choice = None
+    planner = None
     if cfg.transfer and cfg.planned and (cfg.transfer_strategy is None or
                                          (cfg.transfer_strategy == "partial" and cfg.trainable_blocks is None)):
-        transfer_choice = shared.decide("transfer", lambda: plan_transfer(
+        planner = plan_transfer  # strategy, depth and side
+    elif cfg.transfer and cfg.planned and cfg.transfer_strategy in ("fine-tune", "linear-probe") and not cfg.image_size:
+        planner = plan_side  # the pinned strategy's side
+    if planner is not None:
+        transfer_choice = shared.decide("transfer", lambda: planner(
             cfg, data, model, precision, cfg.budget_seconds * (1 - END_MARGIN) - spent_planning()), asdict,
             lambda d: TransferChoice(**d))
         cfg = cfg.replace(transfer_strategy=transfer_choice.strategy, trainable_blocks=transfer_choice.trainable_blocks)

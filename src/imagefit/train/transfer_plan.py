@@ -12,6 +12,11 @@ cached once, run at hundreds. `choose_transfer` (pure: measured speeds in, a cho
 - else the cheapest top that gets MIN_TOP_EPOCHS;
 - else a **linear probe** (one pass for features, a head that trains in seconds), said to be cut short.
 
+A strategy the user pins (fine-tune or linear-probe) with a budget and no --image-size still gets its input
+side chosen (`choose_side`): a fine-tune the largest side that gives it FULL_TARGET_EPOCHS, a linear probe
+the largest side, up to ImageNet's 224 px, whose one feature pass fits in PROBE_SHARE of the budget (its head
+then trains in seconds on the cached features).
+
 `measure_transfer` measures what it needs on a few real images in seconds: one block-by-block forward pass
 gives the trunk's speed at every cut and each top's cost; the run then measures the chosen top's real steps.
 """
@@ -25,7 +30,7 @@ import torch
 from ..models.freeze import unfreeze
 from .budget import measure_speed
 from .cached_trunk import blocks_of, split_model
-from .precision import autocast, synchronize
+from .precision import autocast, is_convolutional, synchronize
 
 FULL_TARGET_EPOCHS = 5.0
 # Measured on CIFAR-10-JPEG with 15 minutes (bench/README.md): the last 8 blocks for 1.1 epochs reached 89.6%,
@@ -36,6 +41,8 @@ MIN_TOP_EPOCHS = 1.0
 CACHE_SHARE = 0.6
 CACHE_BYTES = 8 << 30  # the trunk cache may hold this much (2 bytes a value in bf16): memory-mapped, but paged in
 EVAL_SPEEDUP = 3.0  # a forward pass costs about a third of a training step
+PROBE_SHARE = 0.8  # a pinned linear probe's feature pass may take this much of the time left
+PROBE_SIDES = (224, 192, 160)  # beyond the default side: ImageNet features are trained at 224 px
 
 
 @dataclass
@@ -154,6 +161,24 @@ def blockwise_times(model, sample: torch.Tensor, precision: str, repeats: int = 
     return [sorted(stage)[len(stage) // 2] for stage in zip(*runs[1:])], values
 
 
+@torch.no_grad()
+def forward_speed(model, sample: torch.Tensor, precision: str, repeats: int = 3) -> float:
+    """Forward images/s of the whole network over `sample` (the median of `repeats` passes after a warm-up)."""
+    model.eval()
+    device = next(model.parameters()).device
+    sample, seconds = sample.to(device), []
+    if is_convolutional(model):
+        sample = sample.contiguous(memory_format=torch.channels_last)
+    with autocast(precision, device.type):
+        for _ in range(repeats + 1):
+            synchronize(device)
+            start = time.perf_counter()
+            model(sample)
+            synchronize(device)
+            seconds.append(time.perf_counter() - start)
+    return len(sample) / max(sorted(seconds[1:])[len(seconds[1:]) // 2], 1e-9)
+
+
 def measure_transfer(model, sample: torch.Tensor, labels: torch.Tensor, precision: str, seconds_left: float,
                      train: int, val: int, test: int, augment=None) -> TransferSpeeds:
     """Block-by-block forward passes give the trunk's speed at every cut and each top's forward cost; one top's
@@ -186,6 +211,34 @@ def measure_transfer(model, sample: torch.Tensor, labels: torch.Tensor, precisio
     return speeds
 
 
+def choose_side(strategy: str, seconds_left: float, train: int, val: int, test: int,
+                speeds: dict[int, tuple[float, float]]) -> TransferChoice:
+    """The input side for a pinned fine-tune or linear probe. `speeds`: side -> the whole network's (training,
+    forward) images/s measured at that side."""
+    sides = sorted(speeds, reverse=True)
+    if strategy == "linear-probe":
+        cost = {s: (train + val + test) / speeds[s][1] for s in sides}
+        fits = [s for s in sides if cost[s] <= PROBE_SHARE * seconds_left]
+        side = fits[0] if fits else sides[-1]
+        described = "; ".join(f"{s} px {cost[s]:.0f} s" for s in sides)
+        why = (f"the largest side whose feature pass takes at most {PROBE_SHARE:.0%} of the {seconds_left:.0f} s left"
+               if fits else f"no side's feature pass fits in {PROBE_SHARE:.0%} of the {seconds_left:.0f} s left, so the "
+               "cheapest")
+        return TransferChoice("linear-probe", None, 0.0, cost[side], f"{why} ({described})", meets_target=bool(fits),
+                              input_size=side)
+    epochs = {}
+    for s in sides:
+        fit, forward = speeds[s]
+        epochs[s] = max(0.0, seconds_left - (val + test) / forward) / (train / fit + val / forward)
+    fits = [s for s in sides if epochs[s] >= FULL_TARGET_EPOCHS]
+    side = fits[0] if fits else max(sides, key=epochs.get)
+    described = "; ".join(f"{s} px {epochs[s]:.1f} epochs at {speeds[s][0]:.0f} images/s" for s in sides)
+    why = (f"the largest side that gives a whole-network fine-tune {FULL_TARGET_EPOCHS:.0f} epochs" if fits else
+           f"no side gives a whole-network fine-tune {FULL_TARGET_EPOCHS:.0f} epochs, so the one that gives the most")
+    return TransferChoice("fine-tune", None, epochs[side], 0.0, f"{why} ({described})", speed=speeds[side],
+                          meets_target=bool(fits), input_size=side)
+
+
 def input_sizes(size: int) -> list[int]:
     """Input sides the planner tries, largest first: the default one, then 3/4 and 1/2 of it (multiples of 16,
     not below 64 px, where ImageNet features fade)."""
@@ -195,6 +248,36 @@ def input_sizes(size: int) -> list[int]:
         if side >= 64 and side not in sizes:
             sizes.append(side)
     return sizes
+
+
+def side_candidates(strategy: str, size: int) -> list[int]:
+    """Sides tried for a pinned strategy, largest first: a linear probe may also look at larger ones (its feature
+    pass is its only cost), a fine-tune only at the default side or smaller."""
+    if strategy == "linear-probe":
+        return sorted({s for s in (*PROBE_SIDES, *input_sizes(size)) if s <= max(size, PROBE_SIDES[0])}, reverse=True)
+    return input_sizes(size)
+
+
+def plan_side(cfg, data, model, precision: str, seconds_left: float) -> TransferChoice:
+    """A pinned fine-tune's or linear probe's input side, from the whole network's speeds measured on the run's
+    own images at each candidate side."""
+    from ..data.augment import AUGMENTATIONS
+    from ..evaluate.predict import forward_batch
+
+    strategy = cfg.transfer_strategy
+    sample = data.train.take(0, min(len(data.train), 32))
+    labels = data.train.labels[:len(sample)]
+    val = len(data.val) if data.val is not None else 0
+    speeds: dict[int, tuple[float, float]] = {}
+    for size in side_candidates(strategy, model.input_size):
+        model.input_size = size
+        if strategy == "linear-probe":  # the feature pass: forward only, in the batches it will run in
+            speeds[size] = (0.0, forward_speed(model, sample[:forward_batch(size, len(sample))], precision))
+        else:
+            speeds[size] = measure_speed(model, sample, labels, precision, size, AUGMENTATIONS[cfg.augment], steps=2)
+    choice = choose_side(strategy, seconds_left, len(data.train), val, len(data.test), speeds)
+    model.input_size = choice.input_size
+    return choice
 
 
 def plan_transfer(cfg, data, model, precision: str, seconds_left: float) -> TransferChoice:
