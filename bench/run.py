@@ -6,7 +6,7 @@
 
 B1  from scratch: the plain CNN with Adam (imagefit), the same CNN in Keras 3 (torch backend), and
     imagefit `--recipe fast`; accuracy reached at 2, 5 and 10 minutes of wall time.
-B2  transfer with the offline ImageNet EfficientNet-Lite0: linear probe, fine-tuning and the planner's choice at 5 and 15 min.
+B2  transfer with the offline ImageNet EfficientNet-Lite0: linear probe, fine-tune and the planner's choice at 5, 10, 15 min.
 B3  precision: the fast recipe in fp32 and in bf16, everything else equal.
 B4  loop overhead: imagefit's training images/s against a hand-written PyTorch loop (`bench.hand_loop`),
     same model, batch, optimizer, augmentation and precision; and torch.compile.
@@ -121,23 +121,19 @@ class Bench:
                            "epochs_at": [fast[b]["epochs_run"] for b in budgets]})
 
     def b2(self) -> None:
+        """Issue 11's table: a linear probe, a whole-network fine-tune and the planner's choice (partial at these
+        budgets), each given a budget and nothing else (a pinned strategy's input side is chosen too)."""
         size = ["--image-size", "32"] if self.smoke else []
-        common = ["--model", "tf_efficientnet_lite0", "--pretrained"]
-        probe = self.imagefit("b2-linear-probe", *common, "--transfer-strategy", "linear-probe", "--epochs", "1" if self.smoke else "30",
-                              "--batch-size", "256", "--optimizer", "adamw", "--lr", "1e-3", "--weight-decay", "1e-4",
-                              "--scheduler", "cosine", *size)
-        self.record("B2", {"run": "EfficientNet-Lite0, linear probe (128 px)", **probe})
-        length = ["--image-size", "32", "--epochs", "1", "--limit-train-batches", "2"] if self.smoke else \
-                 ["--image-size", "64", "--epochs", "10", "--time-budget", "5m"]
-        tune = self.imagefit("b2-fine-tune", *common, "--transfer-strategy", "fine-tune", *length, "--batch-size", "64", "--optimizer", "adamw",
-                             "--lr", "2e-3", "--weight-decay", "1e-4", "--scheduler", "onecycle", "--label-smoothing", "0.1")
-        self.record("B2", {"run": "EfficientNet-Lite0, fine-tune (64 px, 5-minute budget)", **tune})
-        for budget in ([45] if self.smoke else [300, 900]):  # the transfer planner chooses strategy and depth
-            row = self.imagefit(f"b2-planned-{budget}s", "--pretrained", "--time-budget", f"{budget}s", *size)
-            plan = row["metrics"].get("transfer_plan") or {}
-            depth = f", last {plan['trainable_blocks']} blocks" if plan.get("trainable_blocks") else ""
-            self.record("B2", {"run": f"--pretrained --time-budget {budget // 60}m: planner chose "
-                                      f"{plan.get('strategy')}{depth}", **row})
+        for strategy in ("linear-probe", "fine-tune", None):
+            for budget in ([30] if self.smoke else [300, 600, 900]):
+                pinned = ["--transfer-strategy", strategy] if strategy else []
+                row = self.imagefit(f"b2-{strategy or 'planned'}-{budget}s", "--pretrained", *pinned,
+                                    "--time-budget", f"{budget}s", *size)
+                m = row["metrics"]
+                plan = m.get("transfer_plan") or {}
+                depth = f", last {plan['trainable_blocks']} blocks" if plan.get("trainable_blocks") else ""
+                self.record("B2", {"run": f"--pretrained {' '.join(pinned)} --time-budget {budget // 60}m: "
+                                          f"{m.get('transfer_strategy')}{depth}, {m.get('input_size')} px", **row})
 
     def b3(self) -> None:
         limit = ["--epochs", "1", "--limit-train-batches", "1", "--image-size", "16", "--batch-size", "64"] if self.smoke \

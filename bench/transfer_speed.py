@@ -1,6 +1,6 @@
 """Why partial fine-tuning and fp32 depthwise convolutions pay on a CPU: EfficientNet-Lite0 at 128 px.
 
-    .venv/bin/python -m bench.transfer_speed
+    .venv/bin/python -m bench.transfer_speed [--side 224]
 
 Prints images/s of: a whole-network training step (bf16 autocast; bf16 with the depthwise convolutions in fp32;
 fp32), a training step of the top 8 blocks on activations, and forward passes in batches of 32 and 256.
@@ -45,9 +45,14 @@ def forward_speed(model, images, batch: int) -> float:
 
 
 def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--side", type=int, default=128, help="the network's input side (CIFAR's 32 px upscaled to it)")
+    side = parser.parse_args().side
     torch.manual_seed(0)
     torch.set_flush_denormal(True)
-    base = create_model("tf_efficientnet_lite0", 10, pretrained=True, input_size=128, image_size=32)
+    base = create_model("tf_efficientnet_lite0", 10, pretrained=True, input_size=side, image_size=32)
     base.to(memory_format=torch.channels_last)
     x = torch.randint(0, 255, (32, 3, 32, 32), dtype=torch.uint8)
     y = torch.randint(0, 10, (32,))

@@ -41,7 +41,8 @@ MIN_TOP_EPOCHS = 1.0
 CACHE_SHARE = 0.6
 CACHE_BYTES = 8 << 30  # the trunk cache may hold this much (2 bytes a value in bf16): memory-mapped, but paged in
 EVAL_SPEEDUP = 3.0  # a forward pass costs about a third of a training step
-PROBE_SHARE = 0.8  # a pinned linear probe's feature pass may take this much of the time left
+PROBE_SHARE = 0.7  # a pinned linear probe's feature pass may take this much of the time left (a margin:
+# the pass ran 1.6x slower than measured once on this shared CPU)
 PROBE_SIDES = (224, 192, 160)  # beyond the default side: ImageNet features are trained at 224 px
 
 
@@ -162,8 +163,9 @@ def blockwise_times(model, sample: torch.Tensor, precision: str, repeats: int = 
 
 
 @torch.no_grad()
-def forward_speed(model, sample: torch.Tensor, precision: str, repeats: int = 3) -> float:
-    """Forward images/s of the whole network over `sample` (the median of `repeats` passes after a warm-up)."""
+def forward_speed(model, sample: torch.Tensor, precision: str, batch: int, repeats: int = 3) -> float:
+    """Forward images/s of the whole network over all of `sample` in batches of `batch` (the median of `repeats`
+    passes after a warm-up): at large sides a batch is a few images, and one such pass is too short to time."""
     model.eval()
     device = next(model.parameters()).device
     sample, seconds = sample.to(device), []
@@ -173,7 +175,8 @@ def forward_speed(model, sample: torch.Tensor, precision: str, repeats: int = 3)
         for _ in range(repeats + 1):
             synchronize(device)
             start = time.perf_counter()
-            model(sample)
+            for i in range(0, len(sample), batch):
+                model(sample[i:i + batch])
             synchronize(device)
             seconds.append(time.perf_counter() - start)
     return len(sample) / max(sorted(seconds[1:])[len(seconds[1:]) // 2], 1e-9)
@@ -272,7 +275,7 @@ def plan_side(cfg, data, model, precision: str, seconds_left: float) -> Transfer
     for size in side_candidates(strategy, model.input_size):
         model.input_size = size
         if strategy == "linear-probe":  # the feature pass: forward only, in the batches it will run in
-            speeds[size] = (0.0, forward_speed(model, sample[:forward_batch(size, len(sample))], precision))
+            speeds[size] = (0.0, forward_speed(model, sample, precision, forward_batch(size, len(sample))))
         else:
             speeds[size] = measure_speed(model, sample, labels, precision, size, AUGMENTATIONS[cfg.augment], steps=2)
     choice = choose_side(strategy, seconds_left, len(data.train), val, len(data.test), speeds)
