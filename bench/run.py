@@ -132,8 +132,8 @@ class Bench:
                 m = row["metrics"]
                 plan = m.get("transfer_plan") or {}
                 depth = f", last {plan['trainable_blocks']} blocks" if plan.get("trainable_blocks") else ""
-                self.record("B2", {"run": f"--pretrained {' '.join(pinned)} --time-budget {budget // 60}m: "
-                                          f"{m.get('transfer_strategy')}{depth}, {m.get('input_size')} px", **row})
+                typed = " ".join(["--pretrained", *pinned, "--time-budget", f"{budget // 60}m" if budget >= 60 else f"{budget}s"])
+                self.record("B2", {"run": f"{typed}: {m.get('transfer_strategy')}{depth}, {m.get('input_size')} px", **row})
 
     def b3(self) -> None:
         limit = ["--epochs", "1", "--limit-train-batches", "1", "--image-size", "16", "--batch-size", "64"] if self.smoke \

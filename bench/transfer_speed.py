@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from imagefit.models import create_model
-from imagefit.models.pretrained import unfreeze
+from imagefit.models.freeze import unfreeze
 from imagefit.train.cached_trunk import split_model
 from imagefit.train.precision import fp32_depthwise
 
