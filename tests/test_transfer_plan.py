@@ -140,6 +140,7 @@ def test_a_budgeted_run_with_a_pinned_strategy_gets_its_side_chosen(quick, tmp_p
     assert (plan["strategy"], plan["input_size"]) == ("linear-probe", 224), plan
     assert m["input_size"] == 224 and m["transfer_strategy"] == "linear-probe"
     assert m["epochs_run"] == PROBE_MAX_EPOCHS  # a head on 30 images could run 100 epochs in the budget
+    assert m["budget_plan"]["image_size"] == 224 and "at 224 px" in m["budget_note"]  # not the images' 66 px
     assert yaml.safe_load((run.dir / "config.yaml").read_text())["image_size"] == 224  # --config repeats it
     pinned = imagefit.train(**args, dataset=str(tmp_path / "photos"), model="tf_efficientnet_lite0", pretrained=True,
                             transfer_strategy="linear-probe", time_budget="40s", image_size=96)

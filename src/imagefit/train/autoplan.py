@@ -26,8 +26,8 @@ from .optim import build_optimizer
 log = logging.getLogger("imagefit")
 PROBE_BATCH = 48  # images per probe step: cheap; optimistic at large sides (budget.required_epochs keeps a margin)
 # A linear head on fixed features needs few epochs: on CIFAR-10-JPEG (Lite0 features at 128 px, Adam, one-cycle over
-# 100 epochs) validation loss bottomed at epoch 13 and rose after (0.56 to 0.67; test 77.9%), while 30 epochs
-# reached 79.7% (bench/README.md). The budget's time is better spent on a larger side for the features.
+# 100 epochs) validation loss bottomed at epoch 13 and rose after (0.56 to 0.67; test 77.9%); with the cap, probes
+# at 96 and 192 px gained 1.1-1.6 points by spending the time on a larger side instead (bench/README.md, B2).
 PROBE_MAX_EPOCHS = 30
 FAMILY = ("airbench93", "airbench")  # narrow first: its speeds bound the wide net's
 

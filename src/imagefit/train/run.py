@@ -236,7 +236,9 @@ def _fit_holding(cfg: TrainConfig, run_dir: Path | None, ckpt: Path | None, held
     if cfg.budget_seconds and plan is None:  # only the batch, TTA and steps are the planner's
         known = transfer_choice.speed if transfer_choice else None
         measured = Speed(cfg.model, input_size, *known) if known else None
-        plan = shared.decide("plan", lambda: plan_run(cfg, data, precision, spent_planning, make_model_on_device, fixed_model=trainable,
+        # a cached run's top sees activations, not images: its plan is stated at the side the network sees
+        seen = cfg.replace(image_size=input_size) if cached else cfg
+        plan = shared.decide("plan", lambda: plan_run(seen, data, precision, spent_planning, make_model_on_device, fixed_model=trainable,
                                                       augment=not cached, measured=measured, checkpoint_seconds=0.0),
                              BudgetPlan.to_dict, BudgetPlan.from_dict)
         cfg = apply_plan(cfg, plan)

@@ -42,7 +42,7 @@ CACHE_SHARE = 0.6
 CACHE_BYTES = 8 << 30  # the trunk cache may hold this much (2 bytes a value in bf16): memory-mapped, but paged in
 EVAL_SPEEDUP = 3.0  # a forward pass costs about a third of a training step
 PROBE_SHARE = 0.7  # a pinned linear probe's feature pass may take this much of the time left (a margin:
-# the pass ran 1.6x slower than measured once on this shared CPU)
+# the pass ran 1.5-1.6x slower than measured in two of six runs on this shared CPU)
 PROBE_SIDES = (224, 192, 160)  # beyond the default side: ImageNet features are trained at 224 px
 
 
