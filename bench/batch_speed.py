@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from imagefit.models import create_model
 from imagefit.train.optim import MuonSGD, muon_groups
-from imagefit.train.precision import autocast
+from imagefit.runtime import autocast
 
 
 def images_per_second(name: str, batch: int, size: int, steps: int, optimizer: str) -> float:

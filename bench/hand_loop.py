@@ -20,7 +20,7 @@ from imagefit.data.augment import AUGMENTATIONS
 from imagefit.data.pipeline import prepare_data
 from imagefit.models import create_model
 from imagefit.train.optim import build_optimizer, build_scheduler
-from imagefit.train.precision import autocast, fp32_depthwise, resolve_precision
+from imagefit.runtime import autocast, fp32_depthwise, resolve_precision
 from imagefit.train.transfer import default_input_size
 
 

@@ -280,7 +280,7 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    from imagefit.train.precision import cpu_has_native_bf16
+    from imagefit.runtime import cpu_has_native_bf16
 
     import lightning
     import timm

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 
 from imagefit.models import create_model
 from imagefit.models.freeze import unfreeze
-from imagefit.train.cached_trunk import split_model
-from imagefit.train.precision import fp32_depthwise
+from imagefit.models.split import split_model
+from imagefit.runtime import fp32_depthwise
 
 
 def train_speed(model, x, y, amp: bool, steps: int = 12) -> float:

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 import imagefit
-from imagefit.train.budget import (END_MARGIN, MIN_STEPS_PER_EPOCH, TTA_VIEWS, BudgetPlan, Speed, Workload,
+from imagefit.plan.budget import (END_MARGIN, MIN_STEPS_PER_EPOCH, TTA_VIEWS, BudgetPlan, Speed, Workload,
                                    candidate_sizes, choose_batch, choose_tta, plan_budget, replan_steps,
                                    required_epochs)
 

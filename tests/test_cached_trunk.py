@@ -8,7 +8,8 @@ from imagefit.config import TrainConfig
 from imagefit.data.pipeline import prepare_data
 from imagefit.errors import UserError
 from imagefit.models import create_model
-from imagefit.train.cached_trunk import cached_trunk_split, read_activations, split_model
+from imagefit.models.split import split_model
+from imagefit.train.cached_trunk import cached_trunk_split, read_activations
 
 from cli_process import run_imagefit
 

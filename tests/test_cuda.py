@@ -11,7 +11,7 @@ import torch
 
 import imagefit
 from cli_process import run_imagefit
-from imagefit.train.precision import compute_device
+from imagefit.runtime import compute_device
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 

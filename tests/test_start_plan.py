@@ -7,7 +7,7 @@ import pytest
 
 from imagefit.config import TrainConfig
 from imagefit.errors import UserError
-from imagefit.train.start_plan import choose_start
+from imagefit.plan.start import choose_start
 
 
 def test_small_images_train_from_scratch_and_photos_start_from_imagenet():

@@ -1,6 +1,6 @@
 """The transfer planner: strategy and trainable depth as pure functions of measured speeds."""
 
-from imagefit.train.transfer_plan import (CACHE_SHARE, FULL_TARGET_EPOCHS, TARGET_TOP_EPOCHS, TransferSpeeds,
+from imagefit.plan.transfer import (CACHE_SHARE, FULL_TARGET_EPOCHS, TARGET_TOP_EPOCHS, TransferSpeeds,
                                           choose_transfer, stage_cuts)
 
 LITE0_STAGES = [1, 2, 2, 3, 3, 4, 1]
@@ -79,7 +79,7 @@ def test_a_budgeted_transfer_run_plans_its_strategy_and_ends_in_time(quick, tmp_
 
 
 def test_smaller_input_sides_are_tried_largest_first():
-    from imagefit.train.transfer_plan import input_sizes
+    from imagefit.plan.transfer import input_sizes
 
     assert input_sizes(128) == [128, 96, 64]
     assert input_sizes(224) == [224, 160, 112]
@@ -94,7 +94,7 @@ def test_only_a_fine_tune_or_a_top_with_its_epochs_meets_the_target():
 
 
 def test_a_pinned_probe_also_looks_at_larger_sides_and_a_pinned_fine_tune_only_at_smaller():
-    from imagefit.train.transfer_plan import side_candidates
+    from imagefit.plan.transfer import side_candidates
 
     assert side_candidates("linear-probe", 128) == [224, 192, 160, 128, 96, 64]
     assert side_candidates("fine-tune", 128) == [128, 96, 64]
@@ -102,7 +102,7 @@ def test_a_pinned_probe_also_looks_at_larger_sides_and_a_pinned_fine_tune_only_a
 
 
 def test_a_pinned_probe_takes_the_largest_side_whose_feature_pass_fits():
-    from imagefit.train.transfer_plan import PROBE_SHARE, choose_side
+    from imagefit.plan.transfer import PROBE_SHARE, choose_side
 
     speeds = {224: (0.0, 100.0), 160: (0.0, 200.0), 128: (0.0, 300.0)}  # 60,000 images: 600, 300, 200 s
     long = choose_side("linear-probe", 900, 45_000, 5_000, 10_000, speeds)
@@ -114,7 +114,7 @@ def test_a_pinned_probe_takes_the_largest_side_whose_feature_pass_fits():
 
 
 def test_a_pinned_fine_tune_takes_the_largest_side_that_gets_its_epochs_else_the_most_epochs():
-    from imagefit.train.transfer_plan import choose_side
+    from imagefit.plan.transfer import choose_side
 
     speeds = {128: (60.0, 180.0), 96: (110.0, 330.0), 64: (250.0, 750.0)}  # (training, forward) images/s
     long = choose_side("fine-tune", 3600, 45_000, 5_000, 10_000, speeds)
@@ -128,7 +128,7 @@ def test_a_budgeted_run_with_a_pinned_strategy_gets_its_side_chosen(quick, tmp_p
     import yaml
 
     import imagefit
-    from imagefit.train.autoplan import PROBE_MAX_EPOCHS
+    from imagefit.plan.probe import PROBE_MAX_EPOCHS
     from test_run import write_image_folder
 
     write_image_folder(tmp_path / "photos", per_class=10, side=64)

@@ -174,7 +174,7 @@ def load_run(run_dir: str | Path, precision: str = "auto", device: str | None = 
     from safetensors import safe_open
 
     from .models.registry import ImageClassifier, build_net
-    from .train.precision import autocast, is_convolutional, resolve_precision
+    from .runtime import autocast, is_convolutional, resolve_precision
 
     run_dir = Path(run_dir).expanduser()
     weights = run_dir / "model.safetensors"

@@ -37,7 +37,7 @@ and to imagefit's data pipeline. Every trick, and why it pays on a small-image f
 - **Batch 1024**: fewer optimizer steps, the same arithmetic; on a CPU each step is already compute-bound.
 
 With `--time-budget` and no `--epochs`, the keys above that the user did not set are the budget planner's
-(`imagefit.train.budget`): it measures airbench94 and the narrower **airbench93** (widths 64/128/128, a
+(`imagefit.plan.budget`): it measures airbench94 and the narrower **airbench93** (widths 64/128/128, a
 quarter of the FLOPs, 93% in 11 epochs on a GPU) at the data's side and smaller ones, and takes the largest
 setting whose schedule still gets about 10 epochs (more at larger sides: epochs before pixels); it lowers
 the batch so that a small data set still gets 25 steps an epoch (the rate follows the batch, as above),

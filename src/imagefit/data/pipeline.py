@@ -7,12 +7,12 @@ are measured on train alone and travel with the model, so a saved model takes ra
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 
 import torch
 
 from ..config import TrainConfig
+from ..runtime import available_memory
 from .split import carve
 from .types import ImageSet, SourceData
 
@@ -58,16 +58,9 @@ class PreparedData:
         return self.image_shape[1]
 
 
-def available_memory_bytes() -> int:
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 8 << 30
-
-
 def choose_loader(cfg: TrainConfig, nbytes: int) -> tuple[str, str]:
     """Memory when the decoded uint8 data fits in half of the free RAM, else stream from disk."""
-    free = available_memory_bytes()
+    free = available_memory()
     if cfg.loader != "auto":
         return cfg.loader, f"loader '{cfg.loader}' as configured ({nbytes / 2**20:.0f} MiB of decoded images)"
     if nbytes <= free // 2:

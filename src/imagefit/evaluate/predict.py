@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.types import ImageSet
-from ..train.precision import autocast, is_convolutional
+from ..runtime import autocast, is_convolutional
 
 
 CPU_FORWARD_PIXELS = 32 * 128 * 128  # images x side^2 per forward batch on a CPU

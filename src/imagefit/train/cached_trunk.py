@@ -1,4 +1,4 @@
-"""Partial fine-tuning on a cached trunk: the frozen lower blocks run once, the top K blocks train for many epochs.
+"""Partial fine-tuning on a cached trunk (the cut itself: models/split.py): the frozen lower blocks run once, the top K blocks train for many epochs.
 
 A fine-tune on a CPU spends most of its time in the lower blocks of the backbone (high resolution,
 depthwise convolutions at a few percent of the CPU's peak), yet those are the layers transfer learning
@@ -24,79 +24,19 @@ import os
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 
 from .. import atomic
 from ..data.types import ImageSet
 from ..errors import UserError
-from ..models.freeze import freeze
-from ..models.registry import ImageClassifier
-from .precision import autocast
+from ..models.split import Trunk
+from ..runtime import autocast, available_memory
 from .transfer import content_key
 
 log = logging.getLogger("imagefit")
-STEM = ("conv_stem", "bn1")
-
-
-def blocks_of(net: nn.Module) -> list[nn.Module]:
-    """The blocks of an EfficientNet/MobileNet-style timm net, in order (stages flattened)."""
-    if not all(hasattr(net, name) for name in (*STEM, "blocks")) or not hasattr(net, "forward_head"):
-        raise UserError(f"partial fine-tuning needs an EfficientNet or MobileNet-style timm model, not {type(net).__name__}",
-                        "pass --transfer-strategy fine-tune, or --model tf_efficientnet_lite0")
-    return [block for stage in net.blocks for block in (stage if isinstance(stage, nn.Sequential) else [stage])]
-
-
-class Trunk(nn.Module):
-    """The frozen lower part: prepare (resize, normalise), stem and the first `cut` blocks."""
-
-    def __init__(self, model: ImageClassifier, cut: int):
-        super().__init__()
-        object.__setattr__(self, "classifier_input", model)  # not a submodule: only its prepare() is used
-        self.stem = nn.Sequential(model.net.conv_stem, model.net.bn1)
-        self.blocks = nn.Sequential(*blocks_of(model.net)[:cut])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # channels-last after the resize: convolutions on a CPU run about twice as fast that way
-        return self.blocks(self.stem(self.classifier_input.prepare(x).contiguous(memory_format=torch.channels_last)))
-
-
-class Top(nn.Module):
-    """The trainable upper part: the last K blocks, whatever follows them in the net, and the head."""
-
-    def __init__(self, model: ImageClassifier, cut: int):
-        super().__init__()
-        net = model.net
-        self.blocks = nn.Sequential(*blocks_of(net)[cut:])
-        self.after = nn.ModuleDict({name: m for name, m in net.named_children() if name not in (*STEM, "blocks")})
-        # EfficientNet's forward_features ends with conv_head and bn2; MobileNetV3 keeps them in forward_head
-        self._features_tail = [name for name in ("conv_head", "bn2") if name in self.after and
-                               not hasattr(net, "norm_head")]
-        object.__setattr__(self, "_forward_head", net.forward_head)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.blocks(x)
-        for name in self._features_tail:
-            x = self.after[name](x)
-        return self._forward_head(x)
-
-    def head(self) -> nn.Module:
-        return self.after["classifier"]
-
-
-def split_model(model: ImageClassifier, trainable_blocks: int) -> tuple[Trunk, Top]:
-    """Cut `model` so that its last `trainable_blocks` blocks (plus head) train; the trunk is frozen."""
-    n = len(blocks_of(model.net))
-    if not 0 <= trainable_blocks <= n:
-        raise UserError(f"trainable_blocks must be between 0 and {n} for {type(model.net).__name__}, got {trainable_blocks}",
-                        f"pass --trainable-blocks {min(3, n)}")
-    cut = n - trainable_blocks
-    trunk, top = Trunk(model, cut), Top(model, cut)
-    freeze(trunk)
-    return trunk, top
 
 
 @torch.no_grad()
-def trunk_activations(trunk: Trunk, data: ImageSet, path: Path, views: int, batch_size: int,
+def compute_activations(trunk: Trunk, data: ImageSet, path: Path, views: int, batch_size: int,
                       precision: str) -> torch.Tensor:
     """Activations of every image (and, with views=2, of its mirror) as (N, views, C, H, W), or (N, C, H, W)
     for one view, appended chunk by chunk to a temporary file (plain sequential writes: writing through a
@@ -159,16 +99,6 @@ def read_activations(path: Path) -> torch.Tensor | None:
         return None
 
 
-def available_memory() -> int:
-    try:
-        for line in open("/proc/meminfo"):
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 4 << 30
-
-
 def cache_path(cache_dir: str | Path, identity: dict, data: ImageSet, views: int) -> Path:
     key = hashlib.sha256(repr(sorted({**identity, "images": content_key(data), "views": views}.items()))
                          .encode()).hexdigest()[:24]
@@ -182,5 +112,5 @@ def cached_trunk_split(trunk: Trunk, data: ImageSet, cache_dir: str | Path, iden
     acts = read_activations(path)
     hit = acts is not None
     if acts is None:
-        acts = trunk_activations(trunk, data, path, views, batch_size, precision)
+        acts = compute_activations(trunk, data, path, views, batch_size, precision)
     return ImageSet(acts, data.labels.clone(), files=data.files), hit

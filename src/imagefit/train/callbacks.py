@@ -228,7 +228,7 @@ class FollowPlan(L.Callback):
         self._val_start = time.perf_counter()
 
     def on_validation_epoch_end(self, trainer, pl_module):
-        from .budget import TTA_EVAL_COST, TTA_VIEWS
+        from ..plan.budget import TTA_EVAL_COST, TTA_VIEWS
 
         if self._val_start is None or not self.val_images:
             return
@@ -240,7 +240,7 @@ class FollowPlan(L.Callback):
                              * TTA_VIEWS[plan.tta] * TTA_EVAL_COST[plan.tta])
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        from .budget import DRIFT, replan_steps
+        from ..plan.budget import DRIFT, replan_steps
 
         now = time.perf_counter()
         step, plan = trainer.global_step, self.plan

@@ -16,7 +16,8 @@ from pathlib import Path
 from ..config import TrainConfig
 from ..data.pipeline import PreparedData
 from ..evaluate.predict import forward_batch
-from .cached_trunk import cached_trunk_split, split_model
+from ..models.split import split_model
+from .cached_trunk import cached_trunk_split
 from .transfer import cached_features
 
 

@@ -10,7 +10,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from ..config import TrainConfig
 from ..data.augment import AUGMENTATIONS
 from .optim import build_optimizer, build_scheduler
-from .precision import is_convolutional
+from ..runtime import is_convolutional
 
 
 class ClassifierModule(L.LightningModule):

@@ -12,7 +12,7 @@ from .. import atomic
 from ..config import TrainConfig
 from ..data.audit import summary as audit_summary
 from ..data.pipeline import SKIPPED_SHOWN, PreparedData
-from .autoplan import Stopwatch
+from .clock import Stopwatch
 from .before_fit import dataset_slug
 from .history import HistoryWriter
 

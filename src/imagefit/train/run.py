@@ -25,10 +25,12 @@ from ..errors import UserError
 from ..evaluate.metrics import test_metrics
 from ..evaluate.predict import forward_batch, predict_logits
 from ..models import count_parameters, create_model
-from .autoplan import FAMILY, Stopwatch, apply_plan, plan_run, resize_data
+from ..data.resize import resize_data
+from ..plan.probe import FAMILY, apply_plan, plan_run
+from .clock import Stopwatch
 from .balance import balanced_class_weights
 from .before_fit import check_trainer_args, dataset_slug, make_loaders, quiet_lightning, unique_run_dir
-from .budget import END_MARGIN, BudgetPlan, Speed, replan_steps
+from ..plan.budget import END_MARGIN, BudgetPlan, Speed, replan_steps
 from .callbacks import (AtomicCheckpointIO, EarlyStoppingInEpochs, EpochSeeding, FollowPlan, GracefulInterrupt,
                         Lookahead, ShardByRank, StopOnNonFinite, read_checkpoint)
 from .distributed import RUN_DIR_ENV, RankZeroDecisions, launched_rank, one_launch
@@ -38,11 +40,11 @@ from .loggers import Tracking, progress_callbacks
 from .lr_find import Sweep, check_range, find_lr, read_sweep, write_sweep
 from .module import ClassifierModule
 from .outputs import finish_run
-from .precision import compute_device, fp32_depthwise, resolve_precision
+from ..runtime import compute_device, fp32_depthwise, resolve_precision
 from .run_lock import run_folder_lock
-from .start_plan import choose_start
+from ..plan.start import choose_start
 from .transfer import FreezeUnfreeze, default_input_size, parameter_groups
-from .transfer_plan import TransferChoice, plan_side, plan_transfer
+from ..plan.transfer import TransferChoice, plan_side, plan_transfer
 
 # Set by the CLI to the moment the process started: the next run's wall time and time budget count from
 # then, imports included, so `imagefit train --time-budget 10m` ends within 10 minutes of being typed.

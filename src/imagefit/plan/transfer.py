@@ -29,8 +29,8 @@ import torch
 
 from ..models.freeze import unfreeze
 from .budget import measure_speed
-from .cached_trunk import blocks_of, split_model
-from .precision import autocast, is_convolutional, synchronize
+from ..models.split import blocks_of, split_model
+from ..runtime import autocast, is_convolutional, synchronize
 
 FULL_TARGET_EPOCHS = 5.0
 # Measured on CIFAR-10-JPEG with 15 minutes (bench/README.md): the last 8 blocks for 1.1 epochs reached 89.6%,

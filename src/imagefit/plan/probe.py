@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 
 import torch
 
 from ..config import TrainConfig
 from ..data.augment import AUGMENTATIONS
 from ..data.pipeline import PreparedData
-from ..data.types import ImageSet
 from ..recipes import FAST_BATCH, recipe_defaults
 from .budget import (TARGET_EPOCHS, BudgetPlan, Speed, Workload, candidate_sizes, choose_batch, early_size_for,
                      measure_speed, plan_budget)
-from .optim import build_optimizer
+from ..train.optim import build_optimizer
 
 log = logging.getLogger("imagefit")
 PROBE_BATCH = 48  # images per probe step: cheap; optimistic at large sides (budget.required_epochs keeps a margin)
@@ -104,39 +102,3 @@ def apply_plan(cfg: TrainConfig, plan: BudgetPlan) -> TrainConfig:
     if cfg.lr is None and cfg.recipe != "none":
         changes["lr"] = recipe_defaults(cfg.recipe, {"batch_size": plan.batch_size})["lr"]
     return cfg.replace(**changes)
-
-
-class Stopwatch:
-    """Named wall-clock intervals: the run's time breakdown."""
-
-    def __init__(self, start: float | None = None):
-        self.seconds: dict[str, float] = {}
-        self._start = start if start is not None else time.perf_counter()
-
-    def lap(self, name: str) -> float:
-        now = time.perf_counter()
-        self.seconds[name] = self.seconds.get(name, 0.0) + now - self._start
-        self._start = now
-        return self.seconds[name]
-
-
-def resize_data(data: PreparedData, size: int) -> PreparedData:
-    """Every split at a smaller side, once, in memory: training, validation and test all see `size`."""
-    import dataclasses
-
-    splits = {name: ImageSet(resized(part.take(0, len(part)), size), part.labels.clone(), files=part.files)
-              for name in ("train", "val", "test") if (part := getattr(data, name)) is not None}
-    note = f"Images were resized from {data.image_size} px to {size} px in memory for training and evaluation."
-    return dataclasses.replace(data, **splits, image_shape=(data.channels, size), notes=data.notes + [note])
-
-
-def resized(images: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 images at another side (antialiased), in chunks so that float copies stay small."""
-    import torch.nn.functional as F
-
-    out = torch.empty((len(images), images.shape[1], size, size), dtype=torch.uint8)
-    for start in range(0, len(images), 512):
-        x = images[start:start + 512].float()
-        out[start:start + 512] = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
-                                               align_corners=False).round_().clamp_(0, 255).to(torch.uint8)
-    return out

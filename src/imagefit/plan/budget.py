@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .precision import autocast, is_convolutional, synchronize
+from ..runtime import autocast, is_convolutional, synchronize
 
 MIN_STEPS_PER_EPOCH = 25
 MIN_BATCH = 16

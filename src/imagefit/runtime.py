@@ -1,5 +1,6 @@
-"""Where and how numbers are computed: the device of the work outside the Trainer, bf16 autocast where the
-hardware does bf16 natively (else fp32), channels-last for convolutional nets."""
+"""What this machine offers a run: the device of the work outside the Trainer, bf16 autocast where the
+hardware does bf16 natively (else fp32), channels-last for convolutional nets, and free memory (one probe for
+the loader's choice and the caches)."""
 from __future__ import annotations
 
 import contextlib
@@ -81,3 +82,18 @@ def fp32_depthwise(model: torch.nn.Module) -> int:
             object.__setattr__(m, "forward", functools.partial(_fp32_conv_forward, m))
             n += 1
     return n
+
+
+def available_memory() -> int:
+    """Bytes of memory a new allocation can have without swapping: the kernel's MemAvailable (free pages plus
+    the page cache it can drop), else the free pages alone; 4 GiB when neither can be read (a safe guess)."""
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
