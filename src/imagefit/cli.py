@@ -223,16 +223,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import resume, run as run_module, train
+    from .train import resume, train
 
-    run_module.CLOCK_STARTED = PROCESS_STARTED
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "config_file", "resume_dir")}
     if args.resume_dir:
-        run = resume(args.resume_dir, **overrides)
+        run = resume(args.resume_dir, started=PROCESS_STARTED, **overrides)
     elif args.config_file:
-        run = train(TrainConfig.load(args.config_file, overrides))
+        run = train(TrainConfig.load(args.config_file, overrides), started=PROCESS_STARTED)
     else:
-        run = train(TrainConfig.from_dict(overrides, source="the command line"))
+        run = train(TrainConfig.from_dict(overrides, source="the command line"), started=PROCESS_STARTED)
     if run.metrics:
         m = run.metrics
         top5 = f", top-5 {m['test_top5_accuracy']:.4f}" if "test_top5_accuracy" in m else ""
@@ -250,9 +249,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_lr_find(args: argparse.Namespace) -> int:
     import shlex
 
-    from .train import lr_find, run as run_module
+    from .train import lr_find
 
-    run_module.CLOCK_STARTED = PROCESS_STARTED
     sweep_keys = ("sweep_min_lr", "sweep_max_lr", "sweep_steps")
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "config_file", *sweep_keys)}
     if overrides.get("lr") is not None:
@@ -260,7 +258,7 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     sweep_range = dict(min_lr=args.sweep_min_lr, max_lr=args.sweep_max_lr, steps=args.sweep_steps)
     cfg = (TrainConfig.load(args.config_file, {**overrides, "lr": "find"}) if args.config_file
            else TrainConfig.from_dict({**overrides, "lr": "find"}, source="the command line"))
-    sweep = lr_find(cfg, **sweep_range)
+    sweep = lr_find(cfg, started=PROCESS_STARTED, **sweep_range)
     command = ["imagefit", "train"] + (["--config", args.config_file] if args.config_file else [])
     for key, value in overrides.items():
         if key == "name":  # the name was the sweep's folder

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -114,10 +115,13 @@ class TrainConfig:
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "config") -> "TrainConfig":
+    def from_dict(cls, values: dict[str, Any], source: str = "config",
+                  sources: dict[str, str] | None = None) -> "TrainConfig":
+        """The typed config of `values` (the user's keys). `sources`: who set a key the user passes on (a run
+        folder's config.yaml, a planner's decision); every other key given here is the user's."""
         known = {f.name for f in fields(cls)}
         values = rename_legacy_keys(values, source)
-        given = frozenset(values)  # what the user set, before recipes fill in theirs
+        set_by = {k: (sources or {}).get(k, "user") for k in values}  # what the user set, before recipes fill in theirs
         if _plans(values):  # a budget and no model: the best from-scratch recipe, or the planner's pick of a start
             values = {**values, "recipe": "auto" if values.get("pretrained") is None else "fast"}
         if (values.get("pretrained") or values.get("weights")) and values.get("scheduler") is None:
@@ -128,6 +132,7 @@ class TrainConfig:
             defaults = recipe_defaults(str(values["recipe"]), values)
             if values.get("time_budget") and values.get("epochs") is None:
                 defaults = {k: v for k, v in defaults.items() if k not in PLANNED}  # the planner's to choose
+            set_by = {**{k: "recipe" for k in defaults}, **set_by}
             values = {**defaults, **values}
         for key in values:
             if key not in known:
@@ -136,7 +141,7 @@ class TrainConfig:
                 raise UserError(f"unknown config key '{key}' in {source}", hint)
         cfg = cls(**{k: _coerce(cls, k, v, source) for k, v in values.items()})
         cfg.validate()
-        cfg.given_keys = given  # not a field: not saved, and lost by replace(); decide_start reads it
+        object.__setattr__(cfg, "_sources", set_by)
         return cfg
 
     @classmethod
@@ -150,19 +155,40 @@ class TrainConfig:
             raise UserError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}", "fix its syntax") from None
         if not isinstance(values, dict) or not all(isinstance(k, str) for k in values):
             raise UserError(f"config file {path} must be a mapping of keys to values", "write one 'key: value' a line")
+        sources = {k: v for k, v in read_sources(path).items() if k in values and k not in (overrides or {})}
         values.update(overrides or {})
-        return cls.from_dict(values, source=str(path))
+        return cls.from_dict(values, source=str(path), sources=sources)
 
     def decide_start(self, transfer: bool) -> "TrainConfig":
         """Recipe auto, decided: the same keys the user set, from scratch with the fast recipe or from ImageNet weights."""
-        keys = getattr(self, "given_keys", None)  # pins equal to a default are pins too (an explicit --batch-size 64)
-        given = {f.name: getattr(self, f.name) for f in fields(self)
-                 if (f.name in keys if keys is not None else getattr(self, f.name) != _default(f))}
-        given.pop("recipe", None)
-        return TrainConfig.from_dict({**given, "pretrained": transfer})
+        pinned = self.sources_of("user")  # pins equal to a default are pins too (an explicit --batch-size 64)
+        given = {k: getattr(self, k) for k in pinned if k != "recipe"}
+        cfg = TrainConfig.from_dict({**given, "pretrained": transfer}, sources={"pretrained": "planner"})
+        return cfg.decided("planner", recipe=cfg.recipe)
 
+    # ---- where each value came from ---------------------------------------------------------
     def replace(self, **changes: Any) -> "TrainConfig":
-        return dataclasses.replace(self, **changes)
+        """A copy with `changes`; each key keeps its source (a value derived from the same setting)."""
+        new = dataclasses.replace(self, **changes)
+        object.__setattr__(new, "_sources", {k: v for k, v in self.config_sources().items() if v != "default"})
+        return new
+
+    def decided(self, by: str, **changes: Any) -> "TrainConfig":
+        """A copy with `changes`, each recorded as set by `by` (one of SOURCES)."""
+        assert by in SOURCES, by
+        new = self.replace(**changes)
+        new._sources.update(dict.fromkeys(changes, by))
+        return new
+
+    def config_sources(self) -> dict[str, str]:
+        """Every key and who set it: user, recipe, planner or default (metrics.json's config_sources)."""
+        known = getattr(self, "_sources", None)
+        if known is None:  # built as TrainConfig(...), not from_dict: what differs from a default was given
+            known = {f.name: "user" for f in fields(self) if getattr(self, f.name) != _default(f)}
+        return {f.name: known.get(f.name, "default") for f in fields(self)}
+
+    def sources_of(self, by: str) -> set[str]:
+        return {k for k, v in self.config_sources().items() if v == by}
 
     def validate(self) -> None:
         for key, allowed in CHOICES.items():
@@ -281,10 +307,31 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def save(self, path: str | Path, notes: list[str] | None = None) -> None:
-        """YAML, preceded by comment lines (facts about the run that are not settings, such as weights' hashes)."""
+        """YAML, preceded by comment lines (facts about the run that are not settings, such as weights' hashes);
+        each key that a user, recipe or planner set ends with a comment naming which (`load` reads it back)."""
         header = "".join(f"# {line}\n" for line in ["imagefit run configuration: `imagefit train --config "
                                                      "<this file>` repeats the run.", *(notes or [])])
-        atomic.write_text(path, header + yaml.safe_dump(self.to_dict(), sort_keys=False))
+        sources = self.config_sources()
+        lines = []
+        for line in yaml.safe_dump(self.to_dict(), sort_keys=False).splitlines():
+            key = line.split(":", 1)[0] if line[:1].isalpha() else None
+            lines.append(f"{line}  # {sources[key]}" if key in sources and sources[key] != "default" else line)
+        atomic.write_text(path, header + "\n".join(lines) + "\n")
+
+
+SOURCES = ("user", "recipe", "planner", "default")  # who set a configuration value
+_SOURCE_COMMENT = re.compile(r"^([a-z_]+):.*  # (" + "|".join(SOURCES) + r")$")
+
+
+def read_sources(path: Path) -> dict[str, str]:
+    """The sources a run's config.yaml names in its line comments (its other keys are defaults); {} for a file
+    written by hand, whose every key is the user's."""
+    lines = path.read_text().splitlines()
+    if not (lines and lines[0].startswith("# imagefit run configuration")):
+        return {}
+    named = {m[1]: m[2] for line in lines if (m := _SOURCE_COMMENT.match(line))}
+    keys = [line.split(":", 1)[0] for line in lines if line[:1].isalpha() and ":" in line]
+    return {k: named.get(k, "default") for k in keys}
 
 
 DEFAULT_TRAINABLE_BLOCKS = 4  # partial fine-tuning without a budget: EfficientNet-Lite0's last 4 of 16 blocks

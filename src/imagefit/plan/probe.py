@@ -96,9 +96,11 @@ def plan_run(cfg: TrainConfig, data: PreparedData, precision: str, spent, make_m
 
 
 def apply_plan(cfg: TrainConfig, plan: BudgetPlan) -> TrainConfig:
-    """The config the run saves: every planned choice written down, so `--config` repeats it."""
+    """The config the run saves: every planned choice written down, so `--config` repeats it. A key is the
+    planner's when it was unset or the plan changed it; a pinned key (the plan kept it) keeps its source."""
     changes = dict(model=plan.model, image_size=plan.image_size if not cfg.transfer else cfg.image_size,
                    early_size=plan.early_size or cfg.early_size, batch_size=plan.batch_size, tta=plan.tta)
     if cfg.lr is None and cfg.recipe != "none":
         changes["lr"] = recipe_defaults(cfg.recipe, {"batch_size": plan.batch_size})["lr"]
-    return cfg.replace(**changes)
+    chosen = {k: v for k, v in changes.items() if getattr(cfg, k) is None or getattr(cfg, k) != v}
+    return cfg.replace(**changes).decided("planner", **chosen)

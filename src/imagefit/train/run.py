@@ -1,7 +1,16 @@
 """`train(config)`: one whole run, from data to report, into `runs/<name>/`.
 
-Everything that can fail because of the user's input (data, model, config) is checked before the
-run folder exists, so a mistake leaves nothing half-written under runs/.
+A run is a few phases, each a function below, in the order `_run` calls them:
+
+1. **prepare**: decode the data (recipe auto: choose from scratch or ImageNet weights on it);
+2. **decide** the network and side (a from-scratch budget), then **build** the model, then **decide** the transfer
+   plan (on the pretrained model), then **build** what trains (cached features or activations), then **decide**
+   the steps (on what trains): each decision needs what the step before it built (imagefit.plan);
+3. **fit**: Lightning's loop with the run's callbacks, into the run folder (created only now);
+4. **evaluate** the final (or, with early stopping, the best) model on test, and **write** every artifact.
+
+Everything that can fail because of the user's input (data, model, config) is checked before the run folder
+exists, so a mistake leaves nothing half-written under runs/.
 """
 from __future__ import annotations
 
@@ -16,39 +25,29 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ..config import TrainConfig
-from ..data.pipeline import prepare_data
-from ..errors import UserError
-from ..evaluate.metrics import test_metrics
-from ..evaluate.predict import forward_batch, predict_logits
-from ..models import count_parameters, create_model
+from ..data.pipeline import PreparedData, prepare_data
 from ..data.resize import resize_data
-from ..plan.probe import FAMILY, apply_plan, plan_run
-from .clock import Stopwatch
-from .balance import balanced_class_weights
-from .before_fit import check_trainer_args, dataset_slug, make_loaders, quiet_lightning, unique_run_dir
+from ..errors import UserError
+from ..models import count_parameters, create_model
+from ..plan import Decisions
 from ..plan.budget import END_MARGIN, BudgetPlan, Speed, replan_steps
-from .callbacks import (AtomicCheckpointIO, EarlyStoppingInEpochs, EpochSeeding, FollowPlan, GracefulInterrupt,
-                        Lookahead, ShardByRank, StopOnNonFinite, read_checkpoint)
-from .distributed import RUN_DIR_ENV, RankZeroDecisions, launched_rank, one_launch
-from .frozen_inputs import probe_features, trunk_activations
-from .history import HistoryWriter
-from .loggers import Tracking, progress_callbacks
-from .lr_find import Sweep, check_range, find_lr, read_sweep, write_sweep
-from .module import ClassifierModule
-from .outputs import finish_run
-from ..runtime import compute_device, fp32_depthwise, resolve_precision
-from .run_lock import run_folder_lock
+from ..plan.probe import FAMILY, apply_plan, plan_run
 from ..plan.start import choose_start
-from .transfer import FreezeUnfreeze, default_input_size, parameter_groups
 from ..plan.transfer import TransferChoice, plan_side, plan_transfer
+from ..runtime import compute_device, fp32_depthwise, resolve_precision
+from .before_fit import check_trainer_args, dataset_slug, make_loaders, quiet_lightning, unique_run_dir
+from .callbacks import read_checkpoint
+from .clock import Stopwatch
+from .distributed import RUN_DIR_ENV, RankZeroDecisions, launched_rank
+from .fit import Fitted, evaluate, fit, run_summary
+from .frozen_inputs import probe_features, trunk_activations
+from .lr_find import Sweep, check_range, find_lr, read_sweep, write_sweep
+from .outputs import finish_run
+from .run_lock import run_folder_lock
+from .transfer import default_input_size, parameter_groups
 
-# Set by the CLI to the moment the process started: the next run's wall time and time budget count from
-# then, imports included, so `imagefit train --time-budget 10m` ends within 10 minutes of being typed.
-CLOCK_STARTED: float | None = None
 log = logging.getLogger("imagefit")
 
 
@@ -68,20 +67,22 @@ class Run:
         return f"Run({str(self.dir)!r}, test_accuracy={self.test_accuracy:.4f})"
 
 
-def train(config: TrainConfig | dict | None = None, **overrides) -> Run:
+def train(config: TrainConfig | dict | None = None, *, started: float | None = None, **overrides) -> Run:
     """Train, evaluate on test and write every artifact. Returns the Run.
 
     `config` may be a TrainConfig, a dict of its keys, or None (defaults); keyword arguments override.
+    `started`: the `time.perf_counter()` the run's wall clock and time budget count from (the CLI passes the
+    moment its process started, so `--time-budget 10m` ends within 10 minutes of being typed); default: now.
     """
     if config is None or isinstance(config, dict):
         cfg = TrainConfig.from_dict({**(config or {}), **overrides})
     else:
-        cfg = config.replace(**overrides) if overrides else config
+        cfg = config.decided("user", **overrides) if overrides else config
         cfg.validate()
-    return _fit(cfg)
+    return _fit(cfg, started)
 
 
-def resume(run_dir: str | Path, **overrides) -> Run:
+def resume(run_dir: str | Path, *, started: float | None = None, **overrides) -> Run:
     """Continue an interrupted run from its last checkpoint, with optimizer, schedule, RNG and
     early-stopping state as they were at the end of the last finished epoch."""
     run_dir = Path(run_dir)
@@ -96,183 +97,284 @@ def resume(run_dir: str | Path, **overrides) -> Run:
     if metrics.is_file() and not json.loads(metrics.read_text()).get("interrupted"):
         raise UserError(f"run {run_dir} already finished", f"start a new one: imagefit train --config {run_dir / 'config.yaml'}")
     cfg = TrainConfig.load(run_dir / "config.yaml", overrides)
-    return _fit(cfg, run_dir=run_dir, ckpt=last)
+    return _fit(cfg, started, run_dir=run_dir, ckpt=last)
 
 
 def lr_find(config: TrainConfig | dict | None = None, *, min_lr: float | None = None, max_lr: float | None = None,
-            steps: int | None = None, **overrides) -> Sweep:
+            steps: int | None = None, started: float | None = None, **overrides) -> Sweep:
     """Lightning's learning-rate finder on the run that `train` with these keys would make (its data, model and
     loaders, training split only): writes lr_find.png and lr_find.json into runs/<name>/ and returns the Sweep.
     `train(lr="find")` does the same before training and trains at the suggestion."""
     if config is None or isinstance(config, dict):
         cfg = TrainConfig.from_dict({**(config or {}), **overrides, "lr": "find"})
     else:
-        cfg = config.replace(**overrides, lr="find")
+        cfg = config.decided("user", **overrides, lr="find")
         cfg.validate()
     sweep_range = {k: v for k, v in (("min_lr", min_lr), ("max_lr", max_lr), ("steps", steps)) if v is not None}
     check_range(**sweep_range)
-    return _fit(cfg, sweep_only=sweep_range)
+    return _fit(cfg, started, sweep_only=sweep_range)
 
 
-def _fit(cfg: TrainConfig, run_dir: Path | None = None, ckpt: Path | None = None,
+def _fit(cfg: TrainConfig, started: float | None, run_dir: Path | None = None, ckpt: Path | None = None,
          sweep_only: dict | None = None) -> Run | Sweep:
     """The run; its folder is locked from the moment it is known (a resumed run's: at once) to the end."""
     with ExitStack() as held:
         if run_dir is not None and launched_rank() == 0:
             held.enter_context(run_folder_lock(run_dir))
-        return _fit_holding(cfg, run_dir, ckpt, held, sweep_only)
+        return _run(cfg, Session.open(cfg, started or time.perf_counter(), ckpt), run_dir, ckpt, held, sweep_only)
 
 
-def _fit_holding(cfg: TrainConfig, run_dir: Path | None, ckpt: Path | None, held: ExitStack,
-                 sweep_only: dict | None) -> Run | Sweep:
-    global CLOCK_STARTED
-    started, CLOCK_STARTED = CLOCK_STARTED or time.perf_counter(), None
-    watch = Stopwatch(started)
-    quiet_lightning()
-    # denormal floats (momentum buffers decaying at the end of a schedule) are 10-100x slower on x86 CPUs
-    torch.set_flush_denormal(True)
+def _run(cfg: TrainConfig, session: "Session", run_dir: Path | None, ckpt: Path | None, held: ExitStack,
+         sweep_only: dict | None) -> Run | Sweep:
+    """The phases, in order."""
     finding = cfg.lr == "find"  # the rate is the finder's, below; until then the optimizer's default stands in
-    cfg = cfg.replace(lr=None) if finding else cfg
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    precision = resolve_precision(cfg.precision, cfg.accelerator)
-    device = compute_device(cfg.accelerator)
-    world_size = check_trainer_args(cfg, precision)  # before the data is decoded and before the run folder exists
-    shared = RankZeroDecisions.join(Path(cfg.runs_dir).expanduser(), time.time() - (time.perf_counter() - started))
-    if shared.worker:
+    cfg, data, decisions = prepare(cfg.replace(lr=None) if finding else cfg, session)
+    cfg, data, decisions = decide_network(cfg, data, decisions, session)
+    model = build_model(cfg, data, decisions, session)
+    cfg, decisions = decide_transfer(cfg, data, model, decisions, session)
+    built = build_trainable(cfg, data, model, decisions, session)
+    cfg, decisions = decide_steps(cfg, built, decisions, session, resumed=ckpt is not None)
+    loaders = make_loaders(cfg, built.data, built.eval_side)
+    sweep = None
+    if finding:
+        cfg, built, sweep = find_rate(cfg, built, loaders[0], session, run_dir if ckpt else None, sweep_only)
+        if sweep_only is not None:
+            return write_sweep_only(cfg, built, decisions, sweep)
+    cfg, run_dir, ckpt = open_run_folder(cfg, built, decisions, sweep, session, run_dir, ckpt, held)
+    fitted = fit(cfg, built, decisions, loaders, run_dir, session, ckpt)
+    if not fitted.trainer.is_global_zero:
+        return Run(run_dir, cfg, {})
+    return write_run(cfg, built, decisions, sweep, fitted, run_dir, session)
+
+
+@dataclass
+class Session:
+    """Where the run computes and its clock: fixed before the data is touched."""
+
+    started: float  # time.perf_counter() at the start of the run's wall clock
+    watch: Stopwatch
+    precision: str
+    device: torch.device
+    world_size: int
+    shared: RankZeroDecisions  # decisions made once, by rank 0, for every process of a distributed run
+    checkpoint: dict  # a resumed run's last checkpoint ({} otherwise)
+    launch: float = 0.0  # seconds of the budget set aside for the other processes of a distributed launch
+
+    @classmethod
+    def open(cls, cfg: TrainConfig, started: float, ckpt: Path | None) -> "Session":
+        watch = Stopwatch(started)
+        quiet_lightning()
+        # denormal floats (momentum buffers decaying at the end of a schedule) are 10-100x slower on x86 CPUs
+        torch.set_flush_denormal(True)
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        precision = resolve_precision(cfg.precision, cfg.accelerator)
+        device = compute_device(cfg.accelerator)
+        world_size = check_trainer_args(cfg, precision)  # before the data is decoded and before the run folder exists
+        shared = RankZeroDecisions.join(Path(cfg.runs_dir).expanduser(), time.time() - (time.perf_counter() - started))
+        watch.lap("start")
+        return cls(started, watch, precision, device, world_size, shared, read_checkpoint(ckpt) if ckpt else {})
+
+    @property
+    def history_state(self) -> dict:
+        return self.checkpoint.get("callbacks", {}).get("HistoryWriter", {})
+
+    def spent(self) -> float:
+        """Seconds of the budget used: this session's and those of the sessions before a resume."""
+        return self.history_state.get("elapsed", 0.0) + time.perf_counter() - self.started
+
+    def spent_planning(self) -> float:
+        return self.spent() + self.launch
+
+
+def prepare(cfg: TrainConfig, session: Session) -> tuple[TrainConfig, PreparedData, Decisions]:
+    """Decode the data; recipe auto chooses from scratch or ImageNet weights on it."""
+    if session.shared.worker:
         cfg = cfg.replace(audit=False)  # rank 0 audits the data
-    watch.lap("start")
-    checkpoint = read_checkpoint(ckpt) if ckpt else {}
-    history_state = checkpoint.get("callbacks", {}).get("HistoryWriter", {})
-    elapsed_before = history_state.get("elapsed", 0.0)
-
-    def spent() -> float:
-        return elapsed_before + time.perf_counter() - started
-
     # transfer: the data keeps its own size; the model resizes each batch to its input size
     data = prepare_data(cfg.replace(image_size=None) if cfg.transfer else cfg)
-    if cfg.recipe == "auto":  # the budget's first choice: from scratch or from ImageNet weights
-        transfer, why = shared.decide("start", lambda: choose_start(
-            data.image_size, len(data.train), sum(len(s) for s in (data.val, data.test) if s is not None),
-            cfg.budget_seconds - spent()))
+    decisions = Decisions()
+    if cfg.recipe == "auto":
+        evaluated = sum(len(s) for s in (data.val, data.test) if s is not None)
+        transfer, why = session.shared.decide("start", lambda: choose_start(
+            data.image_size, len(data.train), evaluated, cfg.budget_seconds - session.spent()))
         pinned_side, cfg = cfg.image_size, cfg.decide_start(transfer)
         if transfer and pinned_side:  # transfer decodes at the data's own side; the pinned one is the input
             data = prepare_data(cfg.replace(image_size=None))
         data.notes.append(f"Start: {'ImageNet transfer' if transfer else 'from scratch'}, because {why}.")
         log.info(data.notes[-1])
+        decisions = decisions.but(start=why)
     if cfg.early_stopping and data.val is None:
         raise UserError("early stopping needs a validation split", "pass --val-fraction 0.1")
-    watch.lap("decode")
-    launch = 0.0
-    if cfg.budget_seconds and world_size > 1 and "LOCAL_RANK" not in os.environ:  # Lightning starts the others at fit
-        launch = watch.seconds["start"] + watch.seconds["decode"]
-        data.notes.append(f"The {world_size - 1} other process(es) Lightning starts for training repeat the imports and "
-                          f"data preparation: {launch:.0f} s of the budget were set aside for them.")
+    session.watch.lap("decode")
+    if cfg.budget_seconds and session.world_size > 1 and "LOCAL_RANK" not in os.environ:  # Lightning starts the others at fit
+        session.launch = session.watch.seconds["start"] + session.watch.seconds["decode"]
+        data.notes.append(f"The {session.world_size - 1} other process(es) Lightning starts for training repeat the "
+                          f"imports and data preparation: {session.launch:.0f} s of the budget were set aside for them.")
+    return cfg, data, decisions
 
-    def spent_planning() -> float:
-        return spent() + launch
+
+def model_factory(cfg: TrainConfig, data: PreparedData, input_size: int | None, device: torch.device | None = None):
+    """A fresh model of the run's kind by name (the probe measures candidates where training runs)."""
+    def make(name: str, size: int | None = None):
+        model = create_model(name, data.num_classes, data.channels, size or data.image_size, data.mean, data.std,
+                             pretrained=cfg.pretrained, weights=cfg.weights, input_size=input_size)
+        return model.to(device) if device is not None else model
+    return make
+
+
+def decide_network(cfg: TrainConfig, data: PreparedData, decisions: Decisions,
+                   session: Session) -> tuple[TrainConfig, PreparedData, Decisions]:
+    """From scratch with a budget: network, side, batch, TTA and steps; transfer: the side the network sees."""
     input_size = None
     if cfg.transfer:
         input_size, why = (cfg.image_size, f"The pretrained network sees {cfg.image_size}x{cfg.image_size} px, "
                            "as configured.") if cfg.image_size else default_input_size(data.image_size)
         data.notes.append(why)
-
-    def make_model(name: str, size: int | None = None):
-        return create_model(name, data.num_classes, data.channels, size or data.image_size, data.mean, data.std,
-                            pretrained=cfg.pretrained, weights=cfg.weights, input_size=input_size)
-
-    def make_model_on_device(name: str, size: int | None = None):  # the probe measures where training runs
-        return make_model(name, size).to(device)
-
-    plan = BudgetPlan.from_dict(history_state["plan"]) if history_state.get("plan") else None
+    saved = session.history_state.get("plan")  # a resumed run keeps its plan
+    plan = BudgetPlan.from_dict(saved) if saved else None
     if cfg.budget_seconds and plan is None and cfg.planned and not cfg.transfer and cfg.model in (None, *FAMILY):
-        plan = shared.decide("plan", lambda: plan_run(cfg, data, precision, spent_planning, make_model_on_device),  # network and side are the planner's
-                             BudgetPlan.to_dict, BudgetPlan.from_dict)
+        make = model_factory(cfg, data, input_size, session.device)
+        plan = session.shared.decide("plan", lambda: plan_run(cfg, data, session.precision, session.spent_planning, make),
+                                     BudgetPlan.to_dict, BudgetPlan.from_dict)  # network and side are the planner's
         cfg = apply_plan(cfg, plan)
-        watch.lap("probe")
+        session.watch.lap("probe")
     if not cfg.transfer and cfg.image_size and cfg.image_size != data.image_size:
         data = resize_data(data, cfg.image_size)
-    model = make_model(cfg.model)
-    if precision == "bf16-mixed" and not cfg.on_cuda and fp32_depthwise(model):
+    return cfg, data, decisions.but(budget=plan, input_size=input_size)
+
+
+def build_model(cfg: TrainConfig, data: PreparedData, decisions: Decisions, session: Session):
+    """The run's network, on the device training runs on (the transfer plan and frozen inputs are computed there)."""
+    model = model_factory(cfg, data, decisions.input_size)(cfg.model)
+    if session.precision == "bf16-mixed" and not cfg.on_cuda and fp32_depthwise(model):
         data.notes.append("Depthwise convolutions ran in fp32 under bf16 autocast: on this CPU their bf16 backward "
-                          "pass is several times slower (measured, see train/precision.py).")
+                          "pass is several times slower (measured, see runtime.py).")
     if hasattr(model.net, "init_whitening") and not cfg.transfer:  # airbench: filters from the data's patches
         n = min(len(data.train), max(500, 5_000_000 // data.image_size**2))
         with torch.no_grad():
             model.net.init_whitening(model.prepare(data.train.take(0, n)), seed=cfg.seed)
-    model.to(device)  # the transfer plan, features and trunk activations are computed where training runs
-    transfer_choice = None
+    return model.to(session.device)
+
+
+def decide_transfer(cfg: TrainConfig, data: PreparedData, model, decisions: Decisions,
+                    session: Session) -> tuple[TrainConfig, Decisions]:
+    """Transfer with a budget: strategy, depth and side (or a pinned strategy's side), measured on the model."""
     planner = None
     if cfg.transfer and cfg.planned and (cfg.transfer_strategy is None or
                                          (cfg.transfer_strategy == "partial" and cfg.trainable_blocks is None)):
         planner = plan_transfer  # strategy, depth and side
     elif cfg.transfer and cfg.planned and cfg.transfer_strategy in ("fine-tune", "linear-probe") and not cfg.image_size:
         planner = plan_side  # the pinned strategy's side
-    if planner is not None:
-        transfer_choice = shared.decide("transfer", lambda: planner(
-            cfg, data, model, precision, cfg.budget_seconds * (1 - END_MARGIN) - spent_planning()), asdict,
-            lambda d: TransferChoice(**d))
-        cfg = cfg.replace(transfer_strategy=transfer_choice.strategy, trainable_blocks=transfer_choice.trainable_blocks)
-        if transfer_choice.input_size != input_size:
-            input_size = transfer_choice.input_size  # the model already resizes to it
-            data.notes.append(f"The pretrained network sees {input_size}x{input_size} px: the largest side the "
-                              "budget affords (the transfer plan below).")
-        data.notes.append(f"Transfer plan: {transfer_choice.strategy}, because {transfer_choice.reason}.")
-        log.info(data.notes[-1])
-        watch.lap("probe")
+    if planner is None:
+        return cfg, decisions
+    seconds_left = cfg.budget_seconds * (1 - END_MARGIN) - session.spent_planning()
+    choice = session.shared.decide("transfer", lambda: planner(cfg, data, model, session.precision, seconds_left),
+                                   asdict, lambda d: TransferChoice(**d))
+    cfg = cfg.decided("planner", **{k: getattr(choice, k) for k in ("transfer_strategy", "trainable_blocks")
+                                    if getattr(cfg, k) != getattr(choice, k)})
+    if choice.input_size != decisions.input_size:  # the model already resizes to it
+        data.notes.append(f"The pretrained network sees {choice.input_size}x{choice.input_size} px: the largest side "
+                          "the budget affords (the transfer plan below).")
+    data.notes.append(f"Transfer plan: {choice.strategy}, because {choice.reason}.")
+    log.info(data.notes[-1])
+    session.watch.lap("probe")
+    return cfg, decisions.but(transfer=choice, input_size=choice.input_size)
+
+
+@dataclass
+class Built:
+    """What trains, on what: the whole model, or a part of it on cached features or activations."""
+
+    model: torch.nn.Module  # the whole network (saved, evaluated, exported)
+    trainable: torch.nn.Module  # what the optimizer steps: the model, its head, or its top
+    groups: list | None  # fine-tuning's parameter groups (backbone at a lower rate)
+    data: PreparedData  # images, or the frozen part's features or activations
+    cached: bool  # trains on cached features or activations (no augmentation, no TTA)
+    total_params: int
+    trainable_params: int
+    eval_side: int  # the side evaluation batches are sized for (0: no cap)
+
+
+def build_trainable(cfg: TrainConfig, data: PreparedData, model, decisions: Decisions, session: Session) -> Built:
+    """The trainable part and its data: a linear probe's features, partial fine-tuning's activations, or images."""
     if cfg.compile:
         model.net.compile()  # in place: the state dict keeps its keys
     total_params, _ = count_parameters(model)
     trainable, groups, probe = model, None, cfg.transfer and cfg.transfer_strategy == "linear-probe"
     cached = probe or (cfg.transfer and cfg.transfer_strategy == "partial")  # trains on cached activations
     if probe:
-        data = probe_features(cfg, data, model, input_size, precision)
+        data = probe_features(cfg, data, model, decisions.input_size, session.precision)
         trainable = model.head().train()  # the feature pass left the whole model in eval mode
     elif cached:
-        data, trainable = trunk_activations(cfg, data, model, input_size, precision)
+        data, trainable = trunk_activations(cfg, data, model, decisions.input_size, session.precision)
         trainable.train()
     elif cfg.transfer:
         groups = parameter_groups(model, cfg.learning_rate, cfg.backbone_lr_mult)
-    trainable_params = count_parameters(trainable)[0]
-    watch.lap("setup")
+    session.watch.lap("setup")
+    eval_side = decisions.input_size if cfg.transfer and not cached else 0  # 0: no cap (measured on pretrained nets only)
+    return Built(model, trainable, groups, data, bool(cached), total_params, count_parameters(trainable)[0], eval_side)
 
-    if cfg.budget_seconds and plan is None:  # only the batch, TTA and steps are the planner's
-        known = transfer_choice.speed if transfer_choice else None
-        measured = Speed(cfg.model, input_size, *known) if known else None
+
+def decide_steps(cfg: TrainConfig, built: Built, decisions: Decisions, session: Session,
+                 resumed: bool) -> tuple[TrainConfig, Decisions]:
+    """The batch, TTA and steps a budget buys for what trains (from scratch: already planned with the network);
+    a resumed run re-plans the steps that fit in the time left. No budget: the defaults."""
+    plan = decisions.budget
+    if cfg.budget_seconds and plan is None:
+        known = decisions.transfer.speed if decisions.transfer else None
+        measured = Speed(cfg.model, decisions.input_size, *known) if known else None
         # a cached run's top sees activations, not images: its plan is stated at the side the network sees
-        seen = cfg.replace(image_size=input_size) if cached else cfg
-        plan = shared.decide("plan", lambda: plan_run(seen, data, precision, spent_planning, make_model_on_device, fixed_model=trainable,
-                                                      augment=not cached, measured=measured, checkpoint_seconds=0.0),
-                             BudgetPlan.to_dict, BudgetPlan.from_dict)
+        seen = cfg.replace(image_size=decisions.input_size) if built.cached else cfg
+        make = model_factory(cfg, built.data, decisions.input_size, session.device)
+        plan = session.shared.decide("plan", lambda: plan_run(
+            seen, built.data, session.precision, session.spent_planning, make, fixed_model=built.trainable,
+            augment=not built.cached, measured=measured, checkpoint_seconds=0.0), BudgetPlan.to_dict, BudgetPlan.from_dict)
         cfg = apply_plan(cfg, plan)
-    if plan is not None:
-        if ckpt:  # a resumed run: the steps that fit in the time left
-            plan.steps = shared.decide("resume steps", lambda: replan_steps(
-                plan, checkpoint.get("global_step", 0), spent(), 1.0, max(0, plan.max_epochs - len(history_state.get("rows", [])))))
-            plan.replans.append(f"resumed after {elapsed_before:.0f} s: {plan.steps} steps in all fit the time left")
-        log.info(plan.sentence())
-    else:
+    if plan is None:
         cfg = cfg.with_defaults()
-    watch.lap("probe")
-    eval_side = input_size if cfg.transfer and not cached else 0  # 0: no cap (measured on pretrained nets only)
-    train_loader, val_loader = make_loaders(cfg, data, eval_side)
-    sweep = None
-    if finding:  # a resumed run reads the sweep it made: the finder never runs twice
-        if ckpt:
-            sweep = read_sweep(run_dir)
-        else:
-            sweep = find_lr(cfg, trainable, data, train_loader, precision, groups, augment=not cached, **(sweep_only or {}))
-            watch.lap("lr find")
-        cfg = cfg.replace(lr=sweep.suggestion)
-        groups = parameter_groups(model, cfg.learning_rate, cfg.backbone_lr_mult) if groups else None
-        if sweep_only is not None:
-            name = cfg.name or f"{dataset_slug(cfg.dataset)}-{cfg.model}-lr-find-{datetime.now():%Y%m%d-%H%M%S}"
-            folder = unique_run_dir(Path(cfg.runs_dir).expanduser(), name)
-            write_sweep(folder, sweep, cfg.replace(name=folder.name, image_size=input_size or data.image_size,
-                                                   lr="find").to_dict())
-            return sweep
-        log.info(sweep.sentence())
-    planned_epochs = plan.max_epochs if plan else cfg.epochs
+    else:
+        if resumed:
+            state = session.history_state
+            left = max(0, plan.max_epochs - len(state.get("rows", [])))
+            plan.steps = session.shared.decide("resume steps", lambda: replan_steps(
+                plan, session.checkpoint.get("global_step", 0), session.spent(), 1.0, left))
+            plan.replans.append(f"resumed after {state.get('elapsed', 0.0):.0f} s: {plan.steps} steps in all fit the time left")
+        log.info(plan.sentence())
+    session.watch.lap("probe")
+    return cfg, decisions.but(budget=plan)
 
+
+def find_rate(cfg: TrainConfig, built: Built, train_loader, session: Session, resumed_dir: Path | None,
+              sweep_only: dict | None) -> tuple[TrainConfig, Built, Sweep]:
+    """`lr: find`: Lightning's finder on the training split (a resumed run reads the sweep it made: never twice)."""
+    if resumed_dir is not None:
+        sweep = read_sweep(resumed_dir)
+    else:
+        sweep = find_lr(cfg, built.trainable, built.data, train_loader, session.precision, built.groups,
+                        augment=not built.cached, **(sweep_only or {}))
+        session.watch.lap("lr find")
+    cfg = cfg.decided("planner", lr=sweep.suggestion)
+    if built.groups:
+        built.groups = parameter_groups(built.model, cfg.learning_rate, cfg.backbone_lr_mult)
+    if sweep_only is None:
+        log.info(sweep.sentence())
+    return cfg, built, sweep
+
+
+def write_sweep_only(cfg: TrainConfig, built: Built, decisions: Decisions, sweep: Sweep) -> Sweep:
+    """`imagefit lr-find`: the sweep's own folder, and no training."""
+    name = cfg.name or f"{dataset_slug(cfg.dataset)}-{cfg.model}-lr-find-{datetime.now():%Y%m%d-%H%M%S}"
+    folder = unique_run_dir(Path(cfg.runs_dir).expanduser(), name)
+    side = decisions.input_size or built.data.image_size
+    write_sweep(folder, sweep, cfg.replace(name=folder.name, image_size=side).decided(
+        "user", lr="find").to_dict())
+    return sweep
+
+
+def open_run_folder(cfg: TrainConfig, built: Built, decisions: Decisions, sweep: Sweep | None, session: Session,
+                    run_dir: Path | None, ckpt: Path | None, held: ExitStack) -> tuple[TrainConfig, Path, Path | None]:
+    """The run folder (a new run's is created and locked here, its config.yaml written whole), published to the
+    other processes of a distributed launch; the data audit written into it."""
     if run_dir is None and os.environ.get(RUN_DIR_ENV) and launched_rank() > 0:
         run_dir = Path(os.environ[RUN_DIR_ENV])  # a worker of a distributed launch: rank 0 owns the folder
         if ckpt is None and (run_dir / "checkpoints" / "last.ckpt").is_file():  # rank 0 resumes: so must we
@@ -281,129 +383,46 @@ def _fit_holding(cfg: TrainConfig, run_dir: Path | None, ckpt: Path | None, held
         name = cfg.name or f"{dataset_slug(cfg.dataset)}-{cfg.model}-{datetime.now():%Y%m%d-%H%M%S}"
         run_dir = unique_run_dir(Path(cfg.runs_dir).expanduser(), name)
         held.enter_context(run_folder_lock(run_dir))
-        cfg = cfg.replace(name=run_dir.name, image_size=input_size or data.image_size, lr=cfg.learning_rate)
-        info = model.weights_info
-        (cfg.replace(lr="find") if sweep else cfg).save(run_dir / "config.yaml", notes=[
+        cfg = resolved_config(cfg, built, decisions, run_dir.name)
+        info = built.model.weights_info
+        frozen = built.total_params - built.trainable_params
+        (cfg.decided("user", lr="find") if sweep else cfg).save(run_dir / "config.yaml", notes=[
             f"pretrained weights: {info['source']}, sha256 {info.get('sha256')}",
-            f"transfer strategy {cfg.transfer_strategy}: {total_params - trainable_params:,} frozen and {trainable_params:,} trainable parameters",
+            f"transfer strategy {cfg.transfer_strategy}: {frozen:,} frozen and {built.trainable_params:,} trainable parameters",
         ] if info else None)
         if sweep:  # lr_find.png and .json: --config repeats the decision (lr: find), the folder shows its grounds
-            write_sweep(run_dir, sweep, cfg.replace(lr="find").to_dict())
+            write_sweep(run_dir, sweep, cfg.decided("user", lr="find").to_dict())
     if launched_rank() == 0:  # inherited by the processes a distributed launch starts (a resumed run's too)
         os.environ[RUN_DIR_ENV] = str(run_dir.resolve())
-        pointer = shared.publish(run_dir, world_size)
+        pointer = session.shared.publish(run_dir, session.world_size)
         if pointer is not None:
             held.callback(pointer.unlink, missing_ok=True)
     log.info("run folder: %s", run_dir)
-    if data.audit is not None and launched_rank() == 0:
+    if built.data.audit is not None and launched_rank() == 0:
         from ..report.audit_section import write_audit
 
-        write_audit(run_dir, data.audit)  # data_audit.md, and the leak warning on the console
+        write_audit(run_dir, built.data.audit)  # data_audit.md, and the leak warning on the console
+    return cfg, run_dir, ckpt
 
-    class_weight = balanced_class_weights(data.train.labels, data.num_classes) if cfg.class_weights == "balanced" else None
-    if class_weight is not None:
-        present = class_weight[torch.bincount(data.train.labels, minlength=data.num_classes) > 0]
-        data.notes.append(f"Class weights: balanced, from {float(present.min()):.2f} (the largest class) to "
-                          f"{float(present.max()):.2f} (the rarest), on the training loss only.")
-    if cfg.sampler == "balanced":
-        data.notes.append("Sampler: balanced: each epoch drew its training images with replacement, every class "
-                          "equally likely.")
-    module = ClassifierModule(trainable, cfg, data.num_classes, groups, augment=not cached, plan=plan,
-                              class_weight=class_weight, loader_flips=getattr(train_loader, "flip_bits", None) is not None)
-    history = HistoryWriter(run_dir / "history.csv")
-    history.planned_epochs = planned_epochs
-    history.plan = plan
-    has_val = val_loader is not None
-    callbacks = [history, StopOnNonFinite(run_dir, cfg.learning_rate), EpochSeeding(cfg.seed, train_loader),
-                 ShardByRank(train_loader, val_loader)]
-    tracking = Tracking(cfg, run_dir, history) if cfg.logger else None
-    progress, bar = progress_callbacks(cfg, history, planned_epochs)
-    callbacks += ([tracking] if tracking else []) + progress
-    checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", save_last=True,
-                                  monitor=cfg.monitor if has_val else None, mode=cfg.monitor_mode,
-                                  save_top_k=1, save_on_train_epoch_end=True, enable_version_counter=False)
-    callbacks.append(checkpoints)
-    if cfg.transfer and cfg.transfer_strategy == "freeze-unfreeze":
-        callbacks.append(FreezeUnfreeze(model, cfg.freeze_epochs))
-    stopper = None
-    if cfg.early_stopping:
-        stopper = EarlyStoppingInEpochs(cfg.monitor, cfg.monitor_mode, cfg.patience, cfg.val_every,
-                                        cfg.min_delta, cfg.start_from_epoch)
-        callbacks.append(stopper)
-    if cfg.lookahead:
-        callbacks.append(Lookahead())
-    follow = None
-    if plan:
-        follow = FollowPlan(plan, spent, len(data.test), len(data.val) if data.val is not None else 0)
-        callbacks.append(follow)
-    trainer = L.Trainer(
-        max_epochs=planned_epochs, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
-        strategy=cfg.strategy, precision=precision,
-        callbacks=callbacks, logger=False, enable_model_summary=False, plugins=[AtomicCheckpointIO()],
-        enable_progress_bar=bar, num_sanity_val_steps=0, default_root_dir=run_dir,
-        limit_train_batches=cfg.limit_train_batches, limit_val_batches=None if has_val else 0,
-        check_val_every_n_epoch=cfg.val_every,
-    )
-    with GracefulInterrupt() as interrupt, one_launch():
-        interrupt.trainer = trainer
-        try:
-            trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt)
-        except SIGTERMException:  # Lightning's answer to `kill`, after the current batch: ends as a Ctrl-C does
-            interrupt.interrupted = True
-    if not trainer.is_global_zero:
-        return Run(run_dir, cfg, {})
-    fit_seconds = watch.lap("fit")
-    del watch.seconds["fit"]
-    watch.seconds.update(train=history.session_train_seconds, validate=history.session_val_seconds)
-    watch.seconds["checkpoints and loop"] = max(0.0, fit_seconds - history.session_train_seconds - history.session_val_seconds)
 
-    rows = history.rows
-    stopped_early = bool(stopper and stopper.stopped_epoch > 0)
-    by_budget = bool(follow and follow.stopped_by_deadline)
-    # images the network resizes (a fine-tune at 128 px) go in small batches on a CPU; cached activations do not
-    eval_batch = forward_batch(eval_side, cfg.batch_size * 2, cfg.on_cuda)
-    final_logits, labels = predict_logits(module.model, data.test, eval_batch, precision, device, cfg.tta)
-    final = test_metrics(final_logits, labels, data.class_names)
-    logits, evaluated = final_logits, "final"
-    best_path = checkpoints.best_model_path
-    if cfg.early_stopping and cfg.restore_best and best_path and Path(best_path).is_file():
-        state = read_checkpoint(best_path)["state_dict"]
-        module.load_state_dict(state)
-        logits, _ = predict_logits(module.model, data.test, eval_batch, precision, device, cfg.tta)
-        evaluated = "best"
-    val_logits = (predict_logits(module.model, data.val, eval_batch, precision, device, cfg.tta)[0]
-                  if data.val is not None else None)  # temperature scaling is fitted on these, never on test
-    watch.lap("test")
-    extra = {
-        "evaluated_model": evaluated,
-        "final_model_test": {k: final[k] for k in ("test_accuracy", "test_loss", "f1_macro")},
-        "stopped_early": stopped_early,
-        "stop_epoch": len(rows) if stopped_early else None,
-        "epochs_saved": planned_epochs - len(rows) if stopped_early else 0,
-        "early_stopping": {"monitor": cfg.monitor, "patience": cfg.patience, "min_delta": cfg.min_delta,
-                           "start_from_epoch": cfg.start_from_epoch, "restore_best": cfg.restore_best}
-        if cfg.early_stopping else None,
-        "time_budget_seconds": plan.budget_seconds if plan else None,
-        "budget_epochs": round(plan.epochs, 2) if plan else None,
-        "stopped_by_budget": by_budget,
-        "budget_note": plan.sentence() if plan else None,
-        "budget_plan": plan.to_dict() if plan else None,
-        "steps_run": trainer.global_step,
-        "transfer_plan": transfer_choice.to_dict() if transfer_choice else None,
-        "lr_found": sweep.suggestion if sweep else None,
-        "lr_find": sweep.summary() if sweep else None,
-    }
-    if model.weights_info:
-        extra.update(transfer_strategy=cfg.transfer_strategy, input_size=input_size, weights_source=model.weights_info["source"],
-                     weights_sha256=model.weights_info.get("sha256"),
-                     weights_missing_keys=model.weights_info.get("missing_keys"),
-                     weights_unexpected_keys=model.weights_info.get("unexpected_keys"),
-                     frozen_params=total_params - trainable_params,
-                     frozen_note=(f"backbone frozen for the first {cfg.freeze_epochs} epochs"
-                                  if cfg.transfer_strategy == "freeze-unfreeze" else None))
-    metrics = finish_run(run_dir, cfg, data, model, logits, labels, history, precision, total_params,
-                         trainable_params, started, interrupted=interrupt.interrupted or trainer.interrupted,
-                         extra=extra, watch=watch, val_logits=val_logits)
-    if tracking:
-        tracking.finish(run_dir, interrupted=metrics["interrupted"])
+def resolved_config(cfg: TrainConfig, built: Built, decisions: Decisions, name: str) -> TrainConfig:
+    """The configuration as it runs: its name, the side the network sees and the rate, written down."""
+    cfg = cfg.replace(name=name, image_size=decisions.input_size or built.data.image_size, lr=cfg.learning_rate)
+    if decisions.transfer and cfg.config_sources()["image_size"] != "user":
+        cfg = cfg.decided("planner", image_size=decisions.transfer.input_size)
+    return cfg
+
+
+def write_run(cfg: TrainConfig, built: Built, decisions: Decisions, sweep: Sweep | None, fitted: Fitted,
+              run_dir: Path, session: Session) -> Run:
+    """Evaluate on test and write the model, predictions, metrics.json, plots and the report."""
+    evaluation = evaluate(cfg, built, fitted, session)
+    session.watch.lap("test")
+    extra = run_summary(cfg, built, decisions, fitted, evaluation, sweep)
+    metrics = finish_run(run_dir, cfg, built.data, built.model, evaluation.logits, evaluation.labels, fitted.history,
+                         session.precision, built.total_params, built.trainable_params, session.started,
+                         interrupted=fitted.interrupted, extra=extra, watch=session.watch,
+                         val_logits=evaluation.val_logits)
+    if fitted.tracking:
+        fitted.tracking.finish(run_dir, interrupted=metrics["interrupted"])
     return Run(run_dir, cfg, metrics)
