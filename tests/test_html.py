@@ -73,6 +73,43 @@ def test_names_cannot_smuggle_links_or_files_into_the_page(tmp_path):
     assert "[image not found: ../secret.png]" in page and "base64,iVBOR" not in page
 
 
+def test_only_relative_links_and_images_from_the_page_folder_survive(tmp_path):
+    """A link stays a link only when relative; an image is embedded only from inside the page's folder. Anything
+    else is shown as the text it was written as, or named, never followed or loaded. Raw HTML in a name is text."""
+    folder = tmp_path / "run"
+    (folder / "plots").mkdir(parents=True)
+    (folder / "plots" / "in.png").write_bytes(PNG_1x1)
+    (tmp_path / "outside.png").write_bytes(PNG_1x1)  # beside the page's folder: ../outside.png
+    (folder / "link.png").symlink_to(tmp_path / "outside.png")  # inside by name, outside in fact
+    absolute = f"![abs]({tmp_path / 'outside.png'})"
+    md = "\n".join([
+        "[js](javascript:alert(1)) [web](http://evil.example/x) [kept](sub/page.md#top) [up](../other/report.md)", "",
+        absolute, "", "![up](../outside.png)", "", "![up2](%2E%2E/outside.png)", "", "![sym](link.png)", "",
+        "![in](plots/in.png)", "",
+        "| class | F1 |", "|---|---|", "| <img src=x onerror=alert(1)> | 0.5 |", "| <script>alert(1)</script> | 0.4 |",
+    ])
+    page = markdown_to_html(md, folder)
+    assert re.findall(r'<a href="([^"]*)"', page) == ["sub/page.html#top", "../other/report.html"]
+    assert "[js](javascript:alert(1))" in page and "[web](http://evil.example/x)" in page  # text, not links
+    assert absolute in page  # an absolute path is not an image at all
+    for shown in ("../outside.png", "../outside.png", "link.png"):  # named, not loaded
+        assert f'<figure><span class="missing">[image not found: {shown}]</span></figure>' in page
+    embedded = re.findall(r'<img src="data:image/png;base64,([^"]+)" alt="([^"]*)"', page)
+    assert embedded == [(base64.b64encode(PNG_1x1).decode(), "in")] and page.count("base64,") == 1
+    assert "<td>&lt;img src=x onerror=alert(1)&gt;</td>" in page
+    assert "<td>&lt;script&gt;alert(1)&lt;/script&gt;</td>" in page
+    assert "<img src=x" not in page and "<script" not in page
+
+
+def test_numbers_are_right_aligned_and_a_change_column_colored(tmp_path):
+    md = "| Class | F1 | note | change |\n|---|---|---|---|\n| cat | 0.85 | ok | +0.05 |\n| dog | 0.65 | – | −0.05 |\n" \
+         "| bird | 0.50 | 2 | +0.00 |\n"
+    page = flat(markdown_to_html(md, tmp_path))
+    assert '<th>Class</th><th class="num">F1</th><th>note</th><th class="num">change</th>' in page
+    assert '<td>cat</td><td class="num">0.85</td><td>ok</td><td class="num"><span class="up">+0.05</span></td>' in page
+    assert '<td class="num"><span class="down">−0.05</span></td>' in page and '<td class="num">+0.00</td>' in page
+
+
 def test_backslash_escapes_are_the_character_itself(tmp_path):
     from imagefit.report.html import inline
 
