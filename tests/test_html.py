@@ -19,6 +19,11 @@ from imagefit.report.html import markdown_to_html, write_html
 PNG_1x1 = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGD4DwABBAEAwS2OUAAAAABJRU5ErkJggg==")
 
 
+def flat(page):
+    """The page with the line breaks between tags removed (markdown-it writes one tag a line in blocks)."""
+    return page.replace(">\n<", "><")
+
+
 # ---- the renderer ---------------------------------------------------------------------------------
 def test_markdown_subset_renders_self_contained(tmp_path):
     (tmp_path / "pic.png").write_bytes(PNG_1x1)
@@ -34,20 +39,20 @@ def test_markdown_subset_renders_self_contained(tmp_path):
         "![gone](missing.png)", "",
         "A paragraph with <script>alert(1)</script> in it,", "over two lines.",
     ])
-    page = markdown_to_html(md, tmp_path)
+    page = flat(markdown_to_html(md, tmp_path))
     assert page.startswith("<!DOCTYPE html>") and "<title>Run <b>x</b>: a &amp; b</title>" not in page
     assert "<title>Run &lt;b&gt;x&lt;/b&gt;: a &amp; b</title>" in page
     assert "<h1>Run &lt;b&gt;x&lt;/b&gt;: a &amp; b</h1>" in page
     assert "<blockquote><p><strong>Interrupted run.</strong> Stopped after 2 of 10 epochs.</p></blockquote>" in page
-    assert "<th>Metric</th><th class=num>Value</th>" in page
-    assert "<td class=num><strong>0.9123</strong></td>" in page and "<td class=num>1 min 16 s</td>" in page
+    assert '<th>Metric</th><th class="num">Value</th>' in page
+    assert '<td class="num"><strong>0.9123</strong></td>' in page and '<td class="num">1 min 16 s</td>' in page
     assert "<td>Pipe | in a cell</td>" in page
     assert '<a href="other/report.html">page</a>' in page  # a local .md page links to its .html twin
     assert "[docs](https://example.org/a.md)" in page and '<a href="https' not in page  # remote: text, not a link
     uri = re.search(r'<img src="data:image/png;base64,([^"]+)" alt="curves"', page).group(1)
     assert base64.b64decode(uri) == PNG_1x1
     assert "[image not found: missing.png]" in page
-    assert "<p>A paragraph with &lt;script&gt;alert(1)&lt;/script&gt; in it, over two lines.</p>" in page
+    assert "<p>A paragraph with &lt;script&gt;alert(1)&lt;/script&gt; in it,\nover two lines.</p>" in page
     # nothing is fetched: no external resource of any kind
     assert "<script" not in page and "<link" not in page and not re.search(r'src="(?!data:)', page)
     assert "@import" not in page and "url(" not in page
@@ -68,12 +73,49 @@ def test_names_cannot_smuggle_links_or_files_into_the_page(tmp_path):
     assert "[image not found: ../secret.png]" in page and "base64,iVBOR" not in page
 
 
+def test_only_relative_links_and_images_from_the_page_folder_survive(tmp_path):
+    """A link stays a link only when relative; an image is embedded only from inside the page's folder. Anything
+    else is shown as the text it was written as, or named, never followed or loaded. Raw HTML in a name is text."""
+    folder = tmp_path / "run"
+    (folder / "plots").mkdir(parents=True)
+    (folder / "plots" / "in.png").write_bytes(PNG_1x1)
+    (tmp_path / "outside.png").write_bytes(PNG_1x1)  # beside the page's folder: ../outside.png
+    (folder / "link.png").symlink_to(tmp_path / "outside.png")  # inside by name, outside in fact
+    absolute = f"![abs]({tmp_path / 'outside.png'})"
+    md = "\n".join([
+        "[js](javascript:alert(1)) [web](http://evil.example/x) [kept](sub/page.md#top) [up](../other/report.md)", "",
+        absolute, "", "![up](../outside.png)", "", "![up2](%2E%2E/outside.png)", "", "![sym](link.png)", "",
+        "![in](plots/in.png)", "",
+        "| class | F1 |", "|---|---|", "| <img src=x onerror=alert(1)> | 0.5 |", "| <script>alert(1)</script> | 0.4 |",
+    ])
+    page = markdown_to_html(md, folder)
+    assert re.findall(r'<a href="([^"]*)"', page) == ["sub/page.html#top", "../other/report.html"]
+    assert "[js](javascript:alert(1))" in page and "[web](http://evil.example/x)" in page  # text, not links
+    assert absolute in page  # an absolute path is not an image at all
+    for shown in ("../outside.png", "../outside.png", "link.png"):  # named, not loaded
+        assert f'<figure><span class="missing">[image not found: {shown}]</span></figure>' in page
+    embedded = re.findall(r'<img src="data:image/png;base64,([^"]+)" alt="([^"]*)"', page)
+    assert embedded == [(base64.b64encode(PNG_1x1).decode(), "in")] and page.count("base64,") == 1
+    assert "<td>&lt;img src=x onerror=alert(1)&gt;</td>" in page
+    assert "<td>&lt;script&gt;alert(1)&lt;/script&gt;</td>" in page
+    assert "<img src=x" not in page and "<script" not in page
+
+
+def test_numbers_are_right_aligned_and_a_change_column_colored(tmp_path):
+    md = "| Class | F1 | note | change |\n|---|---|---|---|\n| cat | 0.85 | ok | +0.05 |\n| dog | 0.65 | – | −0.05 |\n" \
+         "| bird | 0.50 | 2 | +0.00 |\n"
+    page = flat(markdown_to_html(md, tmp_path))
+    assert '<th>Class</th><th class="num">F1</th><th>note</th><th class="num">change</th>' in page
+    assert '<td>cat</td><td class="num">0.85</td><td>ok</td><td class="num"><span class="up">+0.05</span></td>' in page
+    assert '<td class="num"><span class="down">−0.05</span></td>' in page and '<td class="num">+0.00</td>' in page
+
+
 def test_backslash_escapes_are_the_character_itself(tmp_path):
     from imagefit.report.html import inline
 
     assert inline(r"\*\*x\*\* \[a\](b.md) \`c\` \<b\> \\ \& \q", tmp_path) == r"**x** [a](b.md) `c` &lt;b&gt; \ &amp; \q"
     assert inline(r"**a\*b** and [a\]b](x.md)", tmp_path) == '<strong>a*b</strong> and <a href="x.html">a]b</a>'
-    assert inline(r"**a\**", tmp_path) == "**a**"  # an escaped star cannot close the bold
+    assert inline(r"**a\**", tmp_path) == "*<em>a*</em>"  # an escaped star cannot close the bold (CommonMark)
     assert inline(r"`a\`", tmp_path) == "<code>a\\</code>"  # inside code a backslash is a backslash
     assert "<title>*x* &amp; y</title>" in markdown_to_html(r"# \*x\* & y", tmp_path)
 
@@ -146,14 +188,14 @@ def test_every_run_report_gets_its_html_twin(real_run):
 
     (real_run / "report.html").unlink()
     rebuild_report(real_run)
-    page = (real_run / "report.html").read_text()
+    page = flat((real_run / "report.html").read_text())
     pictures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (real_run / "report.md").read_text())
     assert "<h1>Run real: seed-cnn on digits</h1>" in page and len(pictures) >= 6  # curves, confusions, mistakes...
     embedded = re.findall(r'<img src="data:image/png;base64,([^"]+)"', page)
     assert [base64.b64decode(e) for e in embedded] == [(real_run / p).read_bytes() for p in pictures]
     assert "<code>report.md</code> and <code>report.html</code>" in page
     top = json.loads((real_run / "metrics.json").read_text())["top_confusions"][0]
-    assert f"<td>{top['true']} → {top['predicted']}</td><td class=num>{top['count']}</td>" in page
+    assert f"<td>{top['true']} → {top['predicted']}</td><td class=\"num\">{top['count']}</td>" in page
 
 
 # ---- real pages in a real browser -------------------------------------------------------------------

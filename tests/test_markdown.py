@@ -57,6 +57,10 @@ def test_commonmark_reads_a_literal_name_as_its_characters(name):
 @settings(max_examples=300, deadline=None)
 @given(st.one_of(NAMES, MARKUPISH))
 def test_the_html_renderer_reads_a_literal_name_back_exactly(name):
-    assert inline(literal(name), Path(".")) == html.escape(name, quote=False)
+    def escaped(text):  # as markdown-it escapes text: & < > and "
+        return html.escape(text, quote=False).replace('"', "&quot;")
+
+    assert inline(literal(name), Path(".")) == escaped(name)
     row = markdown_to_html("\n".join(table(["h"], [[literal(name)]])), Path("."))
-    assert re.search(f"<td( class=num)?>{re.escape(html.escape(name.strip(), quote=False))}</td>", row)
+    # a reader trims a cell's blanks; Python's strip() also takes separators such as \x1f, which stay as text
+    assert re.search(rf'<td( class="num")?>\s*{re.escape(escaped(name.strip()))}\s*</td>', row)

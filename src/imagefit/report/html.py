@@ -1,10 +1,12 @@
-"""Self-contained HTML from imagefit's own markdown pages (report.md, comparison.md).
+"""Self-contained HTML from imagefit's own markdown pages (report.md, comparison.md, data_audit.md).
 
-One file per page, nothing fetched from a network: images are embedded as base64 data URIs, the style
-sheet is inline, and there is no script. The renderer reads only the small markdown subset imagefit
-writes (headings, paragraphs, pipe tables, `- ` lists, `> ` notes, images alone on a line, `code`,
-**bold** and links), so the HTML and the markdown can never say different things. Links to a local
-`.md` page point at its `.html` twin instead.
+Read by markdown-it-py, the CommonMark reader the tests use as the reference, rather than a parser of our own, so
+the HTML cannot read a page differently from other markdown viewers. Raw HTML is off (a name's `<b>` is text) and
+GitHub's tables are on. imagefit adds only what a report page needs: a link stays a link only when relative (a class
+or run name is user input, so a `javascript:`, `http:`, `//host` or `/absolute` target shows as the text it was
+written as), and a local `.md` page is linked as its `.html` twin; an image is embedded as a data URI only from inside
+the page's folder (anything else is named, never loaded), and alone in a paragraph it is a figure; tables scroll in a
+frame, mostly-numeric columns are right-aligned and a "change" column is colored. No script, nothing fetched.
 """
 from __future__ import annotations
 
@@ -12,6 +14,10 @@ import base64
 import html
 import re
 from pathlib import Path
+from urllib.parse import unquote
+
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
 
 from .. import atomic
 
@@ -64,206 +70,99 @@ _NUMERIC = re.compile(
     rf"|(?:\d+ h )?(?:\d+ min )?{_NUM} s"                  # durations: 12.5 s, 1 min 16 s
     rf"|{_NUM} of {_NUM}"                                   # 6 of 10
 )
-# A backslash before ASCII punctuation is CommonMark's escape: the character itself, never the start of code,
-# bold, a link or an image (report.markdown.literal writes names so). Inside bold, image and link text an
-# escape is one unit, so an escaped `*` or `]` cannot close them.
-_ESC = r"\\[!-/:-@\[-`{-~]"
-_INLINE = re.compile(rf"({_ESC})|`([^`]+)`|\*\*((?:\\[\s\S]|[^\\])+?)\*\*"
-                     r"|!\[((?:\\[\s\S]|[^\\\]])*)\]\(([^)\s]+)\)|\[((?:\\[\s\S]|[^\\\]])+)\]\(([^)\s]+)\)")
-
-
-def _data_uri(path: Path) -> str | None:
-    mime = MIME.get(path.suffix.lower())
-    if mime is None or not path.is_file():
-        return None
-    return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
-
-
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*:")
 
 
-def _href(target: str) -> str | None:
-    """Relative links and #anchors only: a class or run name is user input, and a `javascript:` (or any other
-    scheme, or a //host) link written into the markdown must not become a live link in the page."""
-    if _SCHEME.match(target) or target.startswith(("/", "\\")):
-        return None
-    if target.endswith(".md"):
-        target = target[:-3] + ".html"
-    return html.escape(target, quote=True)
+def _relative(url: str) -> bool:
+    """markdown-it's link check, for links and images (entities decoded): no scheme, no //host, no absolute path."""
+    return not _SCHEME.match(url) and not url.startswith(("/", "\\"))
 
 
-def _inside(path: Path, folder: Path) -> bool:
+def _image(self, tokens, idx, options, env) -> str:
+    """Only a file inside the page's folder is embedded (`..` out of it or a link out of it is refused)."""
+    folder, src = env["base_dir"], unquote(tokens[idx].attrGet("src"))
+    path, mime = folder / src, MIME.get(Path(src).suffix.lower())
     try:
-        return path.resolve().is_relative_to(folder.resolve())
+        found = mime is not None and path.resolve().is_relative_to(folder.resolve()) and path.is_file()
     except OSError:
-        return False
-
-
-def _image(alt: str, src: str, base_dir: Path) -> str:
-    local = not _SCHEME.match(src) and not src.startswith("/") and _inside(base_dir / src, base_dir)
-    uri = _data_uri(base_dir / src) if local else None  # only files inside the report's folder are embedded
-    if uri is None:  # never a network fetch: a missing or remote image is named, not loaded
+        found = False
+    if not found:  # never a network fetch: a missing, remote or outside image is named, not loaded
         return f'<span class="missing">[image not found: {html.escape(src)}]</span>'
-    return f'<img src="{uri}" alt="{html.escape(alt, quote=True)}" loading="eager">'
+    uri = f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+    alt = self.renderInlineAsText(tokens[idx].children, options, env)
+    return f'<img src="{uri}" alt="{html.escape(alt)}" loading="eager">'
+
+
+def _link_open(self, tokens, idx, options, env) -> str:
+    """Only relative links get here (`_relative` made plain text of the others); a local page's `.md` -> `.html`."""
+    tokens[idx].attrSet("href", re.sub(r"\.md(?=$|#)", ".html", tokens[idx].attrGet("href")))
+    return self.renderToken(tokens, idx, options, env)
+
+
+def _plain(inline: Token) -> str:
+    return "".join(c.content for c in inline.children or [] if c.type in ("text", "code_inline")).strip()
+
+
+def _columns(rows: list[list[tuple[Token, Token]]]) -> None:
+    """A mostly-numeric column is right-aligned, words included (a metrics-by-run table has a text row or two);
+    a column of words stays left-aligned. Only a "change" column is colored: + up, - down."""
+    for col, (th, head) in enumerate(rows[0]):
+        cells = [(th, head, "")] + [(t, cell, _plain(cell)) for t, cell in (row[col] for row in rows[1:])]
+        filled = [text for _, _, text in cells[1:] if text not in ("–", "-", "")]
+        numeric = bool(filled) and sum(bool(_NUMERIC.fullmatch(text)) for text in filled) > len(filled) / 2
+        for t, cell, text in cells:
+            if numeric:
+                t.attrSet("class", "num")
+            if _plain(head).lower() == "change" and re.fullmatch(r"[+\-−]\d*\.?\d+", text) and re.search("[1-9]", text):
+                cell.children = [Token("span_open", "span", 1, attrs={"class": "up" if text[0] == "+" else "down"}),
+                                 *cell.children, Token("span_close", "span", -1)]
+
+
+def _dress(state) -> None:
+    """Core rule: an image alone in a paragraph is a figure; each table's columns get their alignment and colors."""
+    tokens, rows = state.tokens, []
+    for i, t in enumerate(tokens):
+        if t.type == "paragraph_open" and [c.type for c in tokens[i + 1].children or []] == ["image"]:
+            t.tag = tokens[i + 2].tag = "figure"
+        elif t.type == "tr_open":
+            rows.append([])
+        elif t.type in ("th_open", "td_open"):
+            rows[-1].append((t, tokens[i + 1]))
+        elif t.type == "table_close":
+            _columns(rows)
+            rows = []
+
+
+_MD = MarkdownIt("commonmark", {"html": False}).enable("table")
+_MD.validateLink = _relative
+_MD.core.ruler.push("imagefit", _dress)
+_MD.add_render_rule("image", _image)
+_MD.add_render_rule("link_open", _link_open)
+_MD.add_render_rule("table_open", lambda self, *_: '<div class="table-wrap"><table>\n')
+_MD.add_render_rule("table_close", lambda self, *_: "</table></div>\n")
 
 
 def inline(text: str, base_dir: Path) -> str:
-    """Escape, then turn `code`, **bold**, images and links into tags; a backslash-escaped character is text."""
-    out, pos = [], 0
-    for m in _INLINE.finditer(text):
-        out.append(html.escape(text[pos:m.start()], quote=False))
-        escaped, code, bold, alt, src, label, target = m.groups()
-        if escaped is not None:
-            out.append(html.escape(escaped[1], quote=False))
-        elif code is not None:
-            out.append(f"<code>{html.escape(code, quote=False)}</code>")
-        elif bold is not None:
-            out.append(f"<strong>{inline(bold, base_dir)}</strong>")
-        elif src is not None:
-            out.append(_image(text_of(alt), src, base_dir))
-        elif _href(target) is None:  # not a link: the text as written
-            out.append(html.escape(m.group(0), quote=False))
-        else:
-            out.append(f'<a href="{_href(target)}">{inline(label, base_dir)}</a>')
-        pos = m.end()
-    out.append(html.escape(text[pos:], quote=False))
-    return "".join(out)
+    """One line of markdown as HTML, without a paragraph around it."""
+    return _MD.renderInline(text, {"base_dir": Path(base_dir)})
 
 
 def text_of(markdown_text: str) -> str:
     """The words a reader sees, markup and escapes removed (for <title> and alt text)."""
-    out, pos = [], 0
-    for m in _INLINE.finditer(markdown_text):
-        out.append(markdown_text[pos:m.start()])
-        escaped, code, bold, alt, _, label, _ = m.groups()
-        out.append(escaped[1] if escaped is not None else code if code is not None
-                   else text_of(bold if bold is not None else alt if alt is not None else label))
-        pos = m.end()
-    return "".join(out) + markdown_text[pos:]
-
-
-def _split_row(line: str) -> list[str]:
-    cells, cell, i = [], [], 0
-    body = line.strip()
-    body = body[1:] if body.startswith("|") else body
-    body = body[:-1] if body.endswith("|") and not body.endswith("\\|") else body
-    while i < len(body):
-        if body[i] == "\\" and i + 1 < len(body) and body[i + 1] == "|":
-            cell.append("|")
-            i += 2
-            continue
-        if body[i] == "|":
-            cells.append("".join(cell).strip())
-            cell = []
-        else:
-            cell.append(body[i])
-        i += 1
-    cells.append("".join(cell).strip())
-    return cells
-
-
-def _is_numeric(cell: str) -> bool:
-    plain = cell.replace("**", "").strip()
-    return plain in ("–", "-") or bool(_NUMERIC.fullmatch(plain))
-
-
-def _table(lines: list[str], base_dir: Path) -> str:
-    header = _split_row(lines[0])
-    rows = [_split_row(line) for line in lines[2:]]
-
-    def filled(i):
-        return [r[i] for r in rows if i < len(r) and r[i].replace("**", "").strip() not in ("–", "-", "")]
-
-    # a column that is mostly numbers is right-aligned, words included (a metrics-by-run table has a
-    # text row or two); a column of words stays left-aligned
-    numeric = [bool(filled(i)) and sum(map(_is_numeric, filled(i))) > len(filled(i)) / 2 for i in range(len(header))]
-    signed = [h.strip().lower() in ("change", "Δ") for h in header]  # only a change column is colored
-    head = "".join(f'<th{" class=num" if numeric[i] else ""}>{inline(h, base_dir)}</th>' for i, h in enumerate(header))
-    body = []
-    for r in rows:
-        cells = []
-        for i, c in enumerate(r):
-            num = i < len(numeric) and numeric[i]
-            text = inline(c, base_dir)
-            if i < len(signed) and signed[i] and re.fullmatch(r"[+\-−]\d*\.?\d+", c.strip()):
-                up = c.strip().startswith("+")
-                zero = not re.search(r"[1-9]", c)
-                text = text if zero else f'<span class="{"up" if up else "down"}">{text}</span>'
-            cells.append(f"<td{' class=num' if num else ''}>{text}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return (f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead>'
-            f'<tbody>{"".join(body)}</tbody></table></div>')
+    return "".join(_MD.renderer.renderInlineAsText(t.children, _MD.options, {}) for t in _MD.parseInline(markdown_text))
 
 
 def markdown_to_html(text: str, base_dir: Path, title: str | None = None) -> str:
-    """The page as one self-contained HTML document."""
-    lines = text.splitlines()
-    parts: list[str] = []
-    paragraph: list[str] = []
-
-    def flush():
-        if paragraph:
-            parts.append(f"<p>{inline(' '.join(paragraph), base_dir)}</p>")
-            paragraph.clear()
-
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        stripped = line.strip()
-        if not stripped:
-            flush()
-            i += 1
-            continue
-        heading = re.match(r"(#{1,4})\s+(.*)", stripped)
-        if heading:
-            flush()
-            level = len(heading.group(1))
-            if level == 1 and title is None:
-                title = text_of(heading.group(2))
-            parts.append(f"<h{level}>{inline(heading.group(2), base_dir)}</h{level}>")
-            i += 1
-            continue
-        if stripped.startswith("|") and i + 1 < len(lines) and re.fullmatch(r"\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?",
-                                                                          lines[i + 1].strip()):
-            flush()
-            block = []
-            while i < len(lines) and lines[i].strip().startswith("|"):
-                block.append(lines[i])
-                i += 1
-            parts.append(_table(block, base_dir))
-            continue
-        if stripped.startswith(">"):
-            flush()
-            quote = []
-            while i < len(lines) and lines[i].strip().startswith(">"):
-                quote.append(lines[i].strip()[1:].strip())
-                i += 1
-            parts.append(f"<blockquote><p>{inline(' '.join(quote), base_dir)}</p></blockquote>")
-            continue
-        if re.match(r"[-*]\s+", stripped):
-            flush()
-            items = []
-            while i < len(lines) and re.match(r"\s*[-*]\s+", lines[i]):
-                items.append(re.sub(r"^\s*[-*]\s+", "", lines[i]))
-                i += 1
-            parts.append("<ul>" + "".join(f"<li>{inline(t, base_dir)}</li>" for t in items) + "</ul>")
-            continue
-        figure = re.fullmatch(r"!\[([^\]]*)\]\(([^)\s]+)\)", stripped)
-        if figure:
-            flush()
-            alt, src = figure.groups()
-            parts.append(f"<figure>{_image(text_of(alt), src, base_dir)}</figure>")
-            i += 1
-            continue
-        paragraph.append(stripped)
-        i += 1
-    flush()
-    title = title or "imagefit"
+    """The page as one self-contained HTML document, titled by its first `# heading` unless `title` is given."""
+    env = {"base_dir": Path(base_dir)}
+    tokens = _MD.parse(text, env)
+    h1 = [tokens[i + 1].children for i, t in enumerate(tokens) if t.type == "heading_open" and t.tag == "h1"]
+    title = title or (_MD.renderer.renderInlineAsText(h1[0], _MD.options, env) if h1 else None)
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-            f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<main>\n"
-            + "\n".join(parts)
-            + "\n<footer>Written by imagefit from the files in this folder; self-contained (images embedded, "
+            f"<title>{html.escape(title or 'imagefit')}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<main>\n"
+            + _MD.renderer.render(tokens, _MD.options, env)
+            + "<footer>Written by imagefit from the files in this folder; self-contained (images embedded, "
               "nothing loaded from a network).</footer>\n</main>\n</body>\n</html>\n")
 
 
