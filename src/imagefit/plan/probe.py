@@ -103,4 +103,6 @@ def apply_plan(cfg: TrainConfig, plan: BudgetPlan) -> TrainConfig:
     if cfg.lr is None and cfg.recipe != "none":
         changes["lr"] = recipe_defaults(cfg.recipe, {"batch_size": plan.batch_size})["lr"]
     chosen = {k: v for k, v in changes.items() if getattr(cfg, k) is None or getattr(cfg, k) != v}
+    if cfg.epochs is None:
+        chosen["epochs"] = None  # as steps: the plan's epochs are in metrics.json's budget_plan
     return cfg.replace(**changes).decided("planner", **chosen)

@@ -227,7 +227,30 @@ def _setup_rows(config: dict, metrics: dict) -> list[list[str]]:
             ["Network input", f"{metrics.get('input_size')}×{metrics.get('input_size')} px, resized in batches"],
             ["Frozen / trainable parameters", f"{integer(metrics.get('frozen_params'))} / {integer(trainable)}"],
         ]
-    return [[a, str(b)] for a, b in rows]
+    sources = metrics.get("config_sources") or {}
+    return [[a, str(b), set_by(SETUP_KEYS.get(a, ()), sources)] for a, b in rows]
+
+
+# the configuration keys behind each row of the set-up table (metrics.json's config_sources says who set each)
+SETUP_KEYS = {"Data set": ("dataset",), "Image size": ("image_size",), "Model": ("model",),
+              "Optimizer": ("optimizer", "lr", "weight_decay"), "Scheduler": ("scheduler",),
+              "Augmentation": ("augment",), "Label smoothing": ("label_smoothing",), "Epochs": ("epochs",),
+              "Batch size": ("batch_size",), "Precision": ("precision",), "Seed": ("seed",),
+              "Transfer strategy": ("transfer_strategy", "trainable_blocks"), "Pretrained weights": ("pretrained", "weights"),
+              "Network input": ("image_size",)}
+
+
+def set_by(keys: tuple[str, ...], sources: dict) -> str:
+    """Who set a row's values, when not a default: 'planner', or per key ('recipe: optimizer; user: lr')."""
+    named = {k: sources[k] for k in keys if sources.get(k, "default") != "default"}
+    if not named:
+        return ""
+    if len(set(named.values())) == 1 and len(named) == len(keys):
+        return next(iter(named.values()))
+    by: dict[str, list[str]] = {}
+    for key, source in named.items():
+        by.setdefault(source, []).append(key)
+    return "; ".join(f"{source}: {', '.join(keys)}" for source, keys in by.items())
 
 
 def _metric_rows(metrics: dict, has_val: bool) -> list[list[str]]:
@@ -347,7 +370,11 @@ def write_run_report(run_dir: Path) -> Path:
     if not has_val:
         lines += ["> This run had no validation split.", ""]
 
-    lines += ["## Set-up", ""] + table(["Setting", "Value"], _setup_rows(config, metrics))
+    setup = _setup_rows(config, metrics)
+    if any(row[2] for row in setup):  # a column of who set what: user, recipe or planner (blank: a default)
+        lines += ["## Set-up", ""] + table(["Setting", "Value", "Set by"], setup)
+    else:
+        lines += ["## Set-up", ""] + table(["Setting", "Value"], [row[:2] for row in setup])
     notes = metrics.get("data_notes") or []
     if notes:
         lines += ["## Data notes", ""] + [f"- {literal(n)}" for n in notes] + [""]  # plain text, names in it
