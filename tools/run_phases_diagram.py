@@ -20,42 +20,44 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # (phase, package that does it, what it does, what it hands on)
 PHASES = [
-    ("prepare", "data/", "read the source,\ndecode once into\nthe cache, split,\naudit, loaders", "data"),
-    ("decide", "plan/", "scratch or transfer,\nbudget plan\n(probe times the\ncandidates),\ntransfer plan", "Decisions"),
-    ("build", "models/, runtime.py", "create the network,\nload pretrained\nweights; device\nand precision", "model"),
-    ("fit", "train/", "Lightning module,\ncallbacks, history,\nloggers,\ncheckpoints", "weights"),
-    ("evaluate", "evaluate/", "test predictions,\nmetrics, calibration,\nmistakes", "results"),
-    ("write", "report/", "config.yaml,\nmetrics.json, plots,\nreport.md and\nreport.html", ""),
+    ("prepare", "data/", "read the source, decode it once into the cache, split, audit, build the loaders", "data"),
+    ("decide", "plan/", "scratch or transfer; budget plan (the probe times candidates); transfer plan",
+     "Decisions (frozen)"),
+    ("build", "models/, runtime.py", "create the network, load pretrained weights; device and precision", "model"),
+    ("fit", "train/", "the Lightning module, callbacks, history, loggers, checkpoints", "trained weights"),
+    ("evaluate", "evaluate/", "test predictions, metrics, calibration, mistakes, Grad-CAM", "results"),
+    ("write", "report/", "config.yaml, metrics.json (with config_sources), plots, report.md/.html", ""),
 ]
 
 
 def draw(out: Path) -> None:
     plt.rcParams.update({"svg.fonttype": "path", "svg.hashsalt": "imagefit", "font.family": "DejaVu Sans"})
-    width, height = 14.3, 3.4
+    width, height = 8.0, 6.6
     fig = plt.figure(figsize=(width, height))
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set_xlim(0, width)
     ax.set_ylim(0, height)
     ax.axis("off")
-    box_w, box_h, gap, top = 1.95, 2.3, 0.48, 2.7
+    ax.text(width / 2, height - 0.3, "One run: train/run.py calls six named phases in order", ha="center", va="center",
+            fontsize=13)
+    box_h, step, left, right, top = 0.62, 0.98, 0.15, width - 0.15, height - 0.65
     for i, (phase, package, does, hands) in enumerate(PHASES):
-        x = 0.1 + i * (box_w + gap)
-        ax.add_patch(FancyBboxPatch((x, top - box_h), box_w, box_h, boxstyle="round,pad=0.02,rounding_size=0.08",
+        y = top - i * step - box_h
+        ax.add_patch(FancyBboxPatch((left, y), right - left, box_h, boxstyle="round,pad=0.02,rounding_size=0.08",
                                     facecolor="#eef3fb", edgecolor="#3b6ea8", linewidth=1.4))
-        ax.text(x + box_w / 2, top - 0.25, f"{i + 1}. {phase}", ha="center", va="center", fontsize=11, weight="bold")
-        ax.text(x + box_w / 2, top - 0.55, package, ha="center", va="center", fontsize=8, family="DejaVu Sans Mono",
-                color="#3b6ea8")
-        ax.text(x + box_w / 2, top - 1.4, does, ha="center", va="center", fontsize=8.5, linespacing=1.35)
+        ax.text(left + 0.15, y + box_h * 0.66, f"{i + 1}. {phase}", ha="left", va="center", fontsize=12.5,
+                weight="bold")
+        ax.text(left + 0.15, y + box_h * 0.25, package, ha="left", va="center", fontsize=10,
+                family="DejaVu Sans Mono", color="#3b6ea8")
+        ax.text(left + 1.95, y + box_h / 2, does, ha="left", va="center", fontsize=10)
         if hands:
-            ax.add_patch(FancyArrowPatch((x + box_w + 0.02, top - box_h / 2), (x + box_w + gap - 0.02, top - box_h / 2),
-                                         arrowstyle="-|>", mutation_scale=12, color="#444444", linewidth=1.2))
-            ax.text(x + box_w + gap / 2, top - box_h / 2 + 0.17, hands, ha="center", va="bottom", fontsize=7,
-                    color="#444444")
-    ax.text(width / 2, 3.1, "One run: train/run.py calls the phases in order; each is a named function",
-            ha="center", va="center", fontsize=11)
-    ax.text(width / 2, 0.18, "cli.py is thin over the Python API (imagefit.train), which runs train/run.py; the start time is a parameter. "
-            "Every config key records its source (user, recipe, planner, default) in metrics.json: config_sources.",
-            ha="center", va="center", fontsize=8, color="#444444")
+            x = left + 0.9
+            ax.add_patch(FancyArrowPatch((x, y - 0.02), (x, y - (step - box_h) + 0.02), arrowstyle="-|>",
+                                         mutation_scale=13, color="#444444", linewidth=1.3))
+            ax.text(x + 0.15, y - (step - box_h) / 2, hands, ha="left", va="center", fontsize=9.5, color="#444444",
+                    style="italic")
+    ax.text(width / 2, 0.22, "cli.py is thin over the Python API; the start time is a parameter, not a global.",
+            ha="center", va="center", fontsize=10, color="#444444")
     fig.savefig(out, format="svg", metadata={"Date": None})
     plt.close(fig)
 
