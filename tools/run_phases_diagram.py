@@ -20,25 +20,33 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # (phase, package that does it, what it does, what it hands on)
 PHASES = [
-    ("prepare", "data/", "read the source, decode it once into the cache, split, audit, build the loaders", "data"),
-    ("decide", "plan/", "scratch or transfer; budget plan (the probe times candidates); transfer plan",
-     "Decisions (frozen)"),
-    ("build", "models/, runtime.py", "create the network, load pretrained weights; device and precision", "model"),
-    ("fit", "train/", "the Lightning module, callbacks, history, loggers, checkpoints", "trained weights"),
-    ("evaluate", "evaluate/", "test predictions, metrics, calibration, mistakes, Grad-CAM", "results"),
-    ("write", "report/", "config.yaml, metrics.json (with config_sources), plots, report.md/.html", ""),
+    ("prepare", "data/, plan/start.py", "decode once into the cache, split, audit; recipe auto: scratch or transfer",
+     "data"),
+    ("decide the network", "plan/probe.py, budget.py", "a budget from scratch: network, side, batch, TTA, steps",
+     "Decisions"),
+    ("build the model", "models/, runtime.py", "the network and its pretrained weights, on the training device",
+     "model"),
+    ("decide the transfer", "plan/transfer.py", "a budget with weights: strategy, depth and side, timed on the model",
+     "Decisions"),
+    ("build what trains", "train/frozen_inputs.py", "the whole net, or its head or top on cached activations",
+     "Built"),
+    ("decide the steps", "plan/probe.py", "batch, TTA and steps for what trains; no budget: the defaults",
+     "Decisions"),
+    ("fit", "train/fit.py", "Lightning: the module, callbacks, history, loggers, checkpoints", "trained weights"),
+    ("evaluate", "train/fit.py, evaluate/", "the final (or best) model on test", "logits"),
+    ("write", "train/outputs.py, report/", "model, metrics.json (with config_sources), plots, report.md/.html", ""),
 ]
 
 
 def draw(out: Path) -> None:
     plt.rcParams.update({"svg.fonttype": "path", "svg.hashsalt": "imagefit", "font.family": "DejaVu Sans"})
-    width, height = 8.0, 6.6
+    width, height = 8.6, 0.98 * len(PHASES) + 1.2
     fig = plt.figure(figsize=(width, height))
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set_xlim(0, width)
     ax.set_ylim(0, height)
     ax.axis("off")
-    ax.text(width / 2, height - 0.3, "One run: train/run.py calls six named phases in order", ha="center", va="center",
+    ax.text(width / 2, height - 0.3, "One run: train/run.py calls its phases in order", ha="center", va="center",
             fontsize=13)
     box_h, step, left, right, top = 0.62, 0.98, 0.15, width - 0.15, height - 0.65
     for i, (phase, package, does, hands) in enumerate(PHASES):
@@ -49,7 +57,7 @@ def draw(out: Path) -> None:
                 weight="bold")
         ax.text(left + 0.15, y + box_h * 0.25, package, ha="left", va="center", fontsize=10,
                 family="DejaVu Sans Mono", color="#3b6ea8")
-        ax.text(left + 1.95, y + box_h / 2, does, ha="left", va="center", fontsize=10)
+        ax.text(left + 2.75, y + box_h / 2, does, ha="left", va="center", fontsize=10)
         if hands:
             x = left + 0.9
             ax.add_patch(FancyArrowPatch((x, y - 0.02), (x, y - (step - box_h) + 0.02), arrowstyle="-|>",
