@@ -12,8 +12,8 @@ from .. import atomic
 from ..config import TrainConfig
 from ..data.audit import summary as audit_summary
 from ..data.pipeline import SKIPPED_SHOWN, PreparedData
+from ..data.sources import dataset_slug
 from .clock import Stopwatch
-from .before_fit import dataset_slug
 from .history import HistoryWriter
 
 

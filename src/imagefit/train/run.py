@@ -29,7 +29,8 @@ from ..data.resize import resize_data
 from ..plan.probe import FAMILY, apply_plan, plan_run
 from .clock import Stopwatch
 from .balance import balanced_class_weights
-from .before_fit import check_trainer_args, dataset_slug, make_loaders, quiet_lightning, unique_run_dir
+from .before_fit import check_trainer_args, make_loaders, quiet_lightning, unique_run_dir
+from ..data.sources import dataset_slug
 from ..plan.budget import END_MARGIN, BudgetPlan, Speed, replan_steps
 from .callbacks import (AtomicCheckpointIO, EarlyStoppingInEpochs, EpochSeeding, FollowPlan, GracefulInterrupt,
                         Lookahead, ShardByRank, StopOnNonFinite, read_checkpoint)
