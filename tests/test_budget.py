@@ -170,7 +170,7 @@ def test_a_resumed_budgeted_run_replans_the_time_left(tmp_path):
 
 def test_diagnosis_names_collapse_chance_and_cut_short_runs():
     from imagefit.config import TrainConfig
-    from imagefit.evaluate.diagnosis import diagnose
+    from imagefit.evaluate.shortfalls import diagnose
 
     cfg = TrainConfig(dataset="x.zip", time_budget="15m")
     rows = [{"val_loss": 3.0}, {"val_loss": 2.5}]

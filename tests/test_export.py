@@ -7,7 +7,8 @@ import pytest
 import imagefit
 from cli_process import run_imagefit
 from imagefit.data.pipeline import prepare_data
-from imagefit.export import export, load_exported
+from imagefit.export import export
+from imagefit.inference import load_exported
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from imagefit.evaluate.saliency import find_target_layer, gradcam_maps, write_gr
 from imagefit.models import create_model
 from imagefit.models.freeze import freeze
 from imagefit.models.registry import ImageClassifier
-from imagefit.report.diagnostics import gradcam_section
+from imagefit.report.error_analysis_section import gradcam_section
 
 pytest.importorskip("torchcam")
 

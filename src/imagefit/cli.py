@@ -18,97 +18,14 @@ from . import IMPORTED_AT as PROCESS_STARTED  # imagefit's first line: a run's w
 from .config import CHOICES, LIST_CHOICES, TrainConfig
 from .errors import UserError
 
-HELP = {  # one line per TrainConfig key; the allowed values and the default are appended by config_help()
-    "recipe": "a named set of defaults: fast = the airbench recipe (airbench net, SGD, triangle schedule, "
-              "label smoothing, lookahead, flip-translate TTA); auto = with --time-budget, fast from scratch or ImageNet "
-              "transfer, whichever the planner expects to be better on the data (the default for a budget "
-              "with no model named); keys you pass override it",
-    "dataset": "digits, cifar10, cifar100, mnist, fashion-mnist, or a path to an image folder or .zip",
-    "data_dir": "where named data sets are downloaded and kept",
-    "cache_dir": "where decoded images, linear-probe features and partial fine-tuning's trunk activations are cached between runs",
-    "image_size": "side in pixels; unset: from the data, its median side capped at 128 (for a pretrained "
-                  "model the network input, 128 for images of 64 px or less)",
-    "val_fraction": "share of the training images held out for validation (0 for none)",
-    "test_fraction": "share of the images held out for test when the source has no test split",
-    "augment": "training augmentation: basic = random crop (1/8 of the side) + flip, light = 1/16 shift + flip",
-    "flip": "how training images are mirrored: random (each batch, half of them), or alternating (airbench: each "
-            "image mirrored in every other epoch, its first orientation random; in-memory loader only)",
-    "loader": "memory = decoded uint8 tensor in RAM, stream = memory-mapped cache with DataLoader workers, "
-              "auto = memory when it fits",
-    "num_workers": "DataLoader workers of the stream loader (and image decoding processes)",
-    "model": "seed-cnn, airbench, resnet9, resnet9-small or any timm architecture ('imagefit models' lists "
-             "them); unset: seed-cnn, or tf_efficientnet_lite0 with --pretrained/--weights",
-    "pretrained": "start from ImageNet weights (offline for tf_efficientnet_lite0/lite1/lite2 from their pip packages); "
-                  "unset: off, or with --time-budget and no model the planner's choice (--no-pretrained: from scratch)",
-    "weights": "a local safetensors file or torch state dict to start from (never unpickled)",
-    "transfer_strategy": "what trains from pretrained weights: fine-tune (all layers, the backbone at a lower "
-                         "rate), partial (the last --trainable-blocks blocks on the frozen trunk's cached "
-                         "activations), linear-probe (a new head on frozen features) or freeze-unfreeze (head "
-                         "first); unset: fine-tune, or with --time-budget the planner's choice",
-    "trainable_blocks": "partial: how many of the backbone's last blocks train (EfficientNet-Lite0 has 16); "
-                        "unset: 4, or with --time-budget the planner's choice",
-    "backbone_lr_mult": "fine-tune: the backbone's learning rate as a multiple of the head's",
-    "freeze_epochs": "freeze-unfreeze: epochs with the backbone frozen before all layers train",
-    "epochs": "passes over the training data (an upper bound with early stopping); unset: 10, or with "
-              "--time-budget as many as the budget buys (planned in steps)",
-    "batch_size": "training images per step (evaluation uses twice as many); unset: 128 (recipe fast: 1024), or "
-                  "with --time-budget the planner's choice (at least 25 steps an epoch)",
-    "early_size": "progressive resizing: train the first --early-fraction of the steps at this side, then at the "
-                  "full side; 0: off; unset: off, or with --time-budget half the side for images of 64 px and more",
-    "early_fraction": "the share of the training steps at --early-size",
-    "optimizer": "sgd (Nesterov with --momentum), adam, adamw, or muon (Muon on convolution filters, Nesterov SGD on the rest: airbench94_muon)",
-    "lr": "learning rate, or find: Lightning's learning-rate finder on the training split picks it (lr_find.png in "
-          "the run folder; see imagefit lr-find); unset: 1e-3 for adam/adamw, 0.05 for sgd",
-    "weight_decay": "L2 penalty (decoupled for adamw)",
-    "momentum": "SGD momentum",
-    "label_smoothing": "soft targets: this share of the probability is spread over all classes",
-    "class_weights": "uneven classes: balanced = each class's training loss weighted by n / (classes x its count) "
-                     "(scikit-learn's 'balanced'); validation and test losses stay unweighted",
-    "sampler": "how each epoch draws training images: shuffle = each once; balanced = with replacement, every class "
-               "equally likely (torch's WeightedRandomSampler)",
-    "bias_lr_scale": "models with BatchNorm-shift groups (airbench): their rate as a multiple of --lr",
-    "lookahead": "from 30%% of training, every 5 steps move the weights to their running average",
-    "tta": "test-time augmentation: average the test logits over the mirror (flip) and 1-pixel shifts "
-           "(flip-translate, 6 views); unset: none (recipe fast: flip-translate), or with --time-budget what 4 percent "
-           "of the budget buys",
-    "compile": "torch.compile the network (pays on GPUs; measured in bench/ for CPUs)",
-    "scheduler": "learning-rate schedule: cosine decay, onecycle (warm-up over a quarter of the steps, then linear "
-                 "decay), or triangle (airbench's); unset: none from scratch, onecycle for transfer",
-    "precision": "auto = bf16-mixed on CUDA and on CPUs with native bf16 (16-mixed on older GPUs), else 32",
-    "seed": "random seed of the split, the initialisation and the augmentation",
-    "val_every": "validate every N epochs",
-    "early_stopping": "stop when --monitor has not improved for --patience epochs",
-    "monitor": "the validation metric that early stopping and the best checkpoint follow",
-    "patience": "early stopping: epochs without improvement before stopping, whatever --val-every is",
-    "min_delta": "early stopping: the smallest change that counts as an improvement",
-    "start_from_epoch": "epochs of warm-up before early stopping counts",
-    "strict": "refuse a data set with unreadable or non-image files instead of skipping and listing them",
-    "audit": "audit the data before training (class counts, sizes, exact and near duplicates, label conflicts, "
-             "train/test leaks) into data_audit.md and the report; a few seconds on 60,000 images",
-    "restore_best": "with early stopping: evaluate and save the best epoch's weights",
-    "time_budget": "the best model this wall-clock budget buys, e.g. 90s, 10m, 1h: without --epochs the planner "
-                   "chooses what you leave unset (network, side, batch, TTA, steps); unset: no budget",
-    "name": "run folder name under --runs-dir; unset: <dataset>-<model>-<time>",
-    "runs_dir": "where run folders are written",
-    "accelerator": "Lightning's accelerator: auto, cpu, gpu/cuda, mps",
-    "devices": "Lightning's devices: how many (or which, e.g. 0,1) of the accelerator's devices to use; "
-               "auto takes every GPU of the host",
-    "num_nodes": "Lightning's num_nodes: machines in a multi-node run (SLURM, torchrun)",
-    "strategy": "Lightning's distributed strategy, passed unchanged (before 0.2 this key was the transfer "
-                "strategy: old values are read as --transfer-strategy)",
-    "progress": "progress: Lightning's rich bar on a terminal, one plain line per epoch when output is not a terminal",
-    "logger": "experiment tracking, several comma-separated: csv (runs/<name>/logs/csv/metrics.csv), tensorboard "
-              "(runs/<name>/logs/tensorboard), mlflow (store sqlite:///<runs-dir>/mlflow.db, the run folder as artifacts)",
-    "limit_train_batches": "train on at most N batches per epoch (smoke tests, benchmarks); unset: all",
-}
-
 
 def config_help(name: str) -> str:
-    """HELP[name] plus the allowed values and the default, both read from the config, so they cannot drift."""
+    """The option's help, written on its TrainConfig field (config.py), plus the allowed values and the default,
+    all read from the config, so they cannot drift."""
     from dataclasses import MISSING
 
     field = next(f for f in fields(TrainConfig) if f.name == name)
-    parts = [HELP[name]]
+    parts = [field.metadata["help"]]
     if name in CHOICES:
         parts.append("one of " + ", ".join(CHOICES[name]))
     if name in LIST_CHOICES:
@@ -125,7 +42,8 @@ def config_help(name: str) -> str:
 def add_config_options(parser: argparse.ArgumentParser) -> None:
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
-        kwargs = {"default": argparse.SUPPRESS, "dest": f.name, "help": config_help(f.name)}
+        kwargs = {"default": argparse.SUPPRESS, "dest": f.name,
+                  "help": config_help(f.name).replace("%", "%%")}  # argparse reads % as a format
         if f.type in ("bool", bool, "bool | None"):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
             continue

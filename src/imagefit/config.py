@@ -39,69 +39,127 @@ CHOICES = {
 LIST_CHOICES = {"logger": ("csv", "tensorboard", "mlflow")}  # keys that take several values
 
 
+def option(default: Any = dataclasses.MISSING, help: str = "", *, default_factory: Any = dataclasses.MISSING) -> Any:
+    """A TrainConfig field with its help, written once: the text `imagefit train --help` shows for the option
+    (cli.config_help appends the allowed values and the default, read from the field)."""
+    return field(default=default, default_factory=default_factory, metadata={"help": help})
+
+
 @dataclass
 class TrainConfig:
-    recipe: str = "none"  # fast: the airbench recipe's defaults (see imagefit.recipes); explicit keys override it
+    recipe: str = option("none", "a named set of defaults: fast = the airbench recipe (airbench net, SGD, triangle "
+                                 "schedule, label smoothing, lookahead, flip-translate TTA); auto = with "
+                                 "--time-budget, fast from scratch or ImageNet transfer, whichever the planner "
+                                 "expects to be better on the data (the default for a budget with no model named); "
+                                 "keys you pass override it")
     # data
-    dataset: str = "digits"
-    data_dir: str = "~/.cache/imagefit/data"
-    cache_dir: str = "~/.cache/imagefit/cache"
-    image_size: int | None = None  # None: from the data (median side, capped at 128), or the budget planner's choice
-    early_size: int | None = None  # progressive resizing: train the first early_fraction of the steps at this side
-    early_fraction: float = 0.5  # (None: off, or the budget planner's choice; 0: off, pinned)
-    val_fraction: float = 0.1
-    test_fraction: float = 0.2  # only used when the source has no test split
-    augment: str = "basic"
-    flip: str = "random"  # alternating: each training image mirrored in every other epoch (airbench; in-memory loader)
-    loader: str = "auto"  # memory (uint8 tensor in RAM) or stream (memory-mapped, DataLoader workers)
-    num_workers: int = 2
-    strict: bool = False  # refuse a data set with unreadable files instead of skipping them
-    audit: bool = True  # the data audit (duplicates, leaks, label conflicts) before training: data_audit.md
+    dataset: str = option("digits", "digits, cifar10, cifar100, mnist, fashion-mnist, or a path to an image folder "
+                                    "or .zip")
+    data_dir: str = option("~/.cache/imagefit/data", "where named data sets are downloaded and kept")
+    cache_dir: str = option("~/.cache/imagefit/cache", "where decoded images, linear-probe features and partial "
+                                                       "fine-tuning's trunk activations are cached between runs")
+    image_size: int | None = option(None, "side in pixels; unset: from the data, its median side capped at 128 (for "
+                                          "a pretrained model the network input, 128 for images of 64 px or less)")
+    early_size: int | None = option(None, "progressive resizing: train the first --early-fraction of the steps at "
+                                          "this side, then at the full side; 0: off; unset: off, or with "
+                                          "--time-budget half the side for images of 64 px and more")
+    early_fraction: float = option(0.5, "the share of the training steps at --early-size")
+    val_fraction: float = option(0.1, "share of the training images held out for validation (0 for none)")
+    test_fraction: float = option(0.2, "share of the images held out for test when the source has no test split")
+    augment: str = option("basic", "training augmentation: basic = random crop (1/8 of the side) + flip, light = "
+                                   "1/16 shift + flip")
+    flip: str = option("random", "how training images are mirrored: random (each batch, half of them), or "
+                                 "alternating (airbench: each image mirrored in every other epoch, its first "
+                                 "orientation random; in-memory loader only)")
+    loader: str = option("auto", "memory = decoded uint8 tensor in RAM, stream = memory-mapped cache with "
+                                 "DataLoader workers, auto = memory when it fits")
+    num_workers: int = option(2, "DataLoader workers of the stream loader (and image decoding processes)")
+    strict: bool = option(False, "refuse a data set with unreadable or non-image files instead of skipping and "
+                                 "listing them")
+    audit: bool = option(True, "audit the data before training (class counts, sizes, exact and near duplicates, "
+                               "label conflicts, train/test leaks) into data_audit.md and the report; a few seconds "
+                               "on 60,000 images")
     # model
-    model: str | None = None  # None: seed-cnn from scratch; tf_efficientnet_lite0 with --pretrained/--weights
+    model: str | None = option(None, "seed-cnn, airbench, resnet9, resnet9-small or any timm architecture "
+                                     "('imagefit models' lists them); unset: seed-cnn, or tf_efficientnet_lite0 with "
+                                     "--pretrained/--weights")
     # transfer learning: with --pretrained or --weights the model starts from ImageNet weights
-    pretrained: bool | None = None  # None: no, except with a time budget and nothing pinned (recipe auto: the planner's)
-    weights: str | None = None  # a local safetensors file or torch state dict (loaded with weights_only)
-    transfer_strategy: str | None = None  # fine-tune | partial | linear-probe | freeze-unfreeze (was 'strategy'); None: fine-tune, or the budget planner's choice
-    trainable_blocks: int | None = None  # partial: the last K blocks train on the cached trunk's activations (None: 4, or the planner's)
-    backbone_lr_mult: float = 0.1
-    freeze_epochs: int = 1
+    pretrained: bool | None = option(None, "start from ImageNet weights (offline for "
+                                           "tf_efficientnet_lite0/lite1/lite2 from their pip packages); unset: off, "
+                                           "or with --time-budget and no model the planner's choice "
+                                           "(--no-pretrained: from scratch)")
+    weights: str | None = option(None, "a local safetensors file or torch state dict to start from (never "
+                                       "unpickled)")
+    transfer_strategy: str | None = option(None, "what trains from pretrained weights: fine-tune (all layers, the "
+                                                 "backbone at a lower rate), partial (the last --trainable-blocks "
+                                                 "blocks on the frozen trunk's cached activations), linear-probe (a "
+                                                 "new head on frozen features) or freeze-unfreeze (head first); "
+                                                 "unset: fine-tune, or with --time-budget the planner's choice")
+    trainable_blocks: int | None = option(None, "partial: how many of the backbone's last blocks train "
+                                                "(EfficientNet-Lite0 has 16); unset: 4, or with --time-budget the "
+                                                "planner's choice")
+    backbone_lr_mult: float = option(0.1, "fine-tune: the backbone's learning rate as a multiple of the head's")
+    freeze_epochs: int = option(1, "freeze-unfreeze: epochs with the backbone frozen before all layers train")
     # optimisation
-    epochs: int | None = None  # None: 10, or as many as the time budget buys (planned in steps)
-    batch_size: int | None = None  # None: 128 (recipe fast: 1024), or the budget planner's choice
-    optimizer: str = "adam"
-    lr: float | str | None = None  # None: the optimizer's usual default (adam/adamw 1e-3, sgd 0.05); "find": Lightning's learning-rate finder
-    weight_decay: float = 0.0
-    momentum: float = 0.9
-    label_smoothing: float = 0.0
-    class_weights: str = "none"  # balanced: each class's training loss weighted by n / (k * its count)
-    sampler: str = "shuffle"  # balanced: each epoch draws its images with replacement, every class equally likely
-    bias_lr_scale: float = 1.0  # models with BatchNorm-shift groups (airbench): their rate as a multiple of lr
-    lookahead: bool = False  # average the weights every 5 steps and copy the average back (late in training)
-    tta: str | None = None  # None: none (recipe fast: flip-translate; with a budget, what it can afford). test-time augmentation: average the logits over flipped (and shifted) views
-    compile: bool = False  # torch.compile the network (pays on GPUs; measured in bench/ for CPUs)
-    scheduler: str = "none"
-    precision: str = "auto"  # auto: bf16-mixed on CPUs with native bf16, 16-mixed on CUDA, else 32
-    seed: int = 0
+    epochs: int | None = option(None, "passes over the training data (an upper bound with early stopping); unset: "
+                                      "10, or with --time-budget as many as the budget buys (planned in steps)")
+    batch_size: int | None = option(None, "training images per step (evaluation uses twice as many); unset: 128 "
+                                          "(recipe fast: 1024), or with --time-budget the planner's choice (at least "
+                                          "25 steps an epoch)")
+    optimizer: str = option("adam", "sgd (Nesterov with --momentum), adam, adamw, or muon (Muon on convolution "
+                                    "filters, Nesterov SGD on the rest: airbench94_muon)")
+    lr: float | str | None = option(None, "learning rate, or find: Lightning's learning-rate finder on the training "
+                                          "split picks it (lr_find.png in the run folder; see imagefit lr-find); "
+                                          "unset: 1e-3 for adam/adamw, 0.05 for sgd")
+    weight_decay: float = option(0.0, "L2 penalty (decoupled for adamw)")
+    momentum: float = option(0.9, "SGD momentum")
+    label_smoothing: float = option(0.0, "soft targets: this share of the probability is spread over all classes")
+    class_weights: str = option("none", "uneven classes: balanced = each class's training loss weighted by n / "
+                                        "(classes x its count) (scikit-learn's 'balanced'); validation and test "
+                                        "losses stay unweighted")
+    sampler: str = option("shuffle", "how each epoch draws training images: shuffle = each once; balanced = with "
+                                     "replacement, every class equally likely (torch's WeightedRandomSampler)")
+    bias_lr_scale: float = option(1.0, "models with BatchNorm-shift groups (airbench): their rate as a multiple of "
+                                       "--lr")
+    lookahead: bool = option(False, "from 30% of training, every 5 steps move the weights to their running average")
+    tta: str | None = option(None, "test-time augmentation: average the test logits over the mirror (flip) and "
+                                   "1-pixel shifts (flip-translate, 6 views); unset: none (recipe fast: "
+                                   "flip-translate), or with --time-budget what 4 percent of the budget buys")
+    compile: bool = option(False, "torch.compile the network (pays on GPUs; measured in bench/ for CPUs)")
+    scheduler: str = option("none", "learning-rate schedule: cosine decay, onecycle (warm-up over a quarter of the "
+                                    "steps, then linear decay), or triangle (airbench's); unset: none from scratch, "
+                                    "onecycle for transfer")
+    precision: str = option("auto", "auto = bf16-mixed on CUDA and on CPUs with native bf16 (16-mixed on older "
+                                    "GPUs), else 32")
+    seed: int = option(0, "random seed of the split, the initialisation and the augmentation")
     # stopping and checkpoints
-    val_every: int = 1  # validate every N epochs
-    early_stopping: bool = False
-    monitor: str = "val_loss"  # the mode follows: min for a loss, max for an accuracy
-    patience: int = 5  # in epochs, whatever val_every is
-    min_delta: float = 0.0
-    start_from_epoch: int = 0  # epochs of warm-up before stopping may count
-    restore_best: bool = True  # evaluate and save the best epoch's weights (with early stopping)
-    time_budget: str | None = None  # e.g. 90s, 10m, 1h: fit the schedule to it and stop within it
+    val_every: int = option(1, "validate every N epochs")
+    early_stopping: bool = option(False, "stop when --monitor has not improved for --patience epochs")
+    monitor: str = option("val_loss", "the validation metric that early stopping and the best checkpoint follow")
+    patience: int = option(5, "early stopping: epochs without improvement before stopping, whatever --val-every is")
+    min_delta: float = option(0.0, "early stopping: the smallest change that counts as an improvement")
+    start_from_epoch: int = option(0, "epochs of warm-up before early stopping counts")
+    restore_best: bool = option(True, "with early stopping: evaluate and save the best epoch's weights")
+    time_budget: str | None = option(None, "the best model this wall-clock budget buys, e.g. 90s, 10m, 1h: without "
+                                           "--epochs the planner chooses what you leave unset (network, side, batch, "
+                                           "TTA, steps); unset: no budget")
     # bookkeeping
-    name: str | None = None  # None: <dataset>-<model>-<time>
-    runs_dir: str = "runs"
-    accelerator: str = "auto"
-    devices: int | str = 1  # one device unless asked: a multi-GPU host is not taken whole by default
-    num_nodes: int = 1
-    strategy: str = "auto"  # Lightning's distributed strategy, passed to L.Trainer unchanged
-    progress: bool = True  # a rich bar on a terminal, one plain line per epoch otherwise
-    logger: list[str] = field(default_factory=list)  # experiment tracking: csv, tensorboard, mlflow (several)
-    limit_train_batches: int | None = None  # for smoke tests and benchmarks
+    name: str | None = option(None, "run folder name under --runs-dir; unset: <dataset>-<model>-<time>")
+    runs_dir: str = option("runs", "where run folders are written")
+    accelerator: str = option("auto", "Lightning's accelerator: auto, cpu, gpu/cuda, mps")
+    devices: int | str = option(1, "Lightning's devices: how many (or which, e.g. 0,1) of the accelerator's devices "
+                                   "to use; auto takes every GPU of the host")
+    num_nodes: int = option(1, "Lightning's num_nodes: machines in a multi-node run (SLURM, torchrun)")
+    strategy: str = option("auto", "Lightning's distributed strategy, passed unchanged (before 0.2 this key was the "
+                                   "transfer strategy: old values are read as --transfer-strategy)")
+    progress: bool = option(True, "progress: Lightning's rich bar on a terminal, one plain line per epoch when "
+                                  "output is not a terminal")
+    logger: list[str] = option(default_factory=list,
+                               help="experiment tracking, several comma-separated: csv "
+                                    "(runs/<name>/logs/csv/metrics.csv), tensorboard (runs/<name>/logs/tensorboard), "
+                                    "mlflow (store sqlite:///<runs-dir>/mlflow.db, the run folder as artifacts)")
+    limit_train_batches: int | None = option(None, "train on at most N batches per epoch (smoke tests, benchmarks); "
+                                                   "unset: all")
 
     def __post_init__(self):
         if self.recipe == "auto":  # the start is open: from scratch or ImageNet transfer, decided after decoding

@@ -5,6 +5,10 @@ does the normalisation and the resize to the network's input itself, so the only
 a caller is the decode to the run's size (RGB, centre square, bicubic), which the file's metadata
 states along with the class names. ONNX keeps them in `metadata_props`, TorchScript in an extra file
 `imagefit.json`; `imagefit predict FILE ...` and `imagefit.load(FILE)` read them back.
+
+This module only writes. The reader (`imagefit.inference.load_exported`) and the names both sides must agree
+on (the graph's input and output, the TorchScript metadata file) live in imagefit.inference, so the import goes
+one way: export -> inference.
 """
 from __future__ import annotations
 
@@ -16,11 +20,9 @@ import torch
 
 from . import atomic
 from .errors import UserError
-from .inference import Predictor, load_run
+from .inference import INPUT, META_FILE, OUTPUT, Predictor, load_run
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
-META_FILE = "imagefit.json"
-INPUT, OUTPUT = "images", "logits"
 
 
 def metadata(predictor: Predictor) -> dict[str, str]:
@@ -56,32 +58,3 @@ def export(run_dir: str | Path, format: str = "onnx", out: str | Path | None = N
                 proto.metadata_props.add(key=key, value=value)
             onnx.save(proto, str(tmp))
     return out
-
-
-def load_exported(path: str | Path) -> Predictor:
-    """An exported file as a Predictor (always fp32 on the CPU: onnxruntime, or torch for TorchScript)."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise UserError(f"exported model not found: {path}", "pass a file written by imagefit export")
-    if path.suffix == ".onnx":
-        try:
-            import onnxruntime
-        except ImportError:
-            raise UserError("running an ONNX model needs onnxruntime", "pip install 'imagefit[export]'") from None
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        meta = session.get_modelmeta().custom_metadata_map
-
-        def logits(batch: torch.Tensor) -> torch.Tensor:
-            return torch.from_numpy(session.run([OUTPUT], {INPUT: batch.numpy()})[0])
-        runtime = "onnxruntime"
-    else:
-        extra = {META_FILE: ""}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated but still the one loader of .pt
-            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-        meta = json.loads(extra[META_FILE] or "{}")
-        logits, runtime = module, "torchscript"
-    if "class_names" not in meta:
-        raise UserError(f"{path} carries no imagefit metadata", "export it with imagefit export")
-    return Predictor(logits, json.loads(meta["class_names"]), int(meta["image_size"]), int(meta["channels"]),
-                     str(path), precision="32", device=f"cpu ({runtime})")

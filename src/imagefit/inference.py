@@ -5,12 +5,14 @@ architecture, the data's image size and channels); the saved model itself holds 
 the resize to the network's input. Images are decoded exactly as the training data was
 (`imagefit.data.folder.decode_image`: RGB, centre square, the run's size), so a photo is seen the way
 the training images were. An exported file (`imagefit export`) loads the same way, through
-`imagefit.export.load_exported`.
+`load_exported`: every way of reading a model back is here, and imagefit.export, which writes the files,
+imports from this module and never the reverse.
 """
 from __future__ import annotations
 
 import json
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,9 @@ import torch
 from .errors import UserError
 
 GRAY = np.array([0.299, 0.587, 0.114])  # ITU-R 601, what PIL's convert("L") uses
+# an exported file's contract, written by imagefit.export and read by load_exported
+META_FILE = "imagefit.json"  # TorchScript: the metadata, as an extra file (ONNX keeps it in metadata_props)
+INPUT, OUTPUT = "images", "logits"  # the graph's input and output names
 
 
 @dataclass
@@ -212,14 +217,41 @@ def load_run(run_dir: str | Path, precision: str = "auto", device: str | None = 
     return Predictor(logits, class_names, image_size, channels, str(run_dir), precision, device, module=model)
 
 
+def load_exported(path: str | Path) -> Predictor:
+    """An exported file as a Predictor (always fp32 on the CPU: onnxruntime, or torch for TorchScript)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"exported model not found: {path}", "pass a file written by imagefit export")
+    if path.suffix == ".onnx":
+        try:
+            import onnxruntime
+        except ImportError:
+            raise UserError("running an ONNX model needs onnxruntime", "pip install 'imagefit[export]'") from None
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        meta = session.get_modelmeta().custom_metadata_map
+
+        def logits(batch: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(session.run([OUTPUT], {INPUT: batch.numpy()})[0])
+        runtime = "onnxruntime"
+    else:
+        extra = {META_FILE: ""}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated but still the one loader of .pt
+            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+        meta = json.loads(extra[META_FILE] or "{}")
+        logits, runtime = module, "torchscript"
+    if "class_names" not in meta:
+        raise UserError(f"{path} carries no imagefit metadata", "export it with imagefit export")
+    return Predictor(logits, json.loads(meta["class_names"]), int(meta["image_size"]), int(meta["channels"]),
+                     str(path), precision="32", device=f"cpu ({runtime})")
+
+
 def load(path: str | Path, precision: str = "auto", device: str | None = None) -> Predictor:
     """A run folder, or a file written by `imagefit export` (.onnx, .pt)."""
     path = Path(path).expanduser()
     if path.is_dir():
         return load_run(path, precision, device)
     if path.suffix in (".onnx", ".pt", ".ts"):
-        from .export import load_exported
-
         return load_exported(path)
     raise UserError(f"{path} is neither a run folder nor an exported model",
                     "pass runs/<name> or a file written by imagefit export (.onnx, .pt)")

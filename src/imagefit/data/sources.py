@@ -24,6 +24,12 @@ CACHE_FORMAT = 1
 _RESIZE_CHUNK = 2048
 
 
+def dataset_slug(dataset: str) -> str:
+    """A data set's short name, for run and study folder names: a built-in name as given, a path's last part
+    without .zip."""
+    return Path(dataset).name.removesuffix(".zip") if ("/" in dataset or dataset.endswith(".zip")) else dataset
+
+
 def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
     """Resize uint8 (N,C,H,W) in chunks, so the float copy never holds a whole data set."""
     out = torch.empty((len(images), images.shape[1], size, size), dtype=torch.uint8)

@@ -1,5 +1,5 @@
 """The report's account of time: what the budget planner chose and why, where the seconds went, and the
-diagnosis of a run that was cut short or collapsed (imagefit.evaluate.diagnosis)."""
+diagnosis of a run that was cut short or collapsed (imagefit.evaluate.shortfalls)."""
 from __future__ import annotations
 
 from .markdown import table

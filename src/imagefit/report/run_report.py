@@ -17,7 +17,7 @@ from ..config import TrainConfig, rename_legacy_keys, transfer_strategy_of
 from ..errors import UserError
 from ..evaluate.cells import SUMMARY_ROWS, number
 from .audit_section import audit_lines
-from .diagnostics import sections as diagnostic_sections
+from .error_analysis_section import sections as error_analysis_sections
 from .html import write_html
 from .budget_section import budget_sentences, diagnosis_lines, time_breakdown_section
 from .markdown import duration, fixed, integer, literal, percent, table
@@ -393,7 +393,7 @@ def write_run_report(run_dir: Path) -> Path:
     lines += ["## Top confusions", ""] + _confusion_section(top)
     if (run_dir / "confusion_matrix.png").is_file():
         lines += ["## Confusion matrix", "", "![confusion matrix](confusion_matrix.png)", ""]
-    lines += diagnostic_sections(run_dir, metrics)
+    lines += error_analysis_sections(run_dir, metrics)
     said = observations(metrics, history, class_rows, _confusion_rows(run_dir, top))
     if said:
         lines += ["## What the numbers say", ""] + [" ".join(said), ""]
@@ -414,7 +414,7 @@ def rebuild_report(run_dir: Path) -> Path:
     from safetensors.torch import load_file
 
     from ..evaluate import plot_curves, write_evaluation
-    from ..evaluate.diagnostics import rebuild_diagnostics
+    from ..evaluate.error_analysis import rebuild_error_analysis
 
     run_dir = Path(run_dir)
     if not (run_dir / "metrics.json").is_file() or not (run_dir / "config.yaml").is_file():
@@ -430,7 +430,7 @@ def rebuild_report(run_dir: Path) -> Path:
             raise UserError(f"{predictions} has {logits.shape[1]} classes but metrics.json names {len(names)}",
                             "rerun training to write a consistent run folder")
         metrics.update(write_evaluation(run_dir, logits, labels, names))
-        metrics.update(rebuild_diagnostics(run_dir, metrics, tensors))
+        metrics.update(rebuild_error_analysis(run_dir, metrics, tensors))
         atomic.write_json(run_dir / "metrics.json", metrics)
     history = read_history(run_dir / "history.csv")
     if history:

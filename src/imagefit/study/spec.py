@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from ..config import TrainConfig
+from ..data.sources import dataset_slug
 from ..errors import UserError
 
 STUDY_KEYS = ("name", "description", "reference", "seeds", "defaults", "runs")
@@ -162,8 +163,6 @@ def seed_study(dataset: str = "digits", epochs: int = SEED_EPOCHS) -> StudySpec:
     as in the course. Transfer is the Keras way with a frozen base: tf_efficientnet_lite0's ImageNet
     features, computed once and cached, under a new linear head (weights offline from pip).
     """
-    from ..train.before_fit import dataset_slug
-
     transfer = {"model": "tf_efficientnet_lite0", "pretrained": True, "transfer_strategy": "linear-probe"}
     return StudySpec(
         name=f"seed-{dataset_slug(dataset)}",

@@ -20,10 +20,6 @@ from .balance import balanced_sample_weights
 log = logging.getLogger("imagefit")
 
 
-def dataset_slug(dataset: str) -> str:
-    return Path(dataset).name.removesuffix(".zip") if ("/" in dataset or dataset.endswith(".zip")) else dataset
-
-
 def unique_run_dir(runs_dir: Path, name: str) -> Path:
     """Create and return runs/<name>, or runs/<name>-2, -3 ... : a new run never overwrites an old one.
 

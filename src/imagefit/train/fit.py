@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import lightning as L
 import torch
@@ -23,10 +22,8 @@ from .history import HistoryWriter
 from .loggers import Tracking, progress_callbacks
 from .lr_find import Sweep
 from .module import ClassifierModule
+from .state import Built, Session
 from .transfer import FreezeUnfreeze
-
-if TYPE_CHECKING:
-    from .run import Built, Session
 
 
 @dataclass
@@ -53,7 +50,7 @@ class Evaluation:
     val_logits: torch.Tensor | None  # temperature scaling is fitted on these, never on test
 
 
-def loss_notes(cfg: TrainConfig, built: "Built") -> torch.Tensor | None:
+def loss_notes(cfg: TrainConfig, built: Built) -> torch.Tensor | None:
     """The balanced class weights of the training loss (or None), and the notes on how classes were evened."""
     data = built.data
     class_weight = balanced_class_weights(data.train.labels, data.num_classes) if cfg.class_weights == "balanced" else None
@@ -67,7 +64,7 @@ def loss_notes(cfg: TrainConfig, built: "Built") -> torch.Tensor | None:
     return class_weight
 
 
-def callbacks_of(cfg: TrainConfig, built: "Built", decisions: Decisions, loaders, run_dir: Path, session: "Session",
+def callbacks_of(cfg: TrainConfig, built: Built, decisions: Decisions, loaders, run_dir: Path, session: Session,
                  history: HistoryWriter, planned_epochs: int):
     """The run's callbacks, in the order they act: history, guards, tracking and progress, checkpoints, stopping."""
     train_loader, val_loader = loaders
@@ -97,7 +94,7 @@ def callbacks_of(cfg: TrainConfig, built: "Built", decisions: Decisions, loaders
     return callbacks, bar, checkpoints, stopper, follow, tracking
 
 
-def fit(cfg: TrainConfig, built: "Built", decisions: Decisions, loaders, run_dir: Path, session: "Session",
+def fit(cfg: TrainConfig, built: Built, decisions: Decisions, loaders, run_dir: Path, session: Session,
         ckpt: Path | None) -> Fitted:
     """Lightning's fit, ended early by the plan, early stopping, Ctrl-C or `kill` (after the current batch)."""
     train_loader, val_loader = loaders
@@ -137,7 +134,7 @@ def fit(cfg: TrainConfig, built: "Built", decisions: Decisions, loaders, run_dir
                   interrupt.interrupted or trainer.interrupted, planned_epochs)
 
 
-def evaluate(cfg: TrainConfig, built: "Built", fitted: Fitted, session: "Session") -> Evaluation:
+def evaluate(cfg: TrainConfig, built: Built, fitted: Fitted, session: Session) -> Evaluation:
     """The final model on test; with early stopping and restore_best, the best epoch's model is the one evaluated."""
     data, module, device = built.data, fitted.module, session.device
     # images the network resizes (a fine-tune at 128 px) go in small batches on a CPU; cached activations do not
@@ -155,7 +152,7 @@ def evaluate(cfg: TrainConfig, built: "Built", fitted: Fitted, session: "Session
     return Evaluation(logits, labels, final, evaluated, val_logits)
 
 
-def run_summary(cfg: TrainConfig, built: "Built", decisions: Decisions, fitted: Fitted, evaluation: Evaluation,
+def run_summary(cfg: TrainConfig, built: Built, decisions: Decisions, fitted: Fitted, evaluation: Evaluation,
                 sweep: Sweep | None) -> dict:
     """metrics.json's account of how the run was decided, stopped and evaluated (beside its test metrics)."""
     plan, choice, rows = decisions.budget, decisions.transfer, fitted.history.rows

@@ -12,8 +12,8 @@ from .. import atomic
 from ..config import TrainConfig
 from ..data.audit import summary as audit_summary
 from ..data.pipeline import SKIPPED_SHOWN, PreparedData
+from ..data.sources import dataset_slug
 from .clock import Stopwatch
-from .before_fit import dataset_slug
 from .history import HistoryWriter
 
 
@@ -22,10 +22,10 @@ def finish_run(run_dir: Path, cfg: TrainConfig, data: PreparedData, model: torch
                total_params: int, trainable_params: int, started: float, interrupted: bool,
                extra: dict | None = None, watch: Stopwatch | None = None,
                val_logits: torch.Tensor | None = None) -> dict:
-    from ..evaluate.diagnostics import write_diagnostics
+    from ..evaluate.error_analysis import write_error_analysis
     from ..evaluate.metrics import write_evaluation
     from ..evaluate.plots import plot_curves
-    from ..evaluate.diagnosis import diagnose
+    from ..evaluate.shortfalls import diagnose
     from ..report.run_report import write_run_report
 
     rows = history.rows
@@ -36,9 +36,9 @@ def finish_run(run_dir: Path, cfg: TrainConfig, data: PreparedData, model: torch
     meta = {"class_names": json.dumps(data.class_names), "model": cfg.model, "image_size": str(data.image_size),
             "channels": str(data.channels), "input_size": str(getattr(model, "input_size", None) or data.image_size),
             "format": "imagefit-1"}
-    diagnostics = write_diagnostics(run_dir, data, logits, labels, val_logits, model=model)
-    if diagnostics.get("temperature") is not None:  # fitted on validation: a later predict divides by it
-        meta["temperature"] = repr(diagnostics["temperature"])
+    analysis = write_error_analysis(run_dir, data, logits, labels, val_logits, model=model)
+    if analysis.get("temperature") is not None:  # fitted on validation: a later predict divides by it
+        meta["temperature"] = repr(analysis["temperature"])
     with atomic.atomic_path(run_dir / "model.safetensors") as tmp:
         save_file(state, str(tmp), metadata=meta)
     saved = {"logits": logits.contiguous(), "labels": labels.contiguous()}
@@ -46,7 +46,7 @@ def finish_run(run_dir: Path, cfg: TrainConfig, data: PreparedData, model: torch
         saved.update(val_logits=val_logits.contiguous(), val_labels=data.val.labels.contiguous())
     with atomic.atomic_path(run_dir / "predictions.safetensors") as tmp:
         save_file(saved, str(tmp))
-    test = {**write_evaluation(run_dir, logits, labels, data.class_names), **diagnostics}
+    test = {**write_evaluation(run_dir, logits, labels, data.class_names), **analysis}
     epochs_run = len(rows)
     metrics = {
         "dataset": cfg.dataset, "model": cfg.model, "params": total_params, "trainable_params": trainable_params,

@@ -23,12 +23,12 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
-import lightning as L
 import torch
 
 from ..config import TrainConfig
 from ..data.pipeline import PreparedData, prepare_data
 from ..data.resize import resize_data
+from ..data.sources import dataset_slug
 from ..errors import UserError
 from ..models import count_parameters, create_model
 from ..plan import Decisions
@@ -36,16 +36,15 @@ from ..plan.budget import END_MARGIN, BudgetPlan, Speed, replan_steps
 from ..plan.probe import FAMILY, apply_plan, plan_run
 from ..plan.start import choose_start
 from ..plan.transfer import TransferChoice, plan_side, plan_transfer
-from ..runtime import compute_device, fp32_depthwise, resolve_precision
-from .before_fit import check_trainer_args, dataset_slug, make_loaders, quiet_lightning, unique_run_dir
-from .callbacks import read_checkpoint
-from .clock import Stopwatch
-from .distributed import RUN_DIR_ENV, RankZeroDecisions, launched_rank
+from ..runtime import fp32_depthwise
+from .before_fit import make_loaders, unique_run_dir
+from .distributed import RUN_DIR_ENV, launched_rank
 from .fit import Fitted, evaluate, fit, run_summary
 from .frozen_inputs import probe_features, trunk_activations
 from .lr_find import Sweep, check_range, find_lr, read_sweep, write_sweep
 from .outputs import finish_run
 from .run_lock import run_folder_lock
+from .state import Built, Session
 from .transfer import default_input_size, parameter_groups
 
 log = logging.getLogger("imagefit")
@@ -124,7 +123,7 @@ def _fit(cfg: TrainConfig, started: float | None, run_dir: Path | None = None, c
         return _run(cfg, Session.open(cfg, started or time.perf_counter(), ckpt), run_dir, ckpt, held, sweep_only)
 
 
-def _run(cfg: TrainConfig, session: "Session", run_dir: Path | None, ckpt: Path | None, held: ExitStack,
+def _run(cfg: TrainConfig, session: Session, run_dir: Path | None, ckpt: Path | None, held: ExitStack,
          sweep_only: dict | None) -> Run | Sweep:
     """The phases, in order."""
     finding = cfg.lr == "find"  # the rate is the finder's, below; until then the optimizer's default stands in
@@ -145,45 +144,6 @@ def _run(cfg: TrainConfig, session: "Session", run_dir: Path | None, ckpt: Path 
     if not fitted.trainer.is_global_zero:
         return Run(run_dir, cfg, {})
     return write_run(cfg, built, decisions, sweep, fitted, run_dir, session)
-
-
-@dataclass
-class Session:
-    """Where the run computes and its clock: fixed before the data is touched."""
-
-    started: float  # time.perf_counter() at the start of the run's wall clock
-    watch: Stopwatch
-    precision: str
-    device: torch.device
-    world_size: int
-    shared: RankZeroDecisions  # decisions made once, by rank 0, for every process of a distributed run
-    checkpoint: dict  # a resumed run's last checkpoint ({} otherwise)
-    launch: float = 0.0  # seconds of the budget set aside for the other processes of a distributed launch
-
-    @classmethod
-    def open(cls, cfg: TrainConfig, started: float, ckpt: Path | None) -> "Session":
-        watch = Stopwatch(started)
-        quiet_lightning()
-        # denormal floats (momentum buffers decaying at the end of a schedule) are 10-100x slower on x86 CPUs
-        torch.set_flush_denormal(True)
-        L.seed_everything(cfg.seed, workers=True, verbose=False)
-        precision = resolve_precision(cfg.precision, cfg.accelerator)
-        device = compute_device(cfg.accelerator)
-        world_size = check_trainer_args(cfg, precision)  # before the data is decoded and before the run folder exists
-        shared = RankZeroDecisions.join(Path(cfg.runs_dir).expanduser(), time.time() - (time.perf_counter() - started))
-        watch.lap("start")
-        return cls(started, watch, precision, device, world_size, shared, read_checkpoint(ckpt) if ckpt else {})
-
-    @property
-    def history_state(self) -> dict:
-        return self.checkpoint.get("callbacks", {}).get("HistoryWriter", {})
-
-    def spent(self) -> float:
-        """Seconds of the budget used: this session's and those of the sessions before a resume."""
-        return self.history_state.get("elapsed", 0.0) + time.perf_counter() - self.started
-
-    def spent_planning(self) -> float:
-        return self.spent() + self.launch
 
 
 def prepare(cfg: TrainConfig, session: Session) -> tuple[TrainConfig, PreparedData, Decisions]:
@@ -279,20 +239,6 @@ def decide_transfer(cfg: TrainConfig, data: PreparedData, model, decisions: Deci
     log.info(data.notes[-1])
     session.watch.lap("probe")
     return cfg, decisions.but(transfer=choice, input_size=choice.input_size)
-
-
-@dataclass
-class Built:
-    """What trains, on what: the whole model, or a part of it on cached features or activations."""
-
-    model: torch.nn.Module  # the whole network (saved, evaluated, exported)
-    trainable: torch.nn.Module  # what the optimizer steps: the model, its head, or its top
-    groups: list | None  # fine-tuning's parameter groups (backbone at a lower rate)
-    data: PreparedData  # images, or the frozen part's features or activations
-    cached: bool  # trains on cached features or activations (no augmentation, no TTA)
-    total_params: int
-    trainable_params: int
-    eval_side: int  # the side evaluation batches are sized for (0: no cap)
 
 
 def build_trainable(cfg: TrainConfig, data: PreparedData, model, decisions: Decisions, session: Session) -> Built:

@@ -1,9 +1,10 @@
-"""The report's sections that explain mistakes: uneven classes, errors, where the model looked, calibration,
-the data audit.
+"""The report's error-analysis sections, the ones that explain mistakes: uneven classes, the worst errors,
+where the model looked, calibration.
 
-Like the rest of report.md, everything here is read off the run folder's files (metrics.json,
-classification_report.csv, the PNGs), so `imagefit report` rebuilds it, and the sentences come from
-the numbers by fixed rules.
+They render what imagefit.evaluate.error_analysis wrote. Like the rest of report.md, everything here is read
+off the run folder's files (metrics.json, classification_report.csv, the PNGs), so `imagefit report`
+rebuilds it, and the sentences come from the numbers by fixed rules. (The data audit's section is
+audit_section.py; a run's shortfalls are shown by budget_section.py.)
 """
 from __future__ import annotations
 
@@ -149,7 +150,7 @@ def calibration_section(run_dir: Path, metrics: dict) -> list[str]:
 
 
 def sections(run_dir: str | Path, metrics: dict) -> list[str]:
-    """Markdown lines of every diagnostic section the run folder has the files for."""
+    """Markdown lines of every error-analysis section the run folder has the files for."""
     run_dir = Path(run_dir)
     return (imbalance_section(run_dir, metrics) + mistakes_section(run_dir, metrics) + gradcam_section(run_dir, metrics)
             + calibration_section(run_dir, metrics))

@@ -1,8 +1,11 @@
-"""Honest sentences about a run that did not get what it needed: cut short, or collapsed onto a few classes.
+"""A run's shortfalls: honest sentences about a run that did not get what it needed (undertrained, not
+learned, or collapsed onto a few classes), read off its learning curve and test metrics.
 
 A short budget on a hard data set can end with a model that predicts a handful of classes: accuracy can
 look passable while macro F1 is near zero. The report and the CLI's last lines say so, computed from the
-numbers, with what to try.
+numbers, with what to try. The sentences are computed once, by `finish_run` (train/outputs.py), into
+metrics.json's "diagnosis"; the CLI and the report (report/budget_section.py) only read them back, so the
+two always say the same.
 """
 from __future__ import annotations
 

@@ -1,9 +1,13 @@
-"""The files that explain a run's mistakes, beyond the classification report: written once at the run's end.
+"""Error analysis: the files that explain a run's mistakes, beyond the classification report, written once at
+the run's end (per-class training counts against F1, the gallery of the worst mistakes, Grad-CAM, calibration).
 
-`write_diagnostics` is the one call `finish_run` (train/outputs.py) makes; it returns the numbers for metrics.json.
-`rebuild_diagnostics` redoes the parts that need only saved files (predictions.safetensors and
-metrics.json), for `imagefit report`; the gallery of mistakes and the Grad-CAM overlays need the images
-(and the model) and are kept as written.
+The analyses themselves live in imbalance.py, mistakes.py, saliency.py and calibration.py; this module is the
+one place that knows which of them a finished run gets, so training and `imagefit report` cannot disagree.
+`write_error_analysis` is the one call `finish_run` (train/outputs.py) makes; it returns the numbers for
+metrics.json. `rebuild_error_analysis` redoes the parts that need only saved files (predictions.safetensors
+and metrics.json), for `imagefit report`; the gallery of mistakes and the Grad-CAM overlays need the images
+(and the model) and are kept as written. report/error_analysis_section.py turns the files into report.md's
+sections.
 """
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ def write_calibration(run_dir: Path, logits: torch.Tensor, labels: torch.Tensor,
     return out
 
 
-def write_diagnostics(run_dir: Path, data, logits: torch.Tensor, labels: torch.Tensor,
+def write_error_analysis(run_dir: Path, data, logits: torch.Tensor, labels: torch.Tensor,
                       val_logits: torch.Tensor | None = None, model: torch.nn.Module | None = None) -> dict:
     """`data` is the run's PreparedData; `logits` and `labels` are the evaluated model's on test, and
     `val_logits` the same model's on validation (None without a validation split). `model`, the whole
@@ -46,7 +50,7 @@ def write_diagnostics(run_dir: Path, data, logits: torch.Tensor, labels: torch.T
     return out
 
 
-def rebuild_diagnostics(run_dir: Path, metrics: dict, saved: dict[str, torch.Tensor]) -> dict:
+def rebuild_error_analysis(run_dir: Path, metrics: dict, saved: dict[str, torch.Tensor]) -> dict:
     """From predictions.safetensors' tensors (test logits and labels, and validation's when there was one)."""
     logits, labels = saved["logits"], saved["labels"]
     out = write_calibration(run_dir, logits, labels, saved.get("val_logits"), saved.get("val_labels"))
