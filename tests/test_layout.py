@@ -1,5 +1,5 @@
 """The code's shape, as issue 25 set it: no import cycle between modules, no module-global state, a run that
-reads as short phases. Read from the source with `ast`; nothing is imported."""
+reads as short phases. Read from the source with `ast` (the last test imports every module)."""
 import ast
 from pathlib import Path
 
@@ -92,3 +92,19 @@ def test_a_run_reads_as_short_phases():
     lengths = {n.name: n.end_lineno - n.lineno + 1 for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
     assert {"prepare", "decide_network", "build_model", "decide_transfer", "build_trainable", "decide_steps"} <= set(lengths)
     assert max(lengths.values()) <= 80, {k: v for k, v in lengths.items() if v > 80}
+
+
+def test_no_package_exports_a_name_that_is_also_its_submodule():
+    """A package whose __all__ names one of its own submodules hands out the function until that submodule is
+    imported, and the module after (`from imagefit.train import lr_find` once gave the module, and
+    `imagefit lr-find` failed with "'module' object is not callable"). Imports every module, then asks."""
+    import importlib
+    import types
+
+    names = sorted(modules())
+    for name in names:
+        importlib.import_module(name)
+    clashes = [f"{name}.{export}" for name, (_, is_package) in modules().items() if is_package
+               for export in getattr(importlib.import_module(name), "__all__", [])
+               if isinstance(getattr(importlib.import_module(name), export), types.ModuleType)]
+    assert not clashes, clashes

@@ -92,7 +92,7 @@ def test_a_found_rate_run_equals_a_run_at_that_rate(found):
 def test_the_finder_restores_the_weights_and_the_random_state(tmp_path):
     from imagefit.data.pipeline import prepare_data
     from imagefit.models import create_model
-    from imagefit.train.lr_find import find_lr
+    from imagefit.train.rate_sweep import find_lr
     from imagefit.train.before_fit import make_loaders
 
     cfg = TrainConfig(dataset="digits", batch_size=64, cache_dir=str(tmp_path / "cache"), progress=False, precision="32")
@@ -156,7 +156,7 @@ def test_a_fine_tune_sweep_keeps_the_backbone_at_its_multiple_of_the_head_rate(t
     backbone_lr_mult times the head (timm's tiny test network: the same groups as a pretrained one)."""
     from imagefit.data.pipeline import prepare_data
     from imagefit.models import create_model
-    from imagefit.train.lr_find import find_lr
+    from imagefit.train.rate_sweep import find_lr
     from imagefit.train.before_fit import make_loaders
     from imagefit.train.transfer import parameter_groups
 

@@ -20,7 +20,7 @@ from .callbacks import (AtomicCheckpointIO, EarlyStoppingInEpochs, EpochSeeding,
 from .distributed import one_launch
 from .history import HistoryWriter
 from .loggers import Tracking, progress_callbacks
-from .lr_find import Sweep
+from .rate_sweep import Sweep
 from .module import ClassifierModule
 from .state import Built, Session
 from .transfer import FreezeUnfreeze

@@ -41,7 +41,7 @@ from .before_fit import make_loaders, unique_run_dir
 from .distributed import RUN_DIR_ENV, launched_rank
 from .fit import Fitted, evaluate, fit, run_summary
 from .frozen_inputs import probe_features, trunk_activations
-from .lr_find import Sweep, check_range, find_lr, read_sweep, write_sweep
+from .rate_sweep import Sweep, check_range, find_lr, read_sweep, write_sweep
 from .outputs import finish_run
 from .run_lock import run_folder_lock
 from .state import Built, Session
@@ -230,8 +230,8 @@ def decide_transfer(cfg: TrainConfig, data: PreparedData, model, decisions: Deci
     seconds_left = cfg.budget_seconds * (1 - END_MARGIN) - session.spent_planning()
     choice = session.shared.decide("transfer", lambda: planner(cfg, data, model, session.precision, seconds_left),
                                    asdict, lambda d: TransferChoice(**d))
-    cfg = cfg.decided("planner", **{k: getattr(choice, k) for k in ("transfer_strategy", "trainable_blocks")
-                                    if getattr(cfg, k) != getattr(choice, k)})
+    chosen = {"transfer_strategy": choice.strategy, "trainable_blocks": choice.trainable_blocks}
+    cfg = cfg.decided("planner", **{k: v for k, v in chosen.items() if getattr(cfg, k) != v})
     if choice.input_size != decisions.input_size:  # the model already resizes to it
         data.notes.append(f"The pretrained network sees {choice.input_size}x{choice.input_size} px: the largest side "
                           "the budget affords (the transfer plan below).")
