@@ -27,7 +27,7 @@ import copy
 import math
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -99,6 +99,7 @@ class BudgetPlan:
     reasons: list[str] = field(default_factory=list)
     replans: list[str] = field(default_factory=list)
     max_steps: int | None = None  # the epoch cap in steps: re-planning never goes past it
+    ranks: int = 1  # the processes its steps are counted in (for_ranks)
 
     @property
     def epochs(self) -> float:
@@ -146,6 +147,23 @@ class BudgetPlan:
         d = asdict(self)
         d.update(epochs=round(self.epochs, 2), switch_step=self.switch_step)
         return d
+
+
+def for_ranks(plan: BudgetPlan, ranks: int) -> BudgetPlan:
+    """The plan counted in the steps of each of `ranks` processes (DDP). Each takes 1/ranks of every epoch, so
+    an epoch has 1/ranks of the steps, and a step of each process sees `ranks` batches: at the throughput the
+    probe measured (true of processes sharing a CPU's cores) a step takes `ranks` times as long. GPUs of their
+    own are faster than that, and re-planning adds the steps they afford. Counted in one process's steps, a
+    two-process run stopped at the epoch cap with a third of its budget unused."""
+    if plan.ranks == ranks:
+        return plan
+    scale = ranks / plan.ranks
+    fewer = lambda n: max(1, math.ceil(n / scale))  # noqa: E731
+    return replace(plan, steps=fewer(plan.steps), steps_per_epoch=fewer(plan.steps_per_epoch),
+                   max_steps=fewer(plan.max_steps) if plan.max_steps else None, step_seconds=plan.step_seconds * scale,
+                   early_step_seconds=plan.early_step_seconds * scale, ranks=ranks,
+                   reasons=[*plan.reasons, f"counted in the steps of each of {ranks} processes, each taking 1/{ranks} "
+                            "of every epoch"])
 
 
 def choose_batch(train_images: int, max_batch: int) -> int:

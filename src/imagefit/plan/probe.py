@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-import torch
 
 from ..config import TrainConfig
 from ..data.augment import AUGMENTATIONS

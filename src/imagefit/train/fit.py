@@ -48,6 +48,7 @@ class Evaluation:
     final: dict  # the final model's test metrics (the evaluated one may be the best epoch's)
     evaluated: str  # "final" or "best"
     val_logits: torch.Tensor | None  # temperature scaling is fitted on these, never on test
+    device: str  # where the test predictions ran (a silent fall-back to the CPU shows here)
 
 
 def loss_notes(cfg: TrainConfig, built: Built) -> torch.Tensor | None:
@@ -140,6 +141,7 @@ def evaluate(cfg: TrainConfig, built: Built, fitted: Fitted, session: Session) -
     # images the network resizes (a fine-tune at 128 px) go in small batches on a CPU; cached activations do not
     batch = forward_batch(built.eval_side, cfg.batch_size * 2, cfg.on_cuda)
     final_logits, labels = predict_logits(module.model, data.test, batch, session.precision, device, cfg.tta)
+    ran_on = str(next(module.model.parameters()).device)
     final = test_metrics(final_logits, labels, data.class_names)
     logits, evaluated = final_logits, "final"
     best_path = fitted.checkpoints.best_model_path
@@ -149,11 +151,11 @@ def evaluate(cfg: TrainConfig, built: Built, fitted: Fitted, session: Session) -
         evaluated = "best"
     val_logits = (predict_logits(module.model, data.val, batch, session.precision, device, cfg.tta)[0]
                   if data.val is not None else None)
-    return Evaluation(logits, labels, final, evaluated, val_logits)
+    return Evaluation(logits, labels, final, evaluated, val_logits, ran_on)
 
 
 def run_summary(cfg: TrainConfig, built: Built, decisions: Decisions, fitted: Fitted, evaluation: Evaluation,
-                sweep: Sweep | None) -> dict:
+                sweep: Sweep | None, session: Session) -> dict:
     """metrics.json's account of how the run was decided, stopped and evaluated (beside its test metrics)."""
     plan, choice, rows = decisions.budget, decisions.transfer, fitted.history.rows
     stopped_early = bool(fitted.stopper and fitted.stopper.stopped_epoch > 0)
@@ -176,6 +178,9 @@ def run_summary(cfg: TrainConfig, built: Built, decisions: Decisions, fitted: Fi
         "lr_found": sweep.suggestion if sweep else None,
         "lr_find": sweep.summary() if sweep else None,
         "config_sources": cfg.config_sources(),
+        # the device each stage ran on: the plan's measurements (None without one), training, the test predictions
+        "devices": {"plan": str(session.device) if plan or choice else None,
+                    "fit": str(fitted.trainer.strategy.root_device), "evaluate": evaluation.device},
     }
     info = built.model.weights_info
     if info:

@@ -32,7 +32,7 @@ from ..data.sources import dataset_slug
 from ..errors import UserError
 from ..models import count_parameters, create_model
 from ..plan import Decisions
-from ..plan.budget import END_MARGIN, BudgetPlan, Speed, replan_steps
+from ..plan.budget import END_MARGIN, BudgetPlan, Speed, for_ranks, replan_steps
 from ..plan.probe import FAMILY, apply_plan, plan_run
 from ..plan.start import choose_start
 from ..plan.transfer import TransferChoice, plan_side, plan_transfer
@@ -279,6 +279,7 @@ def decide_steps(cfg: TrainConfig, built: Built, decisions: Decisions, session: 
     if plan is None:
         cfg = cfg.with_defaults()
     else:
+        plan = for_ranks(plan, session.world_size)  # DDP: each process's steps
         if resumed:
             state = session.history_state
             left = max(0, plan.max_epochs - len(state.get("rows", [])))
@@ -364,7 +365,7 @@ def write_run(cfg: TrainConfig, built: Built, decisions: Decisions, sweep: Sweep
     """Evaluate on test and write the model, predictions, metrics.json, plots and the report."""
     evaluation = evaluate(cfg, built, fitted, session)
     session.watch.lap("test")
-    extra = run_summary(cfg, built, decisions, fitted, evaluation, sweep)
+    extra = run_summary(cfg, built, decisions, fitted, evaluation, sweep, session)
     metrics = finish_run(run_dir, cfg, built.data, built.model, evaluation.logits, evaluation.labels, fitted.history,
                          session.precision, built.total_params, built.trainable_params, session.started,
                          interrupted=fitted.interrupted, extra=extra, watch=session.watch,
