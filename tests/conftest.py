@@ -24,7 +24,7 @@ def quick(tmp_path):
 @pytest.fixture
 def photos(tmp_path):
     """A folder of 3 classes x 8 real PNG and JPEG files of mixed sizes and modes (transfer-learning tests)."""
-    from test_run import write_image_folder
+    from helpers import write_image_folder
 
     write_image_folder(tmp_path / "photos", per_class=8)
     return str(tmp_path / "photos")

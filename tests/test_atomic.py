@@ -1,5 +1,4 @@
 """Writes that do not fit (a full disk, simulated with a file-size limit) are one line and lose nothing."""
-import contextlib
 import hashlib
 import json
 import os
@@ -12,7 +11,7 @@ import pytest
 import torch
 
 import imagefit
-from cli_process import start_cli, wait_for
+from helpers import file_size_limit, leftovers, start_cli, wait_for
 from imagefit import atomic
 from imagefit.errors import UserError
 
@@ -26,26 +25,8 @@ def limited(*args, limit_bytes, cwd):
                           text=True, preexec_fn=limit, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
 
 
-@contextlib.contextmanager
-def file_size_limit(limit_bytes):
-    """This process under `ulimit -f` for a moment (the soft limit; the hard one lets it be raised back):
-    a write past `limit_bytes` fails with EFBIG, as on a full disk."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        signal.signal(signal.SIGXFSZ, handler)
-
-
 def digest(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def leftovers(folder):
-    return sorted(p.name for p in folder.rglob("*.tmp"))
 
 
 def test_a_checkpoint_that_does_not_fit_keeps_the_previous_one_and_the_run_resumes(tmp_path):

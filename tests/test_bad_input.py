@@ -4,7 +4,7 @@ import json
 
 from PIL import Image
 
-from cli_process import run_imagefit
+from helpers import run_imagefit
 
 FAST = ("--epochs", "1", "--batch-size", "16", "--precision", "32", "--no-progress", "--image-size", "8")
 

@@ -40,7 +40,7 @@ def test_the_balanced_sampler_draws_every_class_about_equally_and_reproducibly()
 
 
 def write_uneven_folder(root):
-    from test_run import write_image_folder
+    from helpers import write_image_folder
 
     write_image_folder(root, per_class=40)
     for name, keep in (("green", 10), ("blue", 6)):  # 40 / 10 / 6 images

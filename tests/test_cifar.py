@@ -1,36 +1,11 @@
-import pickle
 
 import numpy as np
 import pytest
 import torch
 
+from helpers import cifar_batch, dump_pickle, write_cifar10
 from imagefit.data.cifar import load_cifar
 from imagefit.errors import UserError
-
-
-def _dump(path, obj):
-    with open(path, "wb") as f:
-        pickle.dump(obj, f, protocol=2)
-
-
-def _batch(rng, n, label_keys):
-    d = {b"batch_label": b"training batch", b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"filenames": [b"x.png"] * n}
-    for key, k in label_keys.items():
-        d[key] = rng.integers(0, k, n).tolist()
-    return d
-
-
-def write_cifar10(root, n=4, seed=0):
-    rng = np.random.default_rng(seed)
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    batches = {}
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batches[name] = _batch(rng, n, {b"labels": 10})
-        _dump(folder / name, batches[name])
-    names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
-    _dump(folder / "batches.meta", {b"label_names": names, b"num_cases_per_batch": n, b"num_vis": 3072})
-    return batches
 
 
 def test_cifar10_round_trip(tmp_path):
@@ -51,12 +26,12 @@ def test_cifar100_fine_labels(tmp_path):
     rng = np.random.default_rng(1)
     folder = tmp_path / "cifar-100-python"
     folder.mkdir()
-    train = _batch(rng, 6, {b"fine_labels": 100, b"coarse_labels": 20})
-    test = _batch(rng, 3, {b"fine_labels": 100, b"coarse_labels": 20})
-    _dump(folder / "train", train)
-    _dump(folder / "test", test)
+    train = cifar_batch(rng, 6, {b"fine_labels": 100, b"coarse_labels": 20})
+    test = cifar_batch(rng, 3, {b"fine_labels": 100, b"coarse_labels": 20})
+    dump_pickle(folder / "train", train)
+    dump_pickle(folder / "test", test)
     fine = [f"fine{i}".encode() for i in range(100)]
-    _dump(folder / "meta", {b"fine_label_names": fine, b"coarse_label_names": [f"c{i}".encode() for i in range(20)]})
+    dump_pickle(folder / "meta", {b"fine_label_names": fine, b"coarse_label_names": [f"c{i}".encode() for i in range(20)]})
     src = load_cifar("cifar100", tmp_path, download=False)
     assert src.class_names == [f"fine{i}" for i in range(100)]
     assert src.train.labels.tolist() == train[b"fine_labels"] and src.test.labels.tolist() == test[b"fine_labels"]
@@ -86,7 +61,7 @@ class _Evil:
 def test_malicious_pickle_is_refused(tmp_path):
     write_cifar10(tmp_path)
     pwned = tmp_path / "pwned"
-    _dump(tmp_path / "cifar-10-batches-py" / "data_batch_3", {b"data": _Evil(pwned), b"labels": []})
+    dump_pickle(tmp_path / "cifar-10-batches-py" / "data_batch_3", {b"data": _Evil(pwned), b"labels": []})
     with pytest.raises(UserError, match="refused to load .*data_batch_3"):
         load_cifar("cifar10", tmp_path, download=False)
     assert not pwned.exists()

@@ -4,7 +4,7 @@ import os
 
 import pytest
 from PIL import Image
-from cli_process import run_imagefit
+from helpers import run_imagefit
 
 
 imagefit = run_imagefit

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from cli_process import run_imagefit, start_cli, wait_for
+from helpers import assert_kept_to_its_plan, run_imagefit, start_cli, wait_for
 
 
 def test_two_process_run_writes_one_folder_and_speaks_once(tmp_path):
@@ -93,10 +93,9 @@ def test_budgeted_two_process_run_follows_rank_0s_plan(tmp_path):
     assert decided["plan"]["model"] == m["model"] and decided["start"][0] is False
     assert proc.stderr.count("Time budget") == 1
     assert m["epochs_run"] >= 1 and m["test_images"] > 300
-    # the worker's start (imports, data) is set aside in the plan: the run keeps to its budget, within a busy
-    # machine's noise
+    # the worker's start (imports, data) is set aside in the plan, and rank 0's plan is kept to
     assert "set aside for them" in (run / "report.md").read_text()
-    assert m["wall_seconds"] <= 30 * 1.3, m["time_breakdown"]
+    assert_kept_to_its_plan(m)
 
 
 def test_torchrun_ranks_share_rank_0s_folder(tmp_path):

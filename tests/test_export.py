@@ -5,7 +5,7 @@ import onnx
 import pytest
 
 import imagefit
-from cli_process import run_imagefit
+from helpers import run_imagefit
 from imagefit.data.pipeline import prepare_data
 from imagefit.export import export
 from imagefit.inference import load_exported

@@ -5,7 +5,7 @@ import pytest
 
 from imagefit.errors import UserError
 from imagefit.train.history import COLUMNS, write_history
-from test_atomic import file_size_limit, leftovers
+from helpers import file_size_limit, leftovers
 
 
 def rows(n):

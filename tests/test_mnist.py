@@ -1,33 +1,11 @@
-import gzip
-import struct
 
 import numpy as np
 import pytest
 import torch
 
+from helpers import idx_bytes, write_idx_set
 from imagefit.data.mnist import load_mnist, read_idx
 from imagefit.errors import UserError
-
-
-def idx_bytes(a: np.ndarray) -> bytes:
-    return struct.pack(">BBBB", 0, 0, 0x08, a.ndim) + struct.pack(f">{a.ndim}I", *a.shape) + a.astype(np.uint8).tobytes()
-
-
-def write_idx_set(folder, n_train=5, n_test=3, gz=False, seed=0):
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    arrays = {
-        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
-        "train-labels-idx1-ubyte": rng.integers(0, 10, n_train, dtype=np.uint8),
-        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
-        "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test, dtype=np.uint8),
-    }
-    for name, a in arrays.items():
-        if gz:
-            (folder / f"{name}.gz").write_bytes(gzip.compress(idx_bytes(a)))
-        else:
-            (folder / name).write_bytes(idx_bytes(a))
-    return arrays
 
 
 @pytest.mark.parametrize("gz", [False, True])

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from cli_process import run_imagefit as imagefit
+from helpers import run_imagefit as imagefit
 from imagefit.errors import UserError
 from imagefit.models.pretrained import PACKAGES
 from imagefit.models.recommend import (BUDGET_SHARE, CANDIDATES, efficiency, input_side, recommend,

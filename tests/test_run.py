@@ -8,6 +8,7 @@ import yaml
 from PIL import Image
 from safetensors import safe_open
 
+from helpers import write_cifar100, write_image_folder
 import imagefit
 from imagefit.config import TrainConfig
 from imagefit.errors import UserError
@@ -164,47 +165,6 @@ def test_config_yaml_is_the_whole_resolved_configuration(quick):
     saved = yaml.safe_load((run.dir / "config.yaml").read_text())
     assert set(saved) == {f for f in TrainConfig.__dataclass_fields__}
     assert saved["name"] == run.dir.name and saved["image_size"] == 8 and saved["lr"] == 1e-3
-
-
-def write_image_folder(root, classes=("red", "green", "blue"), per_class=12, side=18):
-    """Real PNG and JPEG files of mixed sizes and modes, one color family per class."""
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    for c, name in enumerate(classes):
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            pixels = rng.integers(0, 80, (side + i % 5, side + 4, 3)).astype(np.uint8)
-            pixels[..., c] += 170
-            image = Image.fromarray(pixels)
-            if i % 4 == 1:
-                image = image.convert("RGBA")
-            image.save(root / name / f"{i}.{'jpg' if i % 3 == 0 and i % 4 != 1 else 'png'}")
-
-
-def write_cifar100(root, per_class=2, test_per_class=1):
-    """The official CIFAR-100 python release, shrunk: pickled dicts with fine and coarse labels, and meta."""
-    import pickle
-
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    folder = root / "cifar-100-python"
-    folder.mkdir(parents=True)
-
-    def split(n):
-        fine = np.repeat(np.arange(100), n)
-        data = rng.integers(0, 60, (len(fine), 3072), dtype=np.uint8)
-        data += ((fine[:, None] * 37) % 190).astype(np.uint8)  # a class-dependent brightness to learn
-        return {b"filenames": [b"x.png"] * len(fine), b"batch_label": b"batch", b"fine_labels": fine.tolist(),
-                b"coarse_labels": (fine // 5).tolist(), b"data": data}
-
-    for name, n in (("train", per_class), ("test", test_per_class)):
-        with open(folder / name, "wb") as f:
-            pickle.dump(split(n), f, protocol=2)
-    with open(folder / "meta", "wb") as f:
-        pickle.dump({b"fine_label_names": [f"class{i:02d}".encode() for i in range(100)],
-                     b"coarse_label_names": [f"super{i}".encode() for i in range(20)]}, f, protocol=2)
 
 
 @pytest.mark.parametrize("kind", ["folder", "zip", "cifar100"])

@@ -3,7 +3,7 @@ import signal
 
 import pytest
 
-from cli_process import run_imagefit, start_cli, wait_for
+from helpers import run_imagefit, start_cli, wait_for
 from imagefit.errors import UserError
 from imagefit.study.runner import _clear
 from imagefit.train.run_lock import LOCK_FILE, run_folder_lock

@@ -4,7 +4,7 @@ from PIL import Image
 
 from imagefit.data.sources import DATASETS, load_source, resize_images
 from imagefit.errors import UserError
-from test_mnist import write_idx_set
+from helpers import write_idx_set
 
 
 def test_datasets_listing():
@@ -40,7 +40,7 @@ def test_mnist_dispatch_resize_and_cache(tmp_path):
 
 
 def test_cifar_dispatch(tmp_path):
-    from test_cifar import write_cifar10
+    from helpers import write_cifar10
 
     write_cifar10(tmp_path / "data")
     src = load_source("cifar10", tmp_path / "data", tmp_path / "cache", None, download=False)

