@@ -220,8 +220,16 @@ class FollowPlan(L.Callback):
         self.earlier = list(plan.replans)  # notes of an earlier session of a resumed run stay as they are
         self.stopped_by_deadline = False
 
+    def epoch_cap(self, trainer, done_this_epoch: int) -> int:
+        """The epochs it takes to run the plan's steps from where training is. Without a resume this is the
+        plan's own cap; after a resume from the middle of an epoch the epochs no longer line up with the steps,
+        and the plan's cap stopped resumed runs 1 and 14 steps short of their planned steps, their schedule
+        unfinished. The steps end the run; the cap only keeps Lightning from ending it first."""
+        left = max(0, self.plan.steps - trainer.global_step + done_this_epoch)  # counted from this epoch's start
+        return max(1, trainer.current_epoch + math.ceil(left / self.plan.steps_per_epoch))
+
     def on_train_epoch_start(self, trainer, pl_module):
-        trainer.fit_loop.max_epochs = self.plan.max_epochs
+        trainer.fit_loop.max_epochs = self.epoch_cap(trainer, 0)
         self._last = None  # the first step of an epoch follows validation: not a step time
 
     def on_validation_epoch_start(self, trainer, pl_module):
@@ -265,14 +273,14 @@ class FollowPlan(L.Callback):
                     self.note(f"step {step}: steps took {ratio:.2f}x the planned time, so {steps} steps in all "
                               f"instead of {plan.steps}")
                     plan.steps = steps
-                    trainer.fit_loop.max_epochs = plan.max_epochs
+                    trainer.fit_loop.max_epochs = self.epoch_cap(trainer, batch_idx + 1)
         done = step >= plan.steps
         late = not done and self.spent() + self._ema.get(side, 0.0) >= plan.train_deadline  # the next step would end too late
         if trainer.world_size > 1:  # rank 0's plan and clock decide: a rank stopping alone would hang the others
             steps, done, late = agree(trainer, (plan.steps, int(done), int(late)))
             if steps != plan.steps:
                 plan.steps = steps
-                trainer.fit_loop.max_epochs = plan.max_epochs
+                trainer.fit_loop.max_epochs = self.epoch_cap(trainer, batch_idx + 1)
         if done:
             trainer.should_stop = True
         elif late:
