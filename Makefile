@@ -1,4 +1,5 @@
 # Two commands: `make run` (the main job) and `make test`. Both create .venv on first use.
+# `make test` sends each test file to one of two workers (--dist loadfile): its module fixtures are built once
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -20,7 +21,7 @@ run: $(VENV)/.installed
 	$(VENV)/bin/imagefit study seed
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -n 2 -q
+	$(PY) -m pytest -n 2 --dist loadfile -q
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -31,16 +31,21 @@ def photos(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def real_run_dir(tmp_path_factory):
-    """One real training run (seed-cnn on digits, 2 epochs: seconds), made once per session and never changed:
-    the report and HTML tests read a folder that training wrote, not a hand-made metrics.json."""
+def trained_digits(tmp_path_factory):
+    """One real training run (seed-cnn on digits, 2 epochs: seconds), made once per test process and never
+    changed: the report, HTML, export, inference and diagnostics tests read a folder that training wrote, not a
+    hand-made metrics.json. Tests that write into a run folder take `digits_run` or `real_run`, a copy."""
     import imagefit
 
     tmp = tmp_path_factory.mktemp("real-run")
-    run = imagefit.train(dataset="digits", model="seed-cnn", epochs=2, batch_size=64, runs_dir=str(tmp / "runs"),
-                         cache_dir=str(tmp / "cache"), data_dir=str(tmp / "data"), progress=False, precision="32",
-                         name="real")
-    return run.dir
+    return imagefit.train(dataset="digits", model="seed-cnn", epochs=2, batch_size=64, runs_dir=str(tmp / "runs"),
+                          cache_dir=str(tmp / "cache"), data_dir=str(tmp / "data"), progress=False, precision="32",
+                          name="real")
+
+
+@pytest.fixture(scope="session")
+def real_run_dir(trained_digits):
+    return trained_digits.dir
 
 
 @pytest.fixture
@@ -49,3 +54,11 @@ def real_run(real_run_dir, tmp_path):
     import shutil
 
     return shutil.copytree(real_run_dir, tmp_path / real_run_dir.name)
+
+
+@pytest.fixture
+def digits_run(trained_digits, real_run):
+    """That run as imagefit.train returned it, its folder the copy in this test's tmp_path."""
+    import dataclasses
+
+    return dataclasses.replace(trained_digits, dir=real_run)

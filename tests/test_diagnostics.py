@@ -30,13 +30,6 @@ def write_noise_folder(root, per_class=16, size=12, seed=0):
     return root
 
 
-@pytest.fixture(scope="module")
-def digits_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("diag")
-    return imagefit.train(dataset="digits", model="seed-cnn", epochs=3, batch_size=64, runs_dir=str(tmp / "runs"),
-                          cache_dir=str(tmp / "cache"), progress=False, precision="32", name="d")
-
-
 def _metrics(run):
     return json.loads((run.dir / "metrics.json").read_text())
 

@@ -11,13 +11,6 @@ from imagefit.export import export
 from imagefit.inference import load_exported
 
 
-@pytest.fixture(scope="module")
-def digits_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("digits")
-    return imagefit.train(dataset="digits", model="seed-cnn", epochs=1, batch_size=64, runs_dir=str(tmp / "runs"),
-                          cache_dir=str(tmp / "cache"), data_dir=str(tmp / "data"), progress=False, precision="32")
-
-
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_exported_model_agrees_with_torch_on_real_images(digits_run, tmp_path, fmt):
     path = export(digits_run.dir, fmt, tmp_path / f"m.{fmt}")

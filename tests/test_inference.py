@@ -3,7 +3,6 @@ import json
 import zipfile
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
@@ -12,14 +11,6 @@ import imagefit
 from helpers import run_imagefit
 from imagefit.data.folder import load_folder
 from imagefit.data.pipeline import prepare_data
-
-
-@pytest.fixture(scope="module")
-def digits_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("digits")
-    cfg = dict(dataset="digits", model="seed-cnn", epochs=1, batch_size=64, runs_dir=str(tmp / "runs"),
-               cache_dir=str(tmp / "cache"), data_dir=str(tmp / "data"), progress=False, precision="32")
-    return imagefit.train(**cfg)
 
 
 def test_predictions_equal_the_runs_own_test_predictions(digits_run):
