@@ -63,7 +63,7 @@ def skip(file: str, reason: str) -> dict:
 
 
 @dataclass
-class _Tree:
+class Tree:
     """The listing of a folder or zip as relative POSIX paths, so both layouts share one code path."""
 
     root: Path
@@ -77,7 +77,8 @@ class _Tree:
         return self.members.get(parts, "/".join(parts))
 
 
-def _list(path: Path) -> _Tree:
+def list_files(path: Path) -> Tree:
+    """Every visible file of a folder or zip, as relative path parts."""
     files, dirs, members = [], set(), {}
     if path.is_dir():
         for dirpath, dirnames, filenames in walk(path):
@@ -86,7 +87,7 @@ def _list(path: Path) -> _Tree:
             for d in dirnames:
                 dirs.add(rel + (d,))
             files.extend(rel + (f,) for f in filenames if _visible((f,)))
-        return _Tree(path, False, files, dirs, {})
+        return Tree(path, False, files, dirs, {})
     if not zipfile.is_zipfile(path):
         if path.suffix.lower() == ".zip":  # named a zip: damaged, cut short by a download, or something else renamed
             raise UserError(f"{path} is not a readable zip file (no zip directory at its end: cut short, damaged, "
@@ -114,10 +115,10 @@ def _list(path: Path) -> _Tree:
         else:
             files.append(parts)
             members[parts] = name
-    return _Tree(path, True, files, dirs, members, unsafe)
+    return Tree(path, True, files, dirs, members, unsafe)
 
 
-def _unwrap(tree: _Tree) -> tuple[str, ...]:
+def _unwrap(tree: Tree) -> tuple[str, ...]:
     """A prefix to strip when everything sits in one wrapper folder (typical of zips made by hand)."""
     prefix: tuple[str, ...] = ()
     while True:
@@ -140,7 +141,7 @@ def _is_image(parts: tuple[str, ...]) -> bool:
     return PurePosixPath(parts[-1]).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def _classes_in(tree: _Tree, base: tuple[str, ...]) -> dict[str, list[tuple[str, ...]]]:
+def _classes_in(tree: Tree, base: tuple[str, ...]) -> dict[str, list[tuple[str, ...]]]:
     """Class folder -> its image files, nested subfolders included (a class may be organised in folders)."""
     n = len(base)
     classes: dict[str, list[tuple[str, ...]]] = {d[n]: [] for d in tree.dirs if len(d) == n + 1 and d[:n] == base}
@@ -150,13 +151,13 @@ def _classes_in(tree: _Tree, base: tuple[str, ...]) -> dict[str, list[tuple[str,
     return {c: sorted(v) for c, v in sorted(classes.items())}
 
 
-def _other_files(tree: _Tree, base: tuple[str, ...], classes: list[str]) -> list[tuple[str, ...]]:
+def _other_files(tree: Tree, base: tuple[str, ...], classes: list[str]) -> list[tuple[str, ...]]:
     """Files inside class folders that are not images by their extension (notes, annotations, stray files)."""
     n, wanted = len(base), set(classes)
     return sorted(f for f in tree.files if len(f) > n + 1 and f[:n] == base and f[n] in wanted and not _is_image(f))
 
 
-def _display(tree: _Tree, parts: tuple[str, ...]) -> str:
+def _display(tree: Tree, parts: tuple[str, ...]) -> str:
     return f"{tree.root}!/{'/'.join(parts)}" if tree.is_zip else str(tree.root.joinpath(*parts))
 
 
@@ -179,7 +180,7 @@ def _case_clash(names: list[str], where: str) -> None:
                             "(on macOS and Windows they are one folder)", "merge them or rename one")
 
 
-def _layout(tree: _Tree) -> Layout:
+def layout_of(tree: Tree) -> Layout:
     """Class names and, per split present, (image path, label) ordered by class then name.
 
     A class folder without images is ignored with a note; a test/ or val/ class that train/ lacks (or the
@@ -383,7 +384,7 @@ def image_files(path: Path) -> list[tuple[str, Callable[[], bytes]]]:
         raise UserError(f"not found: {path}", "pass image files, folders of images or .zip files")
     if path.is_file() and not zipfile.is_zipfile(path):
         return [(str(path), path.read_bytes)]
-    tree = _list(path.resolve())
+    tree = list_files(path.resolve())
     root = str(tree.root)
     return [(_display(tree, p), functools.partial(_read, root, tree.is_zip, tree.rel(p)))
             for p in sorted(tree.files) if _is_image(p)]
@@ -403,7 +404,7 @@ def _run(fn, tasks: list, workers: int, ordered: bool):
         yield from (pool.imap if ordered else pool.imap_unordered)(fn, tasks)
 
 
-def _auto_size(tree: _Tree, paths: list[tuple[str, ...]], workers: int) -> tuple[int, str]:
+def _auto_size(tree: Tree, paths: list[tuple[str, ...]], workers: int) -> tuple[int, str]:
     """The median shorter side of a sample; unreadable files are left out here and skipped by the decode."""
     step = max(1, len(paths) // _SIZE_SAMPLE)
     sample = paths[::step]
@@ -424,11 +425,11 @@ def _auto_size(tree: _Tree, paths: list[tuple[str, ...]], workers: int) -> tuple
     return size, note
 
 
-def _raise_bad_image(tree: _Tree, parts: tuple[str, ...], error: str):
+def _raise_bad_image(tree: Tree, parts: tuple[str, ...], error: str):
     raise UserError(f"cannot read image {_display(tree, parts)} ({error})", "remove or replace that file")
 
 
-def decode_images(tree: _Tree, paths: list[tuple[str, ...]], size: int, workers: int,
+def decode_images(tree: Tree, paths: list[tuple[str, ...]], size: int, workers: int,
                   infos: list | None = None) -> tuple[np.ndarray, dict[int, str]]:
     """(n, 3, size, size) uint8 for every path, and {index: reason} for those that could not be decoded.
     `infos`, when given, is filled with each file's own [width, height, mode] ([] where it could not be read)."""
@@ -446,7 +447,7 @@ def decode_images(tree: _Tree, paths: list[tuple[str, ...]], size: int, workers:
     return out, bad
 
 
-def decode(tree: _Tree, paths: list[tuple[str, ...]], size: int, workers: int) -> np.ndarray:
+def decode(tree: Tree, paths: list[tuple[str, ...]], size: int, workers: int) -> np.ndarray:
     """Every image decoded, or a UserError naming the first that cannot be."""
     out, bad = decode_images(tree, paths, size, workers)
     if bad:
@@ -459,15 +460,23 @@ def load_folder(path: Path, image_size: int | None, test_fraction: float, seed: 
     """test_fraction and seed are accepted for the caller's symmetry; carving the test split is not done here
     (so the decoded result, and its cache entry, do not depend on them). Unreadable files are skipped and
     listed in the result's `skipped`; a class left with no readable image is an error."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise UserError(f"image folder not found: {path}", "check the path, or pass a data set name such as digits")
+    tree = list_files(path.resolve())
+    return decode_layout(tree, layout_of(tree), f"image folder {path}", path.name, image_size, workers,
+                         "the folder has only class folders, no train/ and test/ split")
+
+
+def decode_layout(tree: Tree, layout: Layout, described: str, name: str, image_size: int | None, workers: int,
+                  no_test: str) -> SourceData:
+    """Decode what a layout lists (a folder's class folders, a label file's rows) into a SourceData: the images
+    of every split in one pool, unreadable ones skipped and listed; `described` starts the first note and
+    `no_test` says why there is no test split when there is none."""
     import torch
 
     from .types import ImageSet, SourceData
 
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise UserError(f"image folder not found: {path}", "check the path, or pass a data set name such as digits")
-    tree = _list(path.resolve())
-    layout = _layout(tree)
     class_names, files = layout.class_names, layout.files
     notes = []
     if image_size is None:
@@ -492,14 +501,14 @@ def load_folder(path: Path, image_size: int | None, test_fraction: float, seed: 
         start += len(paths)
         _check_readable(tree, split, out[split], class_names, skipped)
     sizes = ", ".join(f"{len(out[s]):,} {s}" for s in ("train", "val", "test") if s in out)
-    notes.insert(0, f"image folder {path}: {len(class_names)} classes, {sizes} images, center-cropped and resized to {image_size}x{image_size} RGB.")
+    notes.insert(0, f"{described}: {len(class_names)} classes, {sizes} images, center-cropped and resized to {image_size}x{image_size} RGB.")
     notes += layout.notes
     if skipped:
         notes.append(f"{len(skipped):,} file{'s' if len(skipped) > 1 else ''} skipped (unreadable or not images): "
                      "listed under skipped_files in metrics.json.")
     if "test" not in out:
-        notes.append("the folder has only class folders, no train/ and test/ split: every image is in train, the test split is carved from it later.")
-    return SourceData(name=path.name, class_names=class_names, train=out["train"], val=out.get("val"), test=out.get("test"),
+        notes.append(f"{no_test}: every image is in train, the test split is carved from it later.")
+    return SourceData(name=name, class_names=class_names, train=out["train"], val=out.get("val"), test=out.get("test"),
                       notes=notes, skipped=skipped, originals=originals_summary([i for i in infos if i]))
 
 
@@ -518,7 +527,7 @@ def originals_summary(infos: list[list]) -> dict:
             "common": [[cw, ch, n] for (cw, ch), n in common], "modes": dict(Counter(str(i[2]) for i in infos))}
 
 
-def _check_readable(tree: _Tree, split: str, part, class_names: list[str], skipped: list[dict]) -> None:
+def _check_readable(tree: Tree, split: str, part, class_names: list[str], skipped: list[dict]) -> None:
     """After skipping, a class with no readable image left cannot be learned or tested: say so."""
     counts = np.bincount(part.labels.numpy(), minlength=len(class_names))
     empty = [name for name, n in zip(class_names, counts) if n == 0]
