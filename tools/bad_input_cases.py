@@ -382,5 +382,61 @@ FAULTS = [
     ("a pickle with a payload planted in the decode cache", pickle_in_cache),
 ]
 
-GROUPS = [("Images inside a data set", IMAGES), ("Layout of a folder or zip", LAYOUT),
+def label_file(rows: list[str], header="image,label", name="labels.csv", extra=()):
+    """A flat folder of images (cat_0.png ... dog_5.png, as Kaggle keeps them) and a label file naming them."""
+    def case(tmp: Path):
+        images = tmp / "set" / "images"
+        images.mkdir(parents=True)
+        for k, cls in enumerate(("cat", "dog")):
+            for i in range(6):
+                Image.new("RGB", (10, 10), (200 * (k == 0), 5 * i, 200 * (k == 1))).save(images / f"{cls}_{i}.png")
+        good = [f"images/{c}_{i}.png,{c}" for c in ("cat", "dog") for i in range(6)]
+        table = tmp / "set" / name
+        table.write_text("\n".join(([header] if header else []) + good + rows) + "\n")
+        return {"args": ["--dataset", table, *extra]}
+    return case
+
+
+LABELS = [
+    ("a row naming a missing file", label_file(["images/gone.png,cat"])),
+    ("a row without a label", label_file(["images/cat_0.png,"])),
+    ("an unknown split name (holdout)", lambda tmp: {**label_file([])(tmp),
+                                                     "args": ["--dataset", _with_split(tmp / "set" / "labels.csv", "holdout")]}),
+    ("a path escaping the folder (../secret.png, /etc/passwd)", label_file(["../secret.png,cat", "/etc/passwd,dog"])),
+    ("the same image twice, with another label", label_file(["images/cat_1.png,dog"])),
+    ("an id without its extension, two files of that name", lambda tmp: _twin(label_file(["images/cat_2,cat"])(tmp), tmp)),
+    ("numeric labels (0, 1)", lambda tmp: _numeric(label_file([])(tmp), tmp)),
+    ("an empty table", lambda tmp: _rewrite(label_file([])(tmp), tmp, "")),
+    ("a header but no rows", lambda tmp: _rewrite(label_file([])(tmp), tmp, "image,label\n")),
+    ("a header-less file", label_file([], header=None)),
+    ("--label-column naming no column", label_file([], extra=("--label-column", "kind"))),
+    ("--images naming no folder", label_file([], extra=("--images", "nowhere"))),
+    ("--image-column with a class folder", lambda tmp: {"args": ["--dataset", photos(tmp / "photos"), "--image-column", "x"]}),
+]
+
+
+def _with_split(table: Path, split: str) -> Path:
+    lines = table.read_text().splitlines()
+    table.write_text("\n".join([lines[0] + ",split"] + [f"{row},{split if i == 1 else 'train'}" for i, row in
+                                                         enumerate(lines[1:], start=1)]) + "\n")
+    return table
+
+
+def _twin(spec: dict, tmp: Path) -> dict:
+    (tmp / "set" / "images" / "cat_2.jpg").write_bytes(encoded("JPEG", (10, 10)))
+    return spec
+
+
+def _numeric(spec: dict, tmp: Path) -> dict:
+    table = tmp / "set" / "labels.csv"
+    table.write_text(table.read_text().replace(",cat", ",0").replace(",dog", ",1"))
+    return spec
+
+
+def _rewrite(spec: dict, tmp: Path, text: str) -> dict:
+    (tmp / "set" / "labels.csv").write_text(text)
+    return spec
+
+
+GROUPS = [("Images inside a data set", IMAGES), ("Layout of a folder or zip", LAYOUT), ("Label files", LABELS),
           ("Configuration and command line", CONFIG), ("Faults and untrusted files", FAULTS)]

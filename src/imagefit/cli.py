@@ -315,6 +315,8 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     for name, about in DATASETS.items():
         print(f"{name:14s} {about}")
     print(f"{'PATH':14s} a folder or .zip of images: train/<class>/* (optional val/, test/) or <class>/* at the top")
+    print(f"{'FILE.csv':14s} a label file (.csv, .tsv, .parquet): one row per image, its path and class (--images, "
+          "--image-column, --label-column)")
     return 0
 
 

@@ -89,7 +89,8 @@ def prepare_data(cfg: TrainConfig) -> PreparedData:
 
     source: SourceData = load_source(cfg.dataset, data_dir=cfg.data_dir, cache_dir=cfg.cache_dir,
                                      image_size=cfg.image_size, test_fraction=cfg.test_fraction,
-                                     seed=cfg.seed, mmap=cfg.loader != "memory", workers=cfg.num_workers)
+                                     seed=cfg.seed, mmap=cfg.loader != "memory", workers=cfg.num_workers,
+                                     images=cfg.images, image_column=cfg.image_column, label_column=cfg.label_column)
     check_skipped(cfg, source)
     if len(source.class_names) < 2:
         from ..errors import UserError

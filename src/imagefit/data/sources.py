@@ -13,6 +13,7 @@ from ..errors import UserError
 from .cache import cached_source
 from .types import ImageSet, SourceData
 
+LABEL_FILE_SUFFIXES = (".csv", ".tsv", ".parquet")  # data/labels.py reads these
 DATASETS = {
     "digits": "scikit-learn's 8x8 handwritten digits, 1,797 images, 10 classes; bundled, no download",
     "mnist": "MNIST handwritten digits, 28x28 grayscale, 60,000 train + 10,000 test, 10 classes",
@@ -26,8 +27,11 @@ _RESIZE_CHUNK = 2048
 
 def dataset_slug(dataset: str) -> str:
     """A data set's short name, for run and study folder names: a built-in name as given, a path's last part
-    without .zip."""
-    return Path(dataset).name.removesuffix(".zip") if ("/" in dataset or dataset.endswith(".zip")) else dataset
+    without .zip; a label file's folder and name (kaggle/train.csv: kaggle-train)."""
+    path = Path(dataset)
+    if path.suffix.lower() in LABEL_FILE_SUFFIXES:
+        return f"{path.resolve().parent.name}-{path.stem}" if path.resolve().parent.name else path.stem
+    return path.name.removesuffix(".zip") if ("/" in dataset or dataset.endswith(".zip")) else dataset
 
 
 def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -85,12 +89,18 @@ def load_source(
     mmap: bool = False,
     download: bool = True,
     workers: int = 2,
+    images: str | Path | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
 ) -> SourceData:
     if image_size is not None and image_size < 1:
         raise UserError(f"image size must be positive, got {image_size}", "pass an image size such as 32 or 64")
     data_dir = Path(data_dir).expanduser()
     cache_dir = Path(cache_dir).expanduser()
     name = str(dataset).strip().lower()
+    if (images or image_column or label_column) and not name.endswith(LABEL_FILE_SUFFIXES):
+        raise UserError(f"--images, --image-column and --label-column go with a label file (.csv, .tsv, .parquet), "
+                        f"not with {dataset}", "pass the label file as --dataset, or drop those options")
 
     if name == "digits":  # decodes in milliseconds: not worth a cache entry
         from .digits import load_digits
@@ -116,11 +126,21 @@ def load_source(
             raise UserError(f"data set path not found: {path}", "check the path to the image folder or .zip")
         close = difflib.get_close_matches(name, list(DATASETS), n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
-        raise UserError(f"unknown data set '{dataset}'", f"{hint}use one of {', '.join(DATASETS)} or a path to an image folder or .zip")
+        raise UserError(f"unknown data set '{dataset}'", f"{hint}use one of {', '.join(DATASETS)}, a path to an image "
+                        "folder or .zip, or a label file (.csv, .tsv)")
 
     from .folder import load_folder
+    from .labels import load_label_file
 
     path = path.resolve()
+    if path.is_file() and name.endswith(LABEL_FILE_SUFFIXES):
+        root = Path(images).expanduser().resolve() if images else path.parent
+        key = {"format": CACHE_FORMAT, "dataset": path.name, "kind": "labels", "path": str(path),
+               "fingerprint": _fingerprint(path), "images": str(root),
+               "images_fingerprint": _fingerprint(root) if root.exists() else None,
+               "columns": [image_column, label_column], "image_size": image_size}
+        return cached_source(cache_dir, key, lambda: load_label_file(path, root, image_column, label_column, image_size,
+                                                                     workers), mmap=mmap)
     key = {
         "format": CACHE_FORMAT,
         "dataset": path.name,
