@@ -57,10 +57,10 @@ class TrainConfig:
                                     "or .zip, or a label file (.csv, .tsv, .parquet) naming each image and its class")
     images: str | None = option(None, "with a label file as --dataset: the folder (or .zip) its image paths are "
                                       "relative to; unset: the label file's folder")
-    image_column: str | None = option(None, "with a label file: the column naming each image; unset: the first of "
-                                            "image, file, filename, path, id, image_id")
-    label_column: str | None = option(None, "with a label file: the column naming each class; unset: the first of "
-                                            "label, class, target, category, y")
+    image_column: str | None = option(None, "with a label file: the column naming each image; unset: the first "
+                                            "usual name found (image, file, filename, path, id, image_id, ...)")
+    label_column: str | None = option(None, "with a label file: the column naming each class; unset: the first "
+                                            "usual name found (label, class, target, category, y, ...)")
     data_dir: str = option("~/.cache/imagefit/data", "where named data sets are downloaded and kept")
     cache_dir: str = option("~/.cache/imagefit/cache", "where decoded images, linear-probe features and partial "
                                                        "fine-tuning's trunk activations are cached between runs")
