@@ -141,15 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import resume, train
-
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "config_file", "resume_dir")}
     if args.resume_dir:
+        from .train import resume
+
         run = resume(args.resume_dir, started=PROCESS_STARTED, **overrides)
-    elif args.config_file:
-        run = train(TrainConfig.load(args.config_file, overrides), started=PROCESS_STARTED)
-    else:
-        run = train(TrainConfig.from_dict(overrides, source="the command line"), started=PROCESS_STARTED)
+    else:  # the configuration is checked before torch and Lightning are imported: a mistake is told at once
+        cfg = (TrainConfig.load(args.config_file, overrides) if args.config_file
+               else TrainConfig.from_dict(overrides, source="the command line"))
+        from .train import train
+
+        run = train(cfg, started=PROCESS_STARTED)
     if run.metrics:
         m = run.metrics
         top5 = f", top-5 {m['test_top5_accuracy']:.4f}" if "test_top5_accuracy" in m else ""
