@@ -25,7 +25,8 @@ from .errors import UserError  # noqa: E402
 
 # imagefit.train and imagefit.study are the functions, not the subpackages of those names: the subpackages are
 # loaded above, so importing their modules later never binds the names here again
-del study, train
+for _subpackage in ("study", "train"):
+    del globals()[_subpackage]
 
 _HOMES = {"Run": "train.run", "train": "train.run", "resume": "train.run", "lr_find": "train.run",
           "Study": "study.runner", "study": "study.runner", "StudySpec": "study.spec", "load_study": "study.spec",

@@ -121,6 +121,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="as in training: auto = bf16 where the hardware does it natively, else 32; one of "
                         + ", ".join(CHOICES["precision"]) + " (default: auto; exported models run as exported)")
 
+    p = sub.add_parser("evaluate", help="score a finished model on new labelled data: accuracy, per-class report, "
+                                        "confusion matrix", description="Score a run's model (or an exported file) on "
+                       "a labelled data set it was not trained on, without retraining: RUN/evaluations/<data set>/ gets "
+                       "metrics.json, report.md, the classification report, the confusion matrix and each image's "
+                       "prediction. Classes are matched by name; the data may hold fewer of them than the model knows.")
+    p.add_argument("model_path", type=Path, metavar="RUN_DIR|FILE", help="a finished run folder, or an exported .onnx/.pt")
+    p.add_argument("--dataset", required=True, help="the labelled data: a named data set, an image folder or .zip of "
+                                                     "class folders, or a label file (.csv, .tsv, .parquet)")
+    for name in ("images", "image_column", "label_column", "data_dir", "cache_dir"):
+        p.add_argument("--" + name.replace("_", "-"), metavar=name.upper(), help=config_help(name))
+    p.add_argument("--split", choices=("all", "train", "val", "test"), default="all",
+                   help="which of the data's own splits to score: all, train, val or test (default: all, every image)")
+    p.add_argument("--out", type=Path, metavar="DIR", help="where to write (default: RUN_DIR/evaluations/<data set>/)")
+    p.add_argument("--batch-size", type=int, default=256, metavar="N", help="images per forward pass (default: 256)")
+    p.add_argument("--precision", choices=CHOICES["precision"], default="auto",
+                   help="auto = bf16 where the hardware does it natively, else 32; one of "
+                        + ", ".join(CHOICES["precision"]) + " (default: auto)")
+
     p = sub.add_parser("export", help="write a run's model as ONNX or TorchScript, with its class names and preprocessing",
                        description="Export a run's model (fp32) with its class names and preprocessing in the file. "
                                    "The graph takes uint8 images of the run's size and returns logits.")
@@ -271,6 +289,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .inference import load
+
+    options = {k: getattr(args, k) for k in ("images", "image_column", "label_column", "data_dir", "cache_dir")
+               if getattr(args, k) is not None}
+    predictor = load(args.model_path, precision=args.precision)
+    m = predictor.evaluate(args.dataset, args.out, split=args.split, batch_size=args.batch_size, **options)
+    print(f"accuracy {m['test_accuracy']:.4f}, balanced accuracy {m['test_balanced_accuracy']:.4f}, loss "
+          f"{m['test_loss']:.4f} on {m['images']:,} images of {args.dataset}; {m['skipped_files']['count']} skipped")
+    print(f"report: {Path(m['folder']) / 'report.md'}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export
 
@@ -332,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", os.environ.get("LOCAL_RANK", 0))))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="imagefit: %(message)s")
     commands = {"train": cmd_train, "lr-find": cmd_lr_find, "report": cmd_report, "study": cmd_study, "compare": cmd_compare,
-                "models": cmd_models, "datasets": cmd_datasets, "predict": cmd_predict, "export": cmd_export}
+                "models": cmd_models, "datasets": cmd_datasets, "predict": cmd_predict, "export": cmd_export,
+                "evaluate": cmd_evaluate}
     try:
         return commands[args.command](args)
     except UserError as e:

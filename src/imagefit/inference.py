@@ -23,7 +23,6 @@ import torch
 
 from .errors import UserError
 
-GRAY = np.array([0.299, 0.587, 0.114])  # ITU-R 601, what PIL's convert("L") uses
 # an exported file's contract, written by imagefit.export and read by load_exported
 META_FILE = "imagefit.json"  # TorchScript: the metadata, as an extra file (ONNX keeps it in metadata_props)
 INPUT, OUTPUT = "images", "logits"  # the graph's input and output names
@@ -84,7 +83,7 @@ class Predictor:
         """A path, encoded bytes, PIL image or (C|1, H, W) uint8 tensor/array -> (channels, size, size) uint8, as in training."""
         from PIL import Image
 
-        from .data.folder import decode_image, to_square_rgb
+        from .data.folder import GRAY, decode_image, to_square_rgb
 
         if isinstance(image, (str, Path)):
             image = Path(image).expanduser().read_bytes()
@@ -133,6 +132,19 @@ class Predictor:
                     out.items.append(Prediction(name, [(self.class_names[c], pv) for c, pv in zip(i, v)], p))
         out.seconds = time.perf_counter() - started
         return out
+
+    def evaluate(self, dataset: str, out: str | Path | None = None, split: str = "all", **source_options) -> dict:
+        """Score the model on a labelled data set (a folder, zip, label file or named set): metrics.json and the
+        evaluation files go to `out` (default: <run>/evaluations/<data set>/; required for an exported file).
+        `source_options`: images, image_column, label_column, data_dir, cache_dir, batch_size, workers."""
+        from .evaluate.new_data import evaluation_folder, score
+
+        if out is None:
+            if not Path(self.source).is_dir():
+                raise UserError(f"{self.source} is not a run folder: its evaluation needs a place to go",
+                                "pass out= (or --out DIR)")
+            out = evaluation_folder(self.source, dataset, split)
+        return score(self, dataset, out, split=split, **source_options)
 
     def _read(self, job) -> np.ndarray | str:
         from PIL import Image

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 SPLITS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 MAX_AUTO_SIZE = 128
+GRAY = np.array([0.299, 0.587, 0.114])  # RGB to gray for a grayscale model: ITU-R 601, as PIL's convert("L")
 _SIZE_SAMPLE = 2000  # header reads for the automatic size: the median of a sample is as good and O(1)
 _IGNORED_PARTS = {"__MACOSX", "Thumbs.db", "desktop.ini"}
 # A zip member whose declared size is over this is skipped unread (a zip bomb); zipfile never inflates
