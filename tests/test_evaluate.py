@@ -97,3 +97,42 @@ def test_mistakes_are_one_line_and_exit_2(colors_run, tmp_path, args, message):
     args = [a.format(photos=tmp_path / "photos", known=tmp_path / "known") for a in args]
     proc = run_imagefit("evaluate", colors_run.dir, *args, "--cache-dir", tmp_path / "cache", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and message in proc.stderr, proc.stderr
+
+
+def test_unknown_classes_can_be_left_out_and_counted(colors_run, tmp_path):
+    write_image_folder(tmp_path / "mixed", classes=("red", "cat"), per_class=3)
+    proc = run_imagefit("evaluate", colors_run.dir, "--dataset", tmp_path / "mixed", "--ignore-unknown-classes",
+                        "--out", tmp_path / "out", "--cache-dir", tmp_path / "cache", cwd=tmp_path)
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert m["images"] == 3 and m["unknown_classes_left_out"] == {"cat": 3} and "on 3 images" in proc.stdout
+    assert m["classes_present"] == ["red"] and m["classes_absent"] == ["blue", "green"]
+    assert "absent: blue, green; left out, of classes the model never learned: cat (3)" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_an_exported_onnx_model_scores_as_its_run(colors_run, tmp_path):
+    table = new_photos(tmp_path / "june", ["green", "red"])
+    run_imagefit("export", colors_run.dir, "--out", tmp_path / "m.onnx", cwd=tmp_path)
+    for model, out in ((colors_run.dir, "from-run"), (tmp_path / "m.onnx", "from-onnx")):
+        run_imagefit("evaluate", model, "--dataset", table, "--out", tmp_path / out, "--precision", "32",
+                     "--cache-dir", tmp_path / "cache", cwd=tmp_path)
+    rows = {out: [r.split(",")[4] for r in (tmp_path / out / "predictions.csv").read_text().splitlines()[1:]]
+            for out in ("from-run", "from-onnx")}
+    assert rows["from-run"] == rows["from-onnx"] and len(rows["from-run"]) == 10
+    proc = run_imagefit("evaluate", tmp_path / "m.onnx", "--dataset", table, cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "pass out= (or --out DIR)" in proc.stderr
+
+
+def test_the_runs_own_test_split_gives_its_test_metrics(tmp_path):
+    """A folder with its own test/ split: evaluate --split test scores the same images the run was tested on, so
+    it reproduces the run's accuracy and F1, and its loss with the run's temperature (test_loss_scaled)."""
+    write_image_folder(tmp_path / "set" / "train", per_class=10)
+    write_image_folder(tmp_path / "set" / "test", per_class=5, side=20)
+    run = imagefit.train(dataset=str(tmp_path / "set"), model="seed-cnn", epochs=2, batch_size=8, image_size=16,
+                         tta="none", runs_dir=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"),
+                         progress=False, precision="32", name="own")
+    m = imagefit.load(run.dir, precision="32").evaluate(str(tmp_path / "set"), split="test",
+                                                       cache_dir=str(tmp_path / "cache"))
+    assert m["images"] == run.metrics["test_images"] == 15
+    assert m["test_accuracy"] == run.metrics["test_accuracy"] and m["f1_macro"] == pytest.approx(run.metrics["f1_macro"])
+    assert m["test_loss"] == pytest.approx(run.metrics["test_loss_scaled"], rel=1e-5)
+    assert (run.dir / "evaluations" / "set-test" / "report.md").is_file()

@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "class folders, or a label file (.csv, .tsv, .parquet)")
     for name in ("images", "image_column", "label_column", "data_dir", "cache_dir"):
         p.add_argument("--" + name.replace("_", "-"), metavar=name.upper(), help=config_help(name))
+    p.add_argument("--ignore-unknown-classes", action="store_true",
+                   help="leave out (and count) the images of classes the model never learned, instead of refusing the "
+                        "data (default: off)")
     p.add_argument("--split", choices=("all", "train", "val", "test"), default="all",
                    help="which of the data's own splits to score: all, train, val or test (default: all, every image)")
     p.add_argument("--out", type=Path, metavar="DIR", help="where to write (default: RUN_DIR/evaluations/<data set>/)")
@@ -295,7 +298,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     options = {k: getattr(args, k) for k in ("images", "image_column", "label_column", "data_dir", "cache_dir")
                if getattr(args, k) is not None}
     predictor = load(args.model_path, precision=args.precision)
-    m = predictor.evaluate(args.dataset, args.out, split=args.split, batch_size=args.batch_size, **options)
+    m = predictor.evaluate(args.dataset, args.out, split=args.split, batch_size=args.batch_size,
+                           ignore_unknown_classes=args.ignore_unknown_classes, **options)
     print(f"accuracy {m['test_accuracy']:.4f}, balanced accuracy {m['test_balanced_accuracy']:.4f}, loss "
           f"{m['test_loss']:.4f} on {m['images']:,} images of {args.dataset}; {m['skipped_files']['count']} skipped")
     print(f"report: {Path(m['folder']) / 'report.md'}")

@@ -33,28 +33,38 @@ def images_as(images: torch.Tensor, channels: int) -> torch.Tensor:
     return images.expand(-1, 3, -1, -1).contiguous()
 
 
-def labelled_images(source, split: str, class_names: list[str]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """The images of the chosen split(s), their labels as indices into the model's classes, and their files."""
+def labelled_images(source, split: str, class_names: list[str], ignore_unknown: bool = False
+                    ) -> tuple[torch.Tensor, torch.Tensor, list[str], dict[str, int]]:
+    """The images of the chosen split(s), their labels as indices into the model's classes, their files, and the
+    images of classes the model never learned that were left out (only with `ignore_unknown`)."""
     unknown = [name for name in source.class_names if name not in class_names]
-    if unknown:
+    if unknown and not ignore_unknown:
         shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
         raise UserError(f"the data has classes the model never learned: {shown} (it knows {', '.join(class_names[:10])}"
                         f"{', ...' if len(class_names) > 10 else ''})",
-                        "evaluate on images of the model's classes only, or name the classes as in training")
+                        "evaluate on the model's classes only, or pass --ignore-unknown-classes to leave those out")
     parts = [getattr(source, s) for s in (("train", "val", "test") if split == "all" else (split,))]
     parts = [p for p in parts if p is not None and len(p)]
     if not parts:
         raise UserError(f"the data has no {split} images", "pass --split all, or a data set with that split")
-    to_model = torch.tensor([class_names.index(name) for name in source.class_names])
+    to_model = torch.tensor([class_names.index(n) if n in class_names else -1 for n in source.class_names])
     images = torch.cat([p.images for p in parts])
-    labels = to_model[torch.cat([p.labels for p in parts])]
+    given = torch.cat([p.labels for p in parts])  # indices into the data's own classes
+    labels = to_model[given]
     files = [f for p in parts for f in (p.files or [f"{i}" for i in range(len(p))])]
-    return images, labels, files
+    counts = torch.bincount(given, minlength=len(source.class_names)).tolist()
+    left_out = {name: counts[i] for i, name in enumerate(source.class_names) if name in unknown and counts[i]}
+    known = labels >= 0
+    if not bool(known.any()):
+        raise UserError("none of the data's images is of a class the model knows", "evaluate on the model's classes")
+    keep = known.nonzero()[:, 0]
+    return images[keep], labels[keep], [files[i] for i in keep.tolist()], left_out
 
 
 def score(predictor, dataset: str, out: str | Path, *, split: str = "all", images: str | None = None,
           image_column: str | None = None, label_column: str | None = None, data_dir: str = "~/.cache/imagefit/data",
-          cache_dir: str = "~/.cache/imagefit/cache", batch_size: int = 256, workers: int = 2) -> dict:
+          cache_dir: str = "~/.cache/imagefit/cache", batch_size: int = 256, workers: int = 2,
+          ignore_unknown_classes: bool = False) -> dict:
     """Score `predictor` (imagefit.load) on a labelled data set; write the evaluation files to `out` and return
     its metrics.json."""
     from ..data.sources import load_source
@@ -64,7 +74,7 @@ def score(predictor, dataset: str, out: str | Path, *, split: str = "all", image
         raise UserError(f"unknown split '{split}'", f"use one of {', '.join(SPLIT_CHOICES)}")
     source = load_source(dataset, data_dir=data_dir, cache_dir=cache_dir, image_size=predictor.image_size,
                          workers=workers, images=images, image_column=image_column, label_column=label_column)
-    pixels, labels, files = labelled_images(source, split, predictor.class_names)
+    pixels, labels, files, left_out = labelled_images(source, split, predictor.class_names, ignore_unknown_classes)
     out = Path(out)  # made once the data is known to fit the model: a refused one leaves no folder
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -78,6 +88,8 @@ def score(predictor, dataset: str, out: str | Path, *, split: str = "all", image
     present = sorted(set(labels.tolist()))
     metrics.update(folder=str(out), model=predictor.source, dataset=str(dataset), split=split, images=int(len(labels)),
                    classes_present=[predictor.class_names[i] for i in present],
+                   classes_absent=[n for i, n in enumerate(predictor.class_names) if i not in present],
+                   unknown_classes_left_out=left_out,
                    skipped_files={"count": len(source.skipped), "files": source.skipped[:100]},
                    data_notes=source.notes, precision=predictor.precision, device=str(predictor.device),
                    evaluated_at=datetime.datetime.now().isoformat(timespec="seconds"))
@@ -90,7 +102,12 @@ def report(m: dict) -> str:
     """A short page: what was scored on what, the headline numbers, and the files beside it."""
     from ..report.markdown import code, fixed, integer
 
-    missing = f" ({len(m['classes_present'])} of the model's classes present)"
+    missing = f" ({len(m['classes_present'])} of the model's {len(m['classes_present']) + len(m['classes_absent'])} classes)"
+    if m["classes_absent"]:
+        missing += f"; absent: {', '.join(m['classes_absent'][:10])}"
+    if m["unknown_classes_left_out"]:
+        missing += "; left out, of classes the model never learned: " + ", ".join(
+            f"{n} ({c})" for n, c in m["unknown_classes_left_out"].items())
     lines = [f"# {code(m['model'])} on {code(m['dataset'])}", "",
              f"{integer(m['images'])} labelled images ({m['split']}){missing}; "
              f"{integer(m['skipped_files']['count'])} files skipped.", "",
