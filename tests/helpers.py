@@ -15,8 +15,8 @@ import numpy as np
 from PIL import Image
 
 
-def run_imagefit(*args, cwd, check=True):
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+def run_imagefit(*args, cwd, check=True, env=None):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
     proc = subprocess.run([sys.executable, "-m", "imagefit.cli", *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
     if check:

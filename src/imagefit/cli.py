@@ -354,6 +354,8 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     print(f"{'PATH':14s} a folder or .zip of images: train/<class>/* (optional val/, test/) or <class>/* at the top")
     print(f"{'FILE.csv':14s} a label file (.csv, .tsv, .parquet): one row per image, its path and class (--images, "
           "--image-column, --label-column)")
+    print(f"{'hf:NAME':14s} a Hugging Face data set (hf:NAME[:CONFIG], or hf:FOLDER written by save_to_disk); "
+          "pip install 'imagefit[hf]'")
     return 0
 
 

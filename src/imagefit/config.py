@@ -54,7 +54,8 @@ class TrainConfig:
                                  "keys you pass override it")
     # data
     dataset: str = option("digits", "digits, cifar10, cifar100, mnist, fashion-mnist, a path to an image folder "
-                                    "or .zip, or a label file (.csv, .tsv, .parquet) naming each image and its class")
+                                    "or .zip, a label file (.csv, .tsv, .parquet) naming each image and its class, or "
+                                    "hf:NAME[:CONFIG] (a Hugging Face data set, or hf:FOLDER that save_to_disk wrote)")
     images: str | None = option(None, "with a label file as --dataset: the folder (or .zip) its image paths are "
                                       "relative to; unset: the label file's folder")
     image_column: str | None = option(None, "with a label file: the column naming each image; unset: the first "

@@ -251,7 +251,8 @@ def _read(root: str, is_zip: bool, rel: str) -> bytes:
     return _ZIPS[key].read(rel)
 
 
-def _reason(e: BaseException) -> str:
+def failure_reason(e: BaseException) -> str:
+    """Why a file could not be decoded, in one short line for the list of skipped files."""
     from PIL import UnidentifiedImageError
 
     if isinstance(e, UnidentifiedImageError):
@@ -271,7 +272,7 @@ def _header_size(args) -> tuple[int, int] | str:
             with Image.open(io.BytesIO(_read(root, is_zip, rel))) as im:
                 return im.size
     except Exception as e:  # noqa: BLE001 - a bad file is the file's problem: Pillow's plugins raise many types
-        return _reason(e)
+        return failure_reason(e)
 
 
 # The full range of each high-bit-depth mode, by the mode and never by the pixels: a dark 16-bit image must
@@ -373,7 +374,7 @@ def _decode_chunk(args) -> tuple[int, np.ndarray, list[tuple[int, str]], list[li
         try:
             out[i] = _decode_one(root, is_zip, rel, size, infos[-1])
         except Exception as e:  # noqa: BLE001 - Pillow, zlib and zipfile raise many types for one bad file
-            bad.append((i, _reason(e)))
+            bad.append((i, failure_reason(e)))
     return start, np.ascontiguousarray(out.transpose(0, 3, 1, 2)), bad, infos
 
 

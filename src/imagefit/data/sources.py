@@ -28,6 +28,8 @@ _RESIZE_CHUNK = 2048
 def dataset_slug(dataset: str) -> str:
     """A data set's short name, for run and study folder names: a built-in name as given, a path's last part
     without .zip; a label file's folder and name (kaggle/train.csv: kaggle-train)."""
+    if dataset.startswith("hf:"):  # hf:uoft-cs/cifar100 -> cifar100, hf:/data/beans -> beans
+        return Path(dataset[3:].split(":")[0] if not Path(dataset[3:]).exists() else dataset[3:]).name
     path = Path(dataset)
     if path.suffix.lower() in LABEL_FILE_SUFFIXES:
         return f"{path.resolve().parent.name}-{path.stem}" if path.resolve().parent.name else path.stem
@@ -98,9 +100,23 @@ def load_source(
     data_dir = Path(data_dir).expanduser()
     cache_dir = Path(cache_dir).expanduser()
     name = str(dataset).strip().lower()
-    if (images or image_column or label_column) and not name.endswith(LABEL_FILE_SUFFIXES):
-        raise UserError(f"--images, --image-column and --label-column go with a label file (.csv, .tsv, .parquet), "
-                        f"not with {dataset}", "pass the label file as --dataset, or drop those options")
+    hub = name.startswith("hf:")
+    if (images and not name.endswith(LABEL_FILE_SUFFIXES)) or ((image_column or label_column) and not hub
+                                                                and not name.endswith(LABEL_FILE_SUFFIXES)):
+        raise UserError(f"--images, --image-column and --label-column go with a label file (.csv, .tsv, .parquet) "
+                        f"(the columns also with hf:), not with {dataset}",
+                        "pass the label file as --dataset, or drop those options")
+    if hub:
+        from .huggingface import load_hf, parse
+
+        hf_name, config = parse(str(dataset).strip())
+        local = Path(hf_name).expanduser()
+        key = {"format": CACHE_FORMAT, "dataset": str(dataset).strip(), "kind": "huggingface",
+               "path": str(local.resolve()) if local.is_dir() else None,
+               "fingerprint": _fingerprint(local) if local.is_dir() else None, "data_dir": str(data_dir.resolve()),
+               "columns": [image_column, label_column], "image_size": image_size}
+        return cached_source(cache_dir, key, lambda: load_hf(str(dataset).strip(), data_dir, image_size, image_column,
+                                                             label_column, workers), mmap=mmap)
 
     if name == "digits":  # decodes in milliseconds: not worth a cache entry
         from .digits import load_digits
@@ -127,7 +143,7 @@ def load_source(
         close = difflib.get_close_matches(name, list(DATASETS), n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
         raise UserError(f"unknown data set '{dataset}'", f"{hint}use one of {', '.join(DATASETS)}, a path to an image "
-                        "folder or .zip, or a label file (.csv, .tsv)")
+                        "folder or .zip, a label file (.csv, .tsv), or hf:NAME for a Hugging Face data set")
 
     from .folder import load_folder
     from .labels import load_label_file
