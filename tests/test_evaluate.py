@@ -56,6 +56,7 @@ def test_a_run_is_scored_on_new_files_exactly_as_predict_classifies_them(colors_
     assert truth == [f.split("-")[0] for f in files]
     assert m["test_accuracy"] == pytest.approx(np.mean([t == p.label for t, p in zip(truth, predicted)]))
     assert "| accuracy |" in (folder / "report.md").read_text()
+    assert "data:image/png;base64," in (folder / "report.html").read_text()  # the confusion matrix, embedded
 
 
 def test_the_python_api_writes_where_it_is_told_and_scores_one_split(colors_run, tmp_path):

@@ -5,7 +5,8 @@ The images are read by the same source code as training (a folder, a zip, a labe
 decoded at the model's side by the same function its predictions use, so an image scores as `imagefit predict`
 would classify it. Classes are matched by name: the new data may hold fewer classes than the model knows, in any
 order, but not one it never learned. The files are the run's own evaluation files (classification report,
-confusion matrix, top confusions, predictions), written to `RUN/evaluations/<data set>/` with a metrics.json.
+confusion matrix, top confusions, predictions), written to `RUN/evaluations/<data set>/` with a metrics.json and a
+report (report.md, and report.html with its picture embedded).
 """
 from __future__ import annotations
 
@@ -95,6 +96,9 @@ def score(predictor, dataset: str, out: str | Path, *, split: str = "all", image
                    evaluated_at=datetime.datetime.now().isoformat(timespec="seconds"))
     atomic.write_text(out / "metrics.json", json.dumps(metrics, indent=1, default=float))
     atomic.write_text(out / "report.md", report(metrics))
+    from ..report.html import write_html  # report.html: the same page, its picture embedded
+
+    write_html(out / "report.md")
     return metrics
 
 
@@ -114,8 +118,8 @@ def report(m: dict) -> str:
              "| metric | value |", "|---|---|",
              f"| accuracy | {fixed(m['test_accuracy'])} |", f"| balanced accuracy | {fixed(m['test_balanced_accuracy'])} |",
              f"| loss (calibrated probabilities) | {fixed(m['test_loss'])} |", f"| macro F1 | {fixed(m['f1_macro'])} |", "",
-             "Per class: `classification_report.txt`; the confusion matrix: `confusion_matrix.png`; each image's "
-             "prediction: `predictions.csv` (its file in `files.csv`).", ""]
+             "Per class: `classification_report.txt`; each image's prediction: `predictions.csv` (its file in "
+             "`files.csv`).", "", "![confusion matrix](confusion_matrix.png)", ""]
     if m["top_confusions"]:
         lines += ["Most confused: " + "; ".join(f"{c['true']} as {c['predicted']} ({c['count']})"
                                                 for c in m["top_confusions"][:5]) + ".", ""]
