@@ -138,13 +138,16 @@ class Predictor:
         evaluation files go to `out` (default: <run>/evaluations/<data set>/; required for an exported file).
         `source_options`: images, image_column, label_column, data_dir, cache_dir, batch_size, workers."""
         from .evaluate.new_data import evaluation_folder, score
+        from .report.evaluation_page import write_evaluation_page
 
         if out is None:
             if not Path(self.source).is_dir():
                 raise UserError(f"{self.source} is not a run folder: its evaluation needs a place to go",
                                 "pass out= (or --out DIR)")
             out = evaluation_folder(self.source, dataset, split)
-        return score(self, dataset, out, split=split, **source_options)
+        metrics = score(self, dataset, out, split=split, **source_options)
+        write_evaluation_page(out, metrics)
+        return metrics
 
     def _read(self, job) -> np.ndarray | str:
         from PIL import Image

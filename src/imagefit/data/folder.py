@@ -419,9 +419,14 @@ def _auto_size(tree: Tree, paths: list[tuple[str, ...]], workers: int) -> tuple[
         sides.append(min(size))
     if not sides:
         _raise_bad_image(tree, *first_bad)
+    counted = f"{len(sides):,} images" if len(sides) == len(paths) else f"{len(sides):,} of {len(paths):,} images, evenly spaced"
+    return size_from_sides(sides, counted)
+
+
+def size_from_sides(sides: list[int], counted: str) -> tuple[int, str]:
+    """The automatic image size: the median shorter side, capped at MAX_AUTO_SIZE, and the note that says so."""
     median = int(statistics.median(sides))
     size = max(1, min(median, MAX_AUTO_SIZE))
-    counted = f"{len(sides):,} images" if len(sides) == len(paths) else f"{len(sides):,} of {len(paths):,} images, evenly spaced"
     why = f"the median shorter side over {counted} is {median}px"
     note = f"image size {size}x{size} chosen from the data: {why}" + (f", capped at {MAX_AUTO_SIZE}." if median > MAX_AUTO_SIZE else ".")
     return size, note

@@ -10,14 +10,13 @@ offline, `datasets` reads what it has cached (HF_DATASETS_OFFLINE=1 skips the ne
 from __future__ import annotations
 
 import io
-import statistics
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import UserError
-from .folder import DECODE_ERRORS, MAX_AUTO_SIZE, SPLITS, decode_image, failure_reason, skip
+from .folder import DECODE_ERRORS, SPLITS, decode_image, failure_reason, size_from_sides, skip
 
 PREFIX = "hf:"
 
@@ -139,7 +138,4 @@ def _auto_size(cells) -> tuple[int, str]:
             continue
     if not sides:
         raise UserError("no readable image among the first training rows", "check the data set's image column")
-    median = int(statistics.median(sides))
-    size = max(1, min(median, MAX_AUTO_SIZE))
-    return size, (f"image size {size}x{size} chosen from the data: the median shorter side over {len(sides):,} images "
-                  f"is {median}px" + (f", capped at {MAX_AUTO_SIZE}." if median > MAX_AUTO_SIZE else "."))
+    return size_from_sides(sides, f"{len(sides):,} images")

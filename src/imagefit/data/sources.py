@@ -29,7 +29,9 @@ def dataset_slug(dataset: str) -> str:
     """A data set's short name, for run and study folder names: a built-in name as given, a path's last part
     without .zip; a label file's folder and name (kaggle/train.csv: kaggle-train)."""
     if dataset.startswith("hf:"):  # hf:uoft-cs/cifar100 -> cifar100, hf:/data/beans -> beans
-        return Path(dataset[3:].split(":")[0] if not Path(dataset[3:]).exists() else dataset[3:]).name
+        from .huggingface import parse
+
+        return Path(parse(dataset)[0]).name
     path = Path(dataset)
     if path.suffix.lower() in LABEL_FILE_SUFFIXES:
         return f"{path.resolve().parent.name}-{path.stem}" if path.resolve().parent.name else path.stem
@@ -100,9 +102,8 @@ def load_source(
     data_dir = Path(data_dir).expanduser()
     cache_dir = Path(cache_dir).expanduser()
     name = str(dataset).strip().lower()
-    hub = name.startswith("hf:")
-    if (images and not name.endswith(LABEL_FILE_SUFFIXES)) or ((image_column or label_column) and not hub
-                                                                and not name.endswith(LABEL_FILE_SUFFIXES)):
+    hub, label_file = name.startswith("hf:"), name.endswith(LABEL_FILE_SUFFIXES)
+    if (images and not label_file) or ((image_column or label_column) and not (label_file or hub)):
         raise UserError(f"--images, --image-column and --label-column go with a label file (.csv, .tsv, .parquet) "
                         f"(the columns also with hf:), not with {dataset}",
                         "pass the label file as --dataset, or drop those options")
@@ -149,7 +150,7 @@ def load_source(
     from .labels import load_label_file
 
     path = path.resolve()
-    if path.is_file() and name.endswith(LABEL_FILE_SUFFIXES):
+    if path.is_file() and label_file:
         root = Path(images).expanduser().resolve() if images else path.parent
         key = {"format": CACHE_FORMAT, "dataset": path.name, "kind": "labels", "path": str(path),
                "fingerprint": _fingerprint(path), "images": str(root),

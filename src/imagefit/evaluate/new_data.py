@@ -5,8 +5,8 @@ The images are read by the same source code as training (a folder, a zip, a labe
 decoded at the model's side by the same function its predictions use, so an image scores as `imagefit predict`
 would classify it. Classes are matched by name: the new data may hold fewer classes than the model knows, in any
 order, but not one it never learned. The files are the run's own evaluation files (classification report,
-confusion matrix, top confusions, predictions), written to `RUN/evaluations/<data set>/` with a metrics.json and a
-report (report.md, and report.html with its picture embedded).
+confusion matrix, top confusions, predictions), written to `RUN/evaluations/<data set>/` with a metrics.json; its
+page (report.md, report.html) is report/evaluation_page.py's.
 """
 from __future__ import annotations
 
@@ -95,35 +95,7 @@ def score(predictor, dataset: str, out: str | Path, *, split: str = "all", image
                    data_notes=source.notes, precision=predictor.precision, device=str(predictor.device),
                    evaluated_at=datetime.datetime.now().isoformat(timespec="seconds"))
     atomic.write_text(out / "metrics.json", json.dumps(metrics, indent=1, default=float))
-    atomic.write_text(out / "report.md", report(metrics))
-    from ..report.html import write_html  # report.html: the same page, its picture embedded
-
-    write_html(out / "report.md")
     return metrics
-
-
-def report(m: dict) -> str:
-    """A short page: what was scored on what, the headline numbers, and the files beside it."""
-    from ..report.markdown import code, fixed, integer
-
-    missing = f" ({len(m['classes_present'])} of the model's {len(m['classes_present']) + len(m['classes_absent'])} classes)"
-    if m["classes_absent"]:
-        missing += f"; absent: {', '.join(m['classes_absent'][:10])}"
-    if m["unknown_classes_left_out"]:
-        missing += "; left out, of classes the model never learned: " + ", ".join(
-            f"{n} ({c})" for n, c in m["unknown_classes_left_out"].items())
-    lines = [f"# {code(m['model'])} on {code(m['dataset'])}", "",
-             f"{integer(m['images'])} labelled images ({m['split']}){missing}; "
-             f"{integer(m['skipped_files']['count'])} files skipped.", "",
-             "| metric | value |", "|---|---|",
-             f"| accuracy | {fixed(m['test_accuracy'])} |", f"| balanced accuracy | {fixed(m['test_balanced_accuracy'])} |",
-             f"| loss (calibrated probabilities) | {fixed(m['test_loss'])} |", f"| macro F1 | {fixed(m['f1_macro'])} |", "",
-             "Per class: `classification_report.txt`; each image's prediction: `predictions.csv` (its file in "
-             "`files.csv`).", "", "![confusion matrix](confusion_matrix.png)", ""]
-    if m["top_confusions"]:
-        lines += ["Most confused: " + "; ".join(f"{c['true']} as {c['predicted']} ({c['count']})"
-                                                for c in m["top_confusions"][:5]) + ".", ""]
-    return "\n".join(lines)
 
 
 def evaluation_folder(run_dir: str | Path, dataset: str, split: str) -> Path:

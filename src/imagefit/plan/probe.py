@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-
 from ..config import TrainConfig
 from ..data.augment import AUGMENTATIONS
 from ..data.pipeline import PreparedData
