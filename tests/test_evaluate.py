@@ -135,5 +135,40 @@ def test_the_runs_own_test_split_gives_its_test_metrics(tmp_path):
                                                        cache_dir=str(tmp_path / "cache"))
     assert m["images"] == run.metrics["test_images"] == 15
     assert m["test_accuracy"] == run.metrics["test_accuracy"] and m["f1_macro"] == pytest.approx(run.metrics["f1_macro"])
-    assert m["test_loss"] == pytest.approx(run.metrics["test_loss_scaled"], rel=1e-5)
+    for key in ("test_loss", "test_loss_scaled", "test_ece", "test_ece_scaled", "temperature"):
+        assert m[key] == pytest.approx(run.metrics[key], rel=1e-5, abs=1e-7), key
     assert (run.dir / "evaluations" / "set-test" / "report.md").is_file()
+
+
+def test_a_carved_test_split_is_carved_again_as_the_run_carved_it(trained_digits, tmp_path):
+    """digits has no test split of its own: the run set aside 20% with its seed; `--split test` on the run's own
+    data set carves the same images, so the run's test numbers come back."""
+    m = imagefit.load(trained_digits.dir, precision="32").evaluate("digits", out=tmp_path / "out", split="test")
+    assert m["images"] == trained_digits.metrics["test_images"]
+    for key in ("test_accuracy", "f1_macro", "test_loss", "test_ece"):
+        assert m[key] == pytest.approx(trained_digits.metrics[key], rel=1e-5), key
+    assert any("set aside as test with seed 1" in n for n in m["data_notes"])
+
+
+def test_the_page_shows_the_worst_mistakes_calibration_and_grad_cam(colors_run, tmp_path):
+    table = new_photos(tmp_path / "june", ["red", "green", "blue"], per_class=6)
+    m = imagefit.load(colors_run.dir, precision="32").evaluate(str(table), out=tmp_path / "run-out",
+                                                               cache_dir=str(tmp_path / "cache"))
+    folder = tmp_path / "run-out"
+    rows = (folder / "misclassified.csv").read_text().splitlines()[1:]
+    wrong = [r for r in (folder / "predictions.csv").read_text().splitlines()[1:] if r.split(",")[2] != r.split(",")[4]]
+    assert m["misclassified"] == len(rows) == len(wrong)
+    page = (folder / "report.md").read_text()
+    assert "## Calibration" in page and "![reliability diagram](reliability.png)" in page
+    assert (folder / "reliability.png").is_file()
+    if m["misclassified"]:
+        assert (folder / "misclassified.png").is_file() and "misclassified.png" in page
+    if m["gradcam_images"]:  # torchcam is installed from Python 3.11 on
+        assert (folder / "gradcam.png").is_file() and m["gradcam_same_prediction"] == m["gradcam_images"]
+    else:
+        assert m["gradcam_note"] and "No Grad-CAM" in page
+    # an exported model: the same mistakes, no gradients to draw, and the temperature it was exported with
+    run_imagefit("export", colors_run.dir, "--out", tmp_path / "m.onnx", cwd=tmp_path)
+    e = imagefit.load(tmp_path / "m.onnx").evaluate(str(table), out=tmp_path / "onnx-out", cache_dir=str(tmp_path / "cache"))
+    assert e["misclassified"] == m["misclassified"] and e["temperature"] == pytest.approx(m["temperature"])
+    assert not (tmp_path / "onnx-out" / "gradcam.png").exists() and "exported model" in e["gradcam_note"]

@@ -28,6 +28,7 @@ FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 def metadata(predictor: Predictor) -> dict[str, str]:
     return {"format": "imagefit-1", "class_names": json.dumps(predictor.class_names),
             "image_size": str(predictor.image_size), "channels": str(predictor.channels),
+            "temperature": repr(predictor.temperature),  # already applied to the output: for the reader's record
             "input": f"{INPUT}: uint8 (batch, {predictor.channels}, {predictor.image_size}, {predictor.image_size})",
             "output": f"{OUTPUT}: float32 (batch, {len(predictor.class_names)}); softmax gives probabilities",
             "preprocessing": f"decode to RGB{' then grayscale (ITU-R 601)' if predictor.channels == 1 else ''}, "

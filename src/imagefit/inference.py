@@ -64,7 +64,7 @@ class Predictor:
 
     def __init__(self, logits: Callable[[torch.Tensor], torch.Tensor], class_names: list[str], image_size: int,
                  channels: int, source: str, precision: str = "32", device: str = "cpu",
-                 module: torch.nn.Module | None = None):
+                 module: torch.nn.Module | None = None, temperature: float = 1.0):
         self.logits = logits
         self.class_names = list(class_names)
         self.image_size = image_size
@@ -72,7 +72,8 @@ class Predictor:
         self.source = source
         self.precision = precision
         self.device = device
-        self.module = module  # the torch model, when there is one (for export)
+        self.module = module  # the torch model, when there is one (for export and Grad-CAM)
+        self.temperature = temperature  # the run's, fitted on validation; already applied to `logits`
 
     def __repr__(self) -> str:
         return (f"Predictor({self.source!r}, {len(self.class_names)} classes, {self.image_size}x{self.image_size}x"
@@ -229,7 +230,8 @@ def load_run(run_dir: str | Path, precision: str = "auto", device: str | None = 
         with autocast(precision, torch.device(device).type):
             return model(x)
 
-    return Predictor(logits, class_names, image_size, channels, str(run_dir), precision, device, module=model)
+    return Predictor(logits, class_names, image_size, channels, str(run_dir), precision, device, module=model,
+                     temperature=temperature)
 
 
 def load_exported(path: str | Path) -> Predictor:
@@ -258,7 +260,8 @@ def load_exported(path: str | Path) -> Predictor:
     if "class_names" not in meta:
         raise UserError(f"{path} carries no imagefit metadata", "export it with imagefit export")
     return Predictor(logits, json.loads(meta["class_names"]), int(meta["image_size"]), int(meta["channels"]),
-                     str(path), precision="32", device=f"cpu ({runtime})")
+                     str(path), precision="32", device=f"cpu ({runtime})",
+                     temperature=float(meta.get("temperature", 1.0)))
 
 
 def load(path: str | Path, precision: str = "auto", device: str | None = None) -> Predictor:

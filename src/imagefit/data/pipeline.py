@@ -103,15 +103,8 @@ def prepare_data(cfg: TrainConfig) -> PreparedData:
     mode, why = choose_loader(cfg, nbytes)
     log.info(why)
     lazy = mode == "stream"
-    if test is None:
-        train, test = carve(train, cfg.test_fraction, seed=cfg.seed + 1, lazy=lazy)
-        notes.append(f"The source has no test split: a stratified {cfg.test_fraction:.0%} of its images "
-                     f"({len(test)}) was set aside as test with seed {cfg.seed + 1}, before anything else.")
-    if val is None and cfg.val_fraction > 0:
-        train, val = carve(train, cfg.val_fraction, seed=cfg.seed, lazy=lazy)
-        notes.append(f"Validation: a stratified {cfg.val_fraction:.0%} of train ({len(val)} images), seed {cfg.seed}.")
-    elif val is not None:
-        notes.append(f"Validation: the source's own split ({len(val)} images).")
+    train, val, test, carved = carve_splits(train, val, test, cfg.test_fraction, cfg.val_fraction, cfg.seed, lazy)
+    notes += carved
     if val is not None and len(val) == 0:
         val = None
         notes.append("No class has two training images to spare: this run has no validation split.")
@@ -129,6 +122,24 @@ def prepare_data(cfg: TrainConfig) -> PreparedData:
     mean, std = channel_stats(train)
     return PreparedData(source.name, source.class_names, train, val, test, mean, std, mode, notes,
                         skipped=list(source.skipped), audit=found)
+
+
+def carve_splits(train: ImageSet, val: ImageSet | None, test: ImageSet | None, test_fraction: float,
+                 val_fraction: float, seed: int, lazy: bool = False) -> tuple[ImageSet, ImageSet | None, ImageSet, list[str]]:
+    """The splits a source lacks, carved from train as every run carves them (test first with seed + 1, then
+    validation with seed), and the notes that say so: `imagefit evaluate --split test` carves a run's own test
+    split again with the same call."""
+    notes = []
+    if test is None:
+        train, test = carve(train, test_fraction, seed=seed + 1, lazy=lazy)
+        notes.append(f"The source has no test split: a stratified {test_fraction:.0%} of its images "
+                     f"({len(test)}) was set aside as test with seed {seed + 1}, before anything else.")
+    if val is None and val_fraction > 0:
+        train, val = carve(train, val_fraction, seed=seed, lazy=lazy)
+        notes.append(f"Validation: a stratified {val_fraction:.0%} of train ({len(val)} images), seed {seed}.")
+    elif val is not None:
+        notes.append(f"Validation: the source's own split ({len(val)} images).")
+    return train, val, test, notes
 
 
 SKIPPED_SHOWN = 20  # skipped files named in a log line, metrics.json and the report; the count is always whole

@@ -5,11 +5,13 @@ The images are read by the same source code as training (a folder, a zip, a labe
 decoded at the model's side by the same function its predictions use, so an image scores as `imagefit predict`
 would classify it. Classes are matched by name: the new data may hold fewer classes than the model knows, in any
 order, but not one it never learned. The files are the run's own evaluation files (classification report,
-confusion matrix, top confusions, predictions), written to `RUN/evaluations/<data set>/` with a metrics.json; its
-page (report.md, report.html) is report/evaluation_page.py's.
+confusion matrix, top confusions, predictions, the gallery of the worst mistakes, the reliability diagram with the
+run's temperature, Grad-CAM where there is a torch model), written to `RUN/evaluations/<data set>/` with a
+metrics.json; its page (report.md, report.html) is report/evaluation_page.py's.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 from pathlib import Path
@@ -17,6 +19,7 @@ from pathlib import Path
 import torch
 
 from .. import atomic
+from ..data.types import ImageSet
 from ..errors import UserError
 
 SPLIT_CHOICES = ("all", "train", "val", "test")
@@ -32,6 +35,32 @@ def images_as(images: torch.Tensor, channels: int) -> torch.Tensor:
         gray = images.permute(0, 2, 3, 1).double() @ torch.from_numpy(GRAY)
         return gray.round().clamp(0, 255).to(torch.uint8)[:, None]
     return images.expand(-1, 3, -1, -1).contiguous()
+
+
+def with_the_runs_splits(source, model_source: str, dataset: str, split: str):
+    """The data the run trained on, lacking the asked-for split: carved again as the run carved it (its seed and
+    fractions, data/pipeline.py's carve_splits), so `--split test` scores exactly the run's test images."""
+    import yaml
+
+    from ..data.pipeline import carve_splits
+
+    config_file = Path(model_source) / "config.yaml"
+    if split == "all" or getattr(source, split) is not None or not config_file.is_file():
+        return source
+    config = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
+    if not same_data(str(config.get("dataset")), str(dataset)):
+        return source
+    train, val, test, notes = carve_splits(source.train, source.val, source.test, config.get("test_fraction", 0.2),
+                                           config.get("val_fraction", 0.1), config.get("seed", 0))
+    return dataclasses.replace(source, train=train, val=val, test=test, notes=source.notes + notes)
+
+
+def same_data(a: str, b: str) -> bool:
+    """The same named data set, or the same file or folder however it is written."""
+    if a.strip().lower() == b.strip().lower():
+        return True
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
 
 
 def labelled_images(source, split: str, class_names: list[str], ignore_unknown: bool = False
@@ -75,6 +104,7 @@ def score(predictor, dataset: str, out: str | Path, *, split: str = "all", image
         raise UserError(f"unknown split '{split}'", f"use one of {', '.join(SPLIT_CHOICES)}")
     source = load_source(dataset, data_dir=data_dir, cache_dir=cache_dir, image_size=predictor.image_size,
                          workers=workers, images=images, image_column=image_column, label_column=label_column)
+    source = with_the_runs_splits(source, predictor.source, dataset, split)
     pixels, labels, files, left_out = labelled_images(source, split, predictor.class_names, ignore_unknown_classes)
     out = Path(out)  # made once the data is known to fit the model: a refused one leaves no folder
     try:
@@ -82,12 +112,14 @@ def score(predictor, dataset: str, out: str | Path, *, split: str = "all", image
     except OSError as e:
         raise UserError(f"cannot make the folder {out}: {e.strerror or e}", "pass --out a folder you can write") from None
     pixels = images_as(pixels, predictor.channels)
-    logits = torch.cat([predictor.logits(pixels[s:s + batch_size]).float().cpu()
-                        for s in range(0, len(pixels), batch_size)])
+    with torch.no_grad():
+        logits = torch.cat([predictor.logits(pixels[s:s + batch_size]).float().cpu()
+                            for s in range(0, len(pixels), batch_size)])
     metrics = write_evaluation(out, logits, labels, predictor.class_names)
+    metrics.update(write_diagnostics(out, predictor, ImageSet(pixels, labels, files=files), logits))
     atomic.write_text(out / "files.csv", "index,file\n" + "".join(f"{i},{json.dumps(f)}\n" for i, f in enumerate(files)))
     present = sorted(set(labels.tolist()))
-    metrics.update(folder=str(out), model=predictor.source, dataset=str(dataset), split=split, images=int(len(labels)),
+    metrics.update(kind="evaluation", folder=str(out), model=predictor.source, dataset=str(dataset), split=split, images=int(len(labels)),
                    classes_present=[predictor.class_names[i] for i in present],
                    classes_absent=[n for i, n in enumerate(predictor.class_names) if i not in present],
                    unknown_classes_left_out=left_out,
@@ -96,6 +128,35 @@ def score(predictor, dataset: str, out: str | Path, *, split: str = "all", image
                    evaluated_at=datetime.datetime.now().isoformat(timespec="seconds"))
     atomic.write_text(out / "metrics.json", json.dumps(metrics, indent=1, default=float))
     return metrics
+
+
+def write_diagnostics(out: Path, predictor, data, logits: torch.Tensor) -> dict:
+    """The run's own error analysis on the new images: misclassified.csv/.png (highest loss first), reliability.png
+    (as trained and with the run's temperature) and, for a run folder's torch model, gradcam.png.
+
+    `logits` are the predictor's, already divided by the run's temperature (predictions.csv's probabilities are
+    calibrated, as `imagefit predict`'s): the model as trained gave logits * temperature, so both panels of the
+    reliability diagram, and the losses with and without the temperature, come from the same forward pass."""
+    from .calibration import expected_calibration_error, nll, plot_reliability
+    from .mistakes import write_mistakes
+    from .saliency import write_gradcam
+
+    t = predictor.temperature
+    out_metrics = write_mistakes(out, data, logits, data.labels, predictor.class_names)
+    raw = logits.double() * t
+    plot_reliability(raw, data.labels, out / "reliability.png", t if t != 1.0 else None)
+    # the keys a run's metrics.json uses, with the same meaning: test_loss and test_ece as trained, *_scaled with
+    # the temperature (None without one), so `imagefit compare` sets runs and evaluations side by side
+    scaled = t != 1.0
+    out_metrics.update(temperature=t if scaled else None, test_loss=nll(raw, data.labels),
+                       test_loss_scaled=nll(logits, data.labels) if scaled else None,
+                       test_ece=expected_calibration_error(raw, data.labels),
+                       test_ece_scaled=expected_calibration_error(logits, data.labels) if scaled else None)
+    if predictor.module is not None:
+        out_metrics.update(write_gradcam(out, data, logits, data.labels, predictor.class_names, predictor.module))
+    else:
+        out_metrics["gradcam_note"] = "an exported model has no gradients to draw Grad-CAM from: evaluate the run folder"
+    return out_metrics
 
 
 def evaluation_folder(run_dir: str | Path, dataset: str, split: str) -> Path:

@@ -1,5 +1,6 @@
 """The page of `imagefit evaluate` (evaluate/new_data.py): what was scored on what, the headline numbers, the
-confusion matrix, and the files beside it; report.md and report.html with its picture embedded."""
+confusion matrix, the worst mistakes, calibration with the run's temperature, Grad-CAM, and the files beside it;
+report.md and report.html with its pictures embedded."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,10 +31,48 @@ def evaluation_markdown(m: dict) -> str:
              f"{integer(m['skipped_files']['count'])} files skipped.", "",
              "| metric | value |", "|---|---|",
              f"| accuracy | {fixed(m['test_accuracy'])} |", f"| balanced accuracy | {fixed(m['test_balanced_accuracy'])} |",
-             f"| loss (calibrated probabilities) | {fixed(m['test_loss'])} |", f"| macro F1 | {fixed(m['f1_macro'])} |", "",
+             f"| loss | {fixed(m['test_loss'])} |"] + scaled_loss_row(m) + [f"| macro F1 | {fixed(m['f1_macro'])} |", "",
              "Per class: `classification_report.txt`; each image's prediction: `predictions.csv` (its file in "
              "`files.csv`).", "", "![confusion matrix](confusion_matrix.png)", ""]
     if m["top_confusions"]:
         lines += ["Most confused: " + "; ".join(f"{c['true']} as {c['predicted']} ({c['count']})"
                                                 for c in m["top_confusions"][:5]) + ".", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + mistakes_section(m) + calibration_section(m) + gradcam_section(m))
+
+
+def scaled_loss_row(m: dict) -> list[str]:
+    if m.get("test_loss_scaled") is None:
+        return []
+    return [f"| loss with the run's temperature {m['temperature']:.3f} | {fixed(m['test_loss_scaled'])} |"]
+
+
+def mistakes_section(m: dict) -> list[str]:
+    if not m.get("misclassified"):
+        return ["## Mistakes", "", "No image was misclassified.", ""]
+    lines = ["## Mistakes", "", f"{integer(m['misclassified'])} of {integer(m['images'])} images misclassified, every one "
+             "in `misclassified.csv` (highest loss first: the model most confidently wrong, where mislabelled files "
+             "show up first)."]
+    if m.get("misclassified_shown"):
+        lines += ["", "![the misclassified images with the highest loss](misclassified.png)"]
+    return lines + [""]
+
+
+def calibration_section(m: dict) -> list[str]:
+    t = m.get("temperature")
+    if t:
+        said = (f"The run's temperature {t:.3f} (fitted on its validation split) divides the model's logits in "
+                f"every probability it reports (predictions.csv, `imagefit predict`): expected calibration error "
+                f"{fixed(m['test_ece_scaled'])} with it, {fixed(m['test_ece'])} as trained. Left: as trained; right: "
+                "with the temperature.")
+    else:
+        said = f"The model has no fitted temperature: expected calibration error {fixed(m['test_ece'])}."
+    return ["## Calibration", "", said + " A bar under the diagonal is a confidence the model did not earn.", "",
+            "![reliability diagram](reliability.png)", ""]
+
+
+def gradcam_section(m: dict) -> list[str]:
+    if m.get("gradcam_images"):
+        return ["## Where the model looked", "", f"Grad-CAM at `{m['gradcam_target_layer']}` on the "
+                f"{m['gradcam_images']} worst mistakes: the evidence for the predicted class and for the true one.", "",
+                "![Grad-CAM of the worst mistakes](gradcam.png)", ""]
+    return ["## Where the model looked", "", f"No Grad-CAM: {m['gradcam_note']}.", ""] if m.get("gradcam_note") else []
