@@ -272,3 +272,51 @@ def test_sentence_wording():
                           Group("b", [record("b", 0.85, test_loss=0.5, wall_seconds=95.0)])]) == (
         "The highest test accuracy is b's 0.850, which also has the lowest test loss (0.500). Wall time ranged from "
         "20.0 s (a) to 1 min 35 s (b).")
+
+
+def digit_photos(root, start, n=60):
+    """Some of sklearn's digit scans as PNG files with a label file, as a user keeps a year's test set."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    root.mkdir(parents=True)
+    rows = []
+    for i in range(start, start + n):
+        Image.fromarray((digits.images[i] * 255 / 16).astype(np.uint8)).save(root / f"{i}.png")
+        rows.append(f"{i}.png,{digits.target[i]}")
+    (root / "labels.csv").write_text("file,label\n" + "\n".join(rows) + "\n")
+    return root / "labels.csv"
+
+
+def test_evaluation_folders_are_compared_beside_their_run(trained_digits, tmp_path, capsys):
+    """The model on last year's test set against this year's, and against its own test split: one page."""
+    predictor = imagefit.load(trained_digits.dir, precision="32")
+    run = tmp_path / "runs" / "real"
+    shutil.copytree(trained_digits.dir, run)
+    folders = []
+    for year, start in (("2025", 0), ("2026", 900)):
+        table = digit_photos(tmp_path / year, start)
+        folders.append(run / "evaluations" / year)
+        predictor.evaluate(str(table), out=folders[-1], cache_dir=str(tmp_path / "cache"))
+    onnx = tmp_path / "m.onnx"
+    assert main(["export", str(run), "--out", str(onnx)]) == 0
+    imagefit.load(onnx).evaluate(str(tmp_path / "2026" / "labels.csv"), out=tmp_path / "onnx-2026",
+                                 cache_dir=str(tmp_path / "cache"))
+    assert main(["compare", str(run), *map(str, folders), str(tmp_path / "onnx-2026"), "--out", str(tmp_path / "cmp")]) == 0
+    printed = capsys.readouterr().out
+    page = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert page.startswith("# Comparison of 1 run and 3 evaluations")
+    header = next(line for line in page.splitlines() if line.startswith("|  |"))
+    assert header == "|  | real | real on 2025 | real on 2026 | onnx-2026 |"
+    scored = next(line for line in page.splitlines() if line.startswith("| Scored on |"))
+    assert "digits (test)" in scored and f"{tmp_path / '2025' / 'labels.csv'} (all)" in scored
+    rows = {r["run"]: r for r in csv.DictReader((tmp_path / "cmp" / "comparison.csv").open())}
+    m2026 = metrics_of(folders[1])
+    assert float(rows["real on 2026"]["test_accuracy"]) == m2026["test_accuracy"]
+    assert float(rows["real"]["test_accuracy"]) == trained_digits.metrics["test_accuracy"]
+    # the same model's two years, in a sentence with both numbers; the exported copy scores as its run
+    assert (f"real on 2025: the same model as real, scored on" in printed and
+            f"{metrics_of(folders[0])['test_accuracy']:.3f}" in printed)
+    assert float(rows["onnx-2026"]["test_accuracy"]) == pytest.approx(m2026["test_accuracy"])
+    assert "the exported model" in page and "[report](../runs/real/evaluations/2026/report.md)" in page

@@ -99,9 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", metavar="RUN", help="the run the others are compared with (default: the first)")
     add_config_options(p)
 
-    p = sub.add_parser("compare", help="compare finished runs: comparison.md/.html/.csv/.png",
-                       description="Compare runs from their folders' files (rerun it any time).")
-    p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="two or more run folders")
+    p = sub.add_parser("compare", help="compare finished runs and evaluations: comparison.md/.html/.csv/.png",
+                       description="Compare runs from their folders' files (rerun it any time). An evaluation folder "
+                                   "(RUN/evaluations/<data set>/, written by imagefit evaluate) is compared like a run, "
+                                   "on the data it scored.")
+    p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR",
+                   help="two or more run folders or evaluation folders")
     p.add_argument("--out", type=Path, metavar="DIR", help="where to write (default: the runs' common parent folder)")
     p.add_argument("--reference", metavar="RUN", help="the run the others are compared with (default: the first)")
 

@@ -1,4 +1,6 @@
-"""`imagefit compare`: several runs side by side, read from their folders' files only.
+"""`imagefit compare`: several runs side by side, read from their folders' files only. An evaluation folder
+(`imagefit evaluate`) is a column like a run's, its test numbers those of the data it scored: "the model on last
+year's test set against this year's" is one page.
 
 Like `report.md`, the comparison is built from what the runs saved (metrics.json, history.csv,
 classification_report.csv, config.yaml), so it can be rebuilt at any time and every number traces
@@ -190,6 +192,8 @@ def _stopping_rule(r: RunRecord) -> str:
 
 
 def _stopped_cell(g: Group) -> str:
+    if g.first.evaluation is not None:
+        return "–"
     if g.n == 1:
         m = g.first.metrics
         if m.get("stopped_early"):
@@ -204,6 +208,8 @@ def comparison_table(groups: list[Group]) -> list[str]:
     rows = [["Model", *(str(g.first.metrics.get("model") or g.first.config.get("model")) for g in groups)],
             ["Start", *(_start(g.first) for g in groups)],
             ["Early stopping", *(_stopping_rule(g.first) for g in groups)]]
+    if any(g.first.evaluation for g in groups) or len({g.first.data for g in groups}) > 1:
+        rows.insert(0, ["Scored on", *(literal(g.first.data) for g in groups)])
     for label, key, fmt, better in TABLE_ROWS:
         if all(g.mean(key) is None for g in groups):
             continue
@@ -268,6 +274,9 @@ def _runs_section(groups: list[Group], out: Path) -> list[str]:
             target = (rel / "report.md").as_posix() if (r.dir / "report.md").is_file() else rel.as_posix()
             links.append(link(label, target))
         dataset = g.first.metrics.get("dataset") or g.first.config.get("dataset")
+        if g.first.evaluation is not None:
+            lines.append(f"- **{literal(g.name)}**: {describe_model(g.first)}; " + ", ".join(links))
+            continue
         lines.append(f"- **{literal(g.name)}**: {describe_model(g.first)}; {g.first.metrics.get('epochs')} epochs on "
                      f"{code(dataset)}; " + ", ".join(links))
     return lines + [""]
@@ -278,14 +287,17 @@ def _markdown(groups: list[Group], reference: Group, said: list[str], out: Path,
     first = groups[0].first.metrics
     datasets = sorted({str(r.metrics.get("dataset")) for g in groups for r in g.runs})
     n_runs = sum(g.n for g in groups)
-    title = literal(title) if title else f"Comparison of {n_runs} runs"  # a study's name: plain text
+    scored = sum(1 for g in groups for r in g.runs if r.evaluation is not None)
+    counted = f"{n_runs} runs" if not scored else (
+        f"{n_runs - scored} run{'s' * (n_runs - scored != 1)} and {scored} evaluation{'s' * (scored != 1)}")
+    title = literal(title) if title else f"Comparison of {counted}"  # a study's name: plain text
     lines = [f"# {title}", ""]
     data = code(datasets[0]) if len(datasets) == 1 else "different data sets: " + ", ".join(map(code, datasets))
     size = ""
     if len(datasets) == 1 and first.get("test_images"):
         size = (f" ({integer(first.get('train_images'))} train, {integer(first.get('val_images'))} validation and "
                 f"{integer(first.get('test_images'))} test images; {first.get('num_classes')} classes)")
-    lines += [f"{n_runs} runs on {data}{size}. Reference run: **{literal(reference.name)}**. Written by `imagefit compare` "
+    lines += [f"{counted[0].upper() + counted[1:]} on {data}{size}. Reference run: **{literal(reference.name)}**. Written by `imagefit compare` "
               "from the run folders' files; rerunning it rebuilds this page.", ""]
     if len(datasets) > 1:
         lines += ["> The runs used different data sets: their test numbers are not directly comparable.", ""]

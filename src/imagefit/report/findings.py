@@ -57,6 +57,12 @@ def what_changed(partner: Group, g: Group) -> tuple[str, str]:
     """(kind, phrase): what the run changes against its partner, in words, read from the configs."""
     a, b = partner.first.config, g.first.config
     diffs = config_differences(a, b)
+    if partner.first.data != g.first.data and (partner.first.evaluation or g.first.evaluation):
+        if not diffs and b:
+            return "data", (f"the same model as {literal(partner.name)}, scored on {literal(g.first.data)} instead of "
+                            f"{literal(partner.first.data)}")
+        return "data", (f"{literal(g.first.metrics.get('model'))} scored on {literal(g.first.data)}, "
+                        f"{literal(partner.name)} on {literal(partner.first.data)}")
     if not is_transfer(a) and is_transfer(b):
         strategy = b.get("transfer_strategy", "fine-tune")
         source = "ImageNet weights" if b.get("pretrained") else "weights from a file"
@@ -121,12 +127,18 @@ def comparison_sentence(partner: Group, g: Group) -> str:
     kind, phrase = what_changed(partner, g)
     if kind == "early":
         return early_stopping_sentence(partner, g)
+    if kind == "data":  # another data set is not a change that "raised" anything: say how the numbers moved
+        said = [moved(what, partner.mean(key), g.mean(key)) for what, key in
+                (("test accuracy", "test_accuracy"), ("test loss", "test_loss"), ("macro F1", "f1_macro"))]
+        return f"{literal(g.name)}: {phrase}: " + "; ".join(x for x in said if x) + "."
     acc = raised("test accuracy", partner.mean("test_accuracy"), g.mean("test_accuracy"))
     loss = moved("test loss", partner.mean("test_loss"), g.mean("test_loss"))
     f1 = moved("macro F1", partner.mean("f1_macro"), g.mean("f1_macro"))
     subject = f"{literal(g.name)} against {literal(partner.name)}: {phrase[0].lower()}{phrase[1:]}"
     if kind == "same":
         subject = f"{literal(g.name)}, with {literal(partner.name)}'s configuration,"
+        if g.first.evaluation or partner.first.evaluation:
+            subject = f"{literal(g.name)}, the same model on the same data as {literal(partner.name)},"
     text = f"{subject} {acc or 'could not be compared on test accuracy'}" + spread(partner, g, "test_accuracy")
     extras = [s for s in (loss, f1) if s]
     if extras:

@@ -1,4 +1,5 @@
-"""The run folders a comparison reads, grouped by name: a run, or the same run over several seeds."""
+"""The folders a comparison reads, grouped by name: a run, the same run over several seeds, or an evaluation
+(`imagefit evaluate`'s folder: a finished model scored on other data, read with its run's configuration)."""
 from __future__ import annotations
 
 import re
@@ -36,6 +37,14 @@ class RunRecord:
     metrics: dict
     history: list[dict]
     class_f1: dict[str, float]
+    evaluation: dict | None = None  # an evaluation folder's own metrics.json; None for a run
+
+    @property
+    def data(self) -> str:
+        """What the test numbers were measured on: `cifar10`'s test split, or `june.csv` (all)."""
+        if self.evaluation is not None:
+            return f"{self.evaluation.get('dataset')} ({self.evaluation.get('split')})"
+        return f"{self.metrics.get('dataset') or self.config.get('dataset')} (test)"
 
     def value(self, key: str) -> Any:
         if key == "train_val_gap":
@@ -48,23 +57,61 @@ class RunRecord:
         return self.config.get("seed")
 
 
+def is_evaluation(metrics: dict) -> bool:
+    return metrics.get("kind") == "evaluation"
+
+
+def evaluated_run(folder: Path, metrics: dict) -> Path | None:
+    """The run folder an evaluation scored: RUN/evaluations/<name>/ sits in it; one written elsewhere (--out)
+    names it in metrics.json (None for an exported model)."""
+    for candidate in (folder.resolve().parent.parent, Path(str(metrics.get("model")))):
+        if (candidate / "config.yaml").is_file() and (candidate / "model.safetensors").is_file():
+            return candidate
+    return None
+
+
 def load_run(run_dir: str | Path) -> RunRecord:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise UserError(f"run folder not found: {run_dir}", "pass folders under runs/ that hold a finished run")
+        raise UserError(f"run folder not found: {run_dir}", "pass folders under runs/ that hold a finished run, or "
+                                                            "evaluation folders written by imagefit evaluate")
     metrics = read_json(run_dir / "metrics.json")
     if not metrics:
         raise UserError(f"{run_dir} is not an imagefit run folder (no metrics.json)",
-                        "pass folders under runs/ that hold a finished run")
+                        "pass folders under runs/ that hold a finished run, or evaluation folders")
+    if is_evaluation(metrics):
+        return load_evaluation(run_dir, metrics)
     config = rename_legacy_keys(read_yaml(run_dir / "config.yaml"), str(run_dir), note=False)
+    return RunRecord(run_dir, *_labels(run_dir.resolve().name), config, metrics, read_history(run_dir / "history.csv"),
+                     _class_f1(run_dir))
+
+
+def load_evaluation(folder: Path, metrics: dict) -> RunRecord:
+    """An evaluation as a column of the comparison: its test numbers, its run's configuration (what the model
+    is), no curves; named `<run> on <evaluation>` so two runs' evaluations on the same data stay apart."""
+    run = evaluated_run(folder, metrics)
+    config = rename_legacy_keys(read_yaml(run / "config.yaml"), str(run), note=False) if run else {}
+    name = folder.resolve().name
+    label = f"{run.name} on {name}" if run else name
+    # "model" in an evaluation's metrics.json is the folder or file scored; the table's Model row wants the network
+    trained = read_json(run / "metrics.json") if run else {}
+    shown = {**metrics, "model": config.get("model") or Path(str(metrics.get("model"))).name,
+             "test_images": metrics.get("images"),  # how the model was trained, not what this scoring did:
+             **{k: trained[k] for k in ("early_stopping", "transfer_strategy") if k in trained}}
+    return RunRecord(folder, label, label, config, shown, [], _class_f1(folder), evaluation=metrics)
+
+
+def _labels(name: str) -> tuple[str, str]:
+    return name, SEED_SUFFIX.sub("", name)
+
+
+def _class_f1(run_dir: Path) -> dict[str, float]:
     class_f1 = {}
     for row in read_csv(run_dir / "classification_report.csv"):
         f1 = number(row.get("f1-score"))
         if row.get("class") not in CLASS_ROWS_SKIPPED and f1 is not None:
             class_f1[row["class"]] = f1
-    label = run_dir.resolve().name
-    return RunRecord(run_dir, label, SEED_SUFFIX.sub("", label), config, metrics,
-                     read_history(run_dir / "history.csv"), class_f1)
+    return class_f1
 
 
 @dataclass
@@ -121,6 +168,8 @@ def is_transfer(config: dict) -> bool:
 def describe_model(r: RunRecord) -> str:
     """`seed-cnn, from scratch` / `tf_efficientnet_lite0, ImageNet weights, linear probe on frozen features`."""
     model = r.metrics.get("model") or r.config.get("model", "?")
+    if r.evaluation is not None and not r.config:
+        return f"the exported model {model}, evaluated on {r.data}, {r.evaluation.get('images')} images"
     if is_transfer(r.config):
         source = "ImageNet weights" if r.config.get("pretrained") else "weights from a file"
         strategy = transfer_strategy_of(r.metrics) or transfer_strategy_of(r.config) or "fine-tune"
@@ -130,6 +179,8 @@ def describe_model(r: RunRecord) -> str:
     es = r.metrics.get("early_stopping")
     if es:
         text += f"; early stopping (patience {es.get('patience')} on {es.get('monitor')})"
+    if r.evaluation is not None:
+        text += f"; evaluated on {r.data}, {r.evaluation.get('images')} images"
     return text
 
 
