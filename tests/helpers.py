@@ -168,3 +168,29 @@ def assert_kept_to_its_plan(m: dict) -> None:
     capped = plan.steps == plan.max_steps or any("unused" in r for r in plan.reasons)
     assert capped or in_fit >= 0.6 * (plan.train_deadline - plan.spent_seconds), (spent, m["budget_plan"])
     assert fit_end <= plan.train_deadline + 0.1 * plan.budget_seconds, (spent, m["budget_plan"])
+
+
+def wandb_records(path):
+    """The protobuf records of a W&B run file (run-<id>.wandb): LevelDB's log format (32 KiB blocks of chunks
+    with a 7-byte header: CRC, length, type) after W&B's own 7-byte file header. Read here because wandb no
+    longer ships a reader, and an offline run's numbers are only in this file."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    data = open(path, "rb").read()
+    assert data[:4] == b":W&B", data[:7]
+    pos, block, parts = 7, 32768, b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        length, kind = struct.unpack("<HB", data[pos + 4:pos + 7])
+        if kind == 0 and length == 0:
+            break
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        parts = chunk if kind in (1, 2) else parts + chunk  # 1 full, 2 first, 3 middle, 4 last
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(parts)
+            yield record
