@@ -194,3 +194,58 @@ def wandb_records(path):
             record = wandb_internal_pb2.Record()
             record.ParseFromString(parts)
             yield record
+
+
+def start_server(runs_dir, *args, log_dir):
+    """`imagefit serve RUNS_DIR --port 0 ...` in a real subprocess: (process, base URL), once the page answers.
+    Its stderr goes to log_dir/serve.err (a pipe nobody reads could fill and stall the server)."""
+    import select
+    import urllib.request
+
+    err = open(log_dir / "serve.err", "w")
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen([sys.executable, "-m", "imagefit.cli", "serve", str(runs_dir), "--port", "0", *map(str, args)],
+                            env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+    err.close()
+    deadline = time.time() + 120
+    line = ""
+    while "http://" not in line:
+        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.time()))
+        line = proc.stdout.readline() if ready else ""
+        if not ready or (not line and proc.poll() is not None):
+            proc.kill()
+            raise AssertionError(f"imagefit serve did not start: {(log_dir / 'serve.err').read_text()[-2000:]}")
+    url = line.split("http://", 1)[1].split()[0]
+    url = "http://" + url.rstrip("/")
+
+    def answers():
+        try:
+            with urllib.request.urlopen(url + "/api/runs", timeout=5) as r:
+                return r.status == 200
+        except OSError:
+            return False
+    wait_for(answers, timeout=60)
+    return proc, url
+
+
+def stop(proc):
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def chromium_or_skip():
+    """The system Chromium's path; a skip when there is none, a failure under IMAGEFIT_REQUIRE_CHROMIUM=1 (CI)."""
+    import shutil
+
+    import pytest
+
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    if os.environ.get("IMAGEFIT_REQUIRE_CHROMIUM") == "1":
+        pytest.fail("IMAGEFIT_REQUIRE_CHROMIUM=1 but no chromium is installed (apt-get install chromium)")
+    pytest.skip("chromium is not installed")
