@@ -168,3 +168,84 @@ def assert_kept_to_its_plan(m: dict) -> None:
     capped = plan.steps == plan.max_steps or any("unused" in r for r in plan.reasons)
     assert capped or in_fit >= 0.6 * (plan.train_deadline - plan.spent_seconds), (spent, m["budget_plan"])
     assert fit_end <= plan.train_deadline + 0.1 * plan.budget_seconds, (spent, m["budget_plan"])
+
+
+def wandb_records(path):
+    """The protobuf records of a W&B run file (run-<id>.wandb): LevelDB's log format (32 KiB blocks of chunks
+    with a 7-byte header: CRC, length, type) after W&B's own 7-byte file header. Read here because wandb no
+    longer ships a reader, and an offline run's numbers are only in this file."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    data = open(path, "rb").read()
+    assert data[:4] == b":W&B", data[:7]
+    pos, block, parts = 7, 32768, b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        length, kind = struct.unpack("<HB", data[pos + 4:pos + 7])
+        if kind == 0 and length == 0:
+            break
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        parts = chunk if kind in (1, 2) else parts + chunk  # 1 full, 2 first, 3 middle, 4 last
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(parts)
+            yield record
+
+
+def start_server(runs_dir, *args, log_dir):
+    """`imagefit serve RUNS_DIR --port 0 ...` in a real subprocess: (process, base URL), once the page answers.
+    Its stderr goes to log_dir/serve.err (a pipe nobody reads could fill and stall the server)."""
+    import select
+    import urllib.request
+
+    err = open(log_dir / "serve.err", "w")
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen([sys.executable, "-m", "imagefit.cli", "serve", str(runs_dir), "--port", "0", *map(str, args)],
+                            env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+    err.close()
+    deadline = time.time() + 120
+    line = ""
+    while "http://" not in line:
+        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.time()))
+        line = proc.stdout.readline() if ready else ""
+        if not ready or (not line and proc.poll() is not None):
+            proc.kill()
+            raise AssertionError(f"imagefit serve did not start: {(log_dir / 'serve.err').read_text()[-2000:]}")
+    url = line.split("http://", 1)[1].split()[0]
+    url = "http://" + url.rstrip("/")
+
+    def answers():
+        try:
+            with urllib.request.urlopen(url + "/api/runs", timeout=5) as r:
+                return r.status == 200
+        except OSError:
+            return False
+    wait_for(answers, timeout=60)
+    return proc, url
+
+
+def stop(proc):
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def chromium_or_skip():
+    """The system Chromium's path; a skip when there is none, a failure under IMAGEFIT_REQUIRE_CHROMIUM=1 (CI)."""
+    import shutil
+
+    import pytest
+
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    if os.environ.get("IMAGEFIT_REQUIRE_CHROMIUM") == "1":
+        pytest.fail("IMAGEFIT_REQUIRE_CHROMIUM=1 but no chromium is installed (apt-get install chromium)")
+    pytest.skip("chromium is not installed")

@@ -96,8 +96,9 @@ def test_logger_is_a_list_from_yaml_or_a_comma_separated_flag(tmp_path):
     assert TrainConfig.from_dict({"logger": "csv, mlflow"}).logger == ["csv", "mlflow"]
     (tmp_path / "c.yaml").write_text("logger: [tensorboard]\n")
     assert TrainConfig.load(tmp_path / "c.yaml").logger == ["tensorboard"]
-    with pytest.raises(UserError, match="logger 'wandb' is not one of csv, tensorboard, mlflow"):
-        TrainConfig.from_dict({"logger": "csv,wandb"})
+    assert TrainConfig.from_dict({"logger": "csv,wandb"}).logger == ["csv", "wandb"]
+    with pytest.raises(UserError, match="logger 'comet' is not one of csv, tensorboard, mlflow, wandb"):
+        TrainConfig.from_dict({"logger": "csv,comet"})
 
 
 # ---- property tests: whatever a config file holds, the answer is a config or one UserError ------------

@@ -1,11 +1,13 @@
-"""--logger csv,tensorboard,mlflow: what each tracker holds equals history.csv; progress lines off a terminal."""
+"""--logger csv,tensorboard,mlflow,wandb: what each tracker holds equals history.csv; progress lines off a terminal."""
 import csv
+import json
+import os
 import re
 
 import pytest
 
 import imagefit
-from helpers import run_imagefit
+from helpers import run_imagefit, wandb_records
 from imagefit.train.loggers import EXPERIMENT, mlflow_uri
 
 METRICS = ["train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
@@ -55,6 +57,53 @@ def test_mlflow_run_has_params_metrics_and_the_run_folder(tracked):
         assert logged == {s: history[s][key] for s in history}
     artifacts = {a.path for a in client.list_artifacts(found.info.run_id)}
     assert {"metrics.json", "history.csv", "report.md", "model.safetensors", "config.yaml"} <= artifacts
+
+
+@pytest.fixture(scope="module")
+def wandb_runs(tmp_path_factory):
+    """Two runs in one process with --logger wandb, no API key and nothing to reach: W&B must go offline by
+    itself, and the second run must not log into the first one's W&B run."""
+    pytest.importorskip("wandb")
+    tmp = tmp_path_factory.mktemp("wandb")
+    with pytest.MonkeyPatch.context() as mp:
+        for key in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL", "WANDB_PROJECT"):
+            mp.delenv(key, raising=False)
+        mp.setenv("NETRC", str(tmp / "no-netrc"))
+        for key in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):  # wandb's own files, not ~/
+            mp.setenv(key, str(tmp / key.lower()))
+        runs = [imagefit.train(dataset="digits", model="seed-cnn", epochs=2, batch_size=64, limit_train_batches=3,
+                               runs_dir=str(tmp / "runs"), cache_dir=str(tmp / "cache"), data_dir=str(tmp / "data"),
+                               progress=False, precision="32", logger="wandb", name=name) for name in ("one", "two")]
+        assert "WANDB_MODE" not in os.environ  # nothing set for the rest of the process
+    return runs
+
+
+def test_wandb_offline_writes_its_run_under_the_run_folder(wandb_runs):
+    ids = []
+    for run in wandb_runs:
+        folders = list((run.dir / "wandb").glob("offline-run-*"))
+        assert len(folders) == 1, folders  # offline, one W&B run per imagefit run
+        (data,) = folders[0].glob("run-*.wandb")
+        with open(run.dir / "history.csv") as f:
+            history = {int(r["epoch"]): {k: float(r[k]) for k in METRICS} for r in csv.DictReader(f)}
+        started, logged, config, exits = None, {}, {}, []
+        for record in wandb_records(data):
+            kind = record.WhichOneof("record_type")
+            if kind == "run":
+                started = record.run
+            elif kind == "history":
+                row = {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item}
+                logged[row["trainer/global_step"]] = {k: row[k] for k in METRICS}
+            elif kind == "config":
+                config.update({u.key: json.loads(u.value_json) for u in record.config.update if u.key})
+            elif kind == "exit":
+                exits.append(record.exit.exit_code)
+        assert started.display_name == run.dir.name and started.project == "imagefit"
+        assert logged == history
+        assert config["epochs"] == 2 and config["dataset"] == "digits" and config["logger"] == ["wandb"]
+        assert exits == [0]  # finished by imagefit, not left open
+        ids.append(started.run_id)
+    assert len(set(ids)) == 2
 
 
 def test_progress_is_one_plain_line_per_epoch_off_a_terminal(tmp_path):

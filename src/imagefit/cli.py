@@ -161,6 +161,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-images", type=int, default=50000, metavar="N",
                    help="the number of training images (default: 50000, CIFAR-10's training set)")
     sub.add_parser("datasets", help="list the named data sets")
+
+    p = sub.add_parser("serve", help="a local web page of the runs and studies, with predictions on images you drop",
+                       description="Serve a web page that lists the runs and studies of a runs folder (with links to "
+                                   "their reports and comparisons) and shows a run's predictions and Grad-CAM map for "
+                                   "images dropped on it. Nothing is fetched from the network; no file outside the "
+                                   "runs folder is served. Needs pip install 'imagefit[serve]'.")
+    p.add_argument("runs_dir", nargs="?", type=Path, default=Path("runs"), metavar="RUNS_DIR",
+                   help="the runs folder (default: runs)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="the address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 opens it to others)")
+    p.add_argument("--port", type=int, default=8000, metavar="N", help="the port (default: 8000; 0 picks a free one)")
+    p.add_argument("--max-upload-mb", type=float, default=16, metavar="MB",
+                   help="the largest image accepted, in MB (default: 16)")
     return parser
 
 
@@ -362,6 +375,12 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import serve
+
+    return serve(args.runs_dir, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb)
+
+
 def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # lightning's own, about torch's pytree
     # a class named in a script the plot font lacks (犬): matplotlib draws a box and warns, in lines not imagefit's;
@@ -373,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="imagefit: %(message)s")
     commands = {"train": cmd_train, "lr-find": cmd_lr_find, "report": cmd_report, "study": cmd_study, "compare": cmd_compare,
                 "models": cmd_models, "datasets": cmd_datasets, "predict": cmd_predict, "export": cmd_export,
-                "evaluate": cmd_evaluate}
+                "evaluate": cmd_evaluate, "serve": cmd_serve}
     try:
         return commands[args.command](args)
     except UserError as e:

@@ -36,7 +36,7 @@ CHOICES = {
     "class_weights": ("none", "balanced"),
     "sampler": ("shuffle", "balanced"),
 }
-LIST_CHOICES = {"logger": ("csv", "tensorboard", "mlflow")}  # keys that take several values
+LIST_CHOICES = {"logger": ("csv", "tensorboard", "mlflow", "wandb")}  # keys that take several values
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, default_factory: Any = dataclasses.MISSING) -> Any:
@@ -164,7 +164,8 @@ class TrainConfig:
     logger: list[str] = option(default_factory=list,
                                help="experiment tracking, several comma-separated: csv "
                                     "(runs/<name>/logs/csv/metrics.csv), tensorboard (runs/<name>/logs/tensorboard), "
-                                    "mlflow (store sqlite:///<runs-dir>/mlflow.db, the run folder as artifacts)")
+                                    "mlflow (store sqlite:///<runs-dir>/mlflow.db, the run folder as artifacts), wandb "
+                                    "(Weights & Biases, runs/<name>/wandb/; offline without an API key or network)")
     limit_train_batches: int | None = option(None, "train on at most N batches per epoch (smoke tests, benchmarks); "
                                                    "unset: all")
 
