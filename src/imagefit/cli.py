@@ -120,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--csv", type=Path, metavar="FILE",
                      help="also write FILE.csv: one row per image and rank (path, rank, class, probability)")
     p.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per forward pass (default: 64)")
+    p.add_argument("--backend", choices=("onnxruntime", "openvino"), metavar="RUNTIME",
+                   help="the runtime of an exported .onnx file: onnxruntime or openvino (default: onnxruntime; an "
+                        "OpenVINO .xml runs on openvino, a run folder on torch)")
     p.add_argument("--precision", choices=CHOICES["precision"], default="auto",
                    help="as in training: auto = bf16 where the hardware does it natively, else 32; one of "
                         + ", ".join(CHOICES["precision"]) + " (default: auto; exported models run as exported)")
@@ -141,17 +144,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which of the data's own splits to score: all, train, val or test (default: all, every image)")
     p.add_argument("--out", type=Path, metavar="DIR", help="where to write (default: RUN_DIR/evaluations/<data set>/)")
     p.add_argument("--batch-size", type=int, default=256, metavar="N", help="images per forward pass (default: 256)")
+    p.add_argument("--backend", choices=("onnxruntime", "openvino"), metavar="RUNTIME",
+                   help="the runtime of an exported .onnx file: onnxruntime or openvino (default: onnxruntime; an "
+                        "OpenVINO .xml runs on openvino, a run folder on torch)")
     p.add_argument("--precision", choices=CHOICES["precision"], default="auto",
                    help="auto = bf16 where the hardware does it natively, else 32; one of "
                         + ", ".join(CHOICES["precision"]) + " (default: auto)")
 
-    p = sub.add_parser("export", help="write a run's model as ONNX or TorchScript, with its class names and preprocessing",
-                       description="Export a run's model (fp32) with its class names and preprocessing in the file. "
-                                   "The graph takes uint8 images of the run's size and returns logits.")
+    p = sub.add_parser("export", help="write a run's model as ONNX, TorchScript or OpenVINO (fp32 or INT8), with its "
+                                      "class names and preprocessing",
+                       description="Export a run's model with its class names and preprocessing in the file. The graph "
+                                   "takes uint8 images of the run's size and returns logits. Then it measures what the "
+                                   "export cost on the run's test images: accuracy against the fp32 PyTorch model and "
+                                   "images/s of both on this machine.")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a finished run folder (runs/<name>)")
-    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx",
-                   help="onnx (for onnxruntime and other runtimes) or torchscript (default: onnx)")
-    p.add_argument("--out", type=Path, metavar="FILE", help="where to write (default: RUN_DIR/model.onnx or RUN_DIR/model.pt)")
+    p.add_argument("--format", choices=("onnx", "torchscript", "openvino"), default="onnx",
+                   help="onnx (onnxruntime and other runtimes), torchscript, or openvino (OpenVINO IR: model.xml and "
+                        "model.bin) (default: onnx)")
+    p.add_argument("--int8", action="store_true",
+                   help="post-training INT8 quantization for CPUs (onnx, openvino), calibrated on the run's validation "
+                        "images, never on test (default: fp32)")
+    p.add_argument("--calibration-images", type=int, default=300, metavar="N",
+                   help="validation images the INT8 calibration reads (default: 300)")
+    p.add_argument("--no-measure", dest="measure", action="store_false",
+                   help="skip the accuracy and speed check on the run's test images (default: measure)")
+    p.add_argument("--out", type=Path, metavar="FILE",
+                   help="where to write (default: RUN_DIR/model.onnx, model.pt or model.xml; model-int8.* with --int8)")
 
     p = sub.add_parser("models", help="list the architectures imagefit can train",
                        description="List the architectures; with --budget, also say which pretrained model "
@@ -281,7 +299,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from . import atomic
     from .inference import load
 
-    predictor = load(args.model_path, precision=args.precision)
+    predictor = load(args.model_path, precision=args.precision, backend=args.backend)
     result = predictor.predict(args.paths, top_k=args.top_k, batch_size=args.batch_size)
     speed = (f"{len(result)} images in {result.seconds:.2f} s ({result.images_per_second:.0f} images/s, "
              f"{predictor.precision} on {predictor.device}); {len(result.unreadable)} unreadable")
@@ -313,7 +331,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     options = {k: getattr(args, k) for k in ("images", "image_column", "label_column", "data_dir", "cache_dir")
                if getattr(args, k) is not None}
-    predictor = load(args.model_path, precision=args.precision)
+    predictor = load(args.model_path, precision=args.precision, backend=args.backend)
     m = predictor.evaluate(args.dataset, args.out, split=args.split, batch_size=args.batch_size,
                            ignore_unknown_classes=args.ignore_unknown_classes, **options)
     print(f"accuracy {m['test_accuracy']:.4f}, balanced accuracy {m['test_balanced_accuracy']:.4f}, loss "
@@ -323,10 +341,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export
+    from .export import export, file_size, measure
 
-    path = export(args.run_dir, args.format, args.out)
-    print(f"exported: {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    path = export(args.run_dir, args.format, args.out, int8=args.int8, calibration_images=args.calibration_images)
+    print(f"exported: {path} ({file_size(path) / 2**20:.1f} MiB)")
+    if args.measure:
+        m = measure(args.run_dir, path)
+        print(f"test accuracy {m['exported_accuracy']:.4f} against {m['fp32_accuracy']:.4f} for the fp32 PyTorch model "
+              f"({m['exported_accuracy'] - m['fp32_accuracy']:+.4f}; the same top class on {m['agreement']:.1%} of "
+              f"{m['test_images']:,} test images); {m['exported_images_per_second']:,.0f} images/s against "
+              f"{m['fp32_images_per_second']:,.0f} at batch {m['batch_size']} on this machine")
     print(f"predict with: imagefit predict {path} IMAGES...")
     return 0
 

@@ -25,7 +25,10 @@ from .errors import UserError
 
 # an exported file's contract, written by imagefit.export and read by load_exported
 META_FILE = "imagefit.json"  # TorchScript: the metadata, as an extra file (ONNX keeps it in metadata_props)
+OPENVINO_META = "imagefit"  # OpenVINO IR: the metadata, in the model's rt_info under this key
 INPUT, OUTPUT = "images", "logits"  # the graph's input and output names
+EXPORTED = (".onnx", ".pt", ".ts", ".xml")
+BACKENDS = {".onnx": ("onnxruntime", "openvino"), ".xml": ("openvino",), ".pt": ("torchscript",), ".ts": ("torchscript",)}
 
 
 @dataclass
@@ -234,42 +237,79 @@ def load_run(run_dir: str | Path, precision: str = "auto", device: str | None = 
                      temperature=temperature)
 
 
-def load_exported(path: str | Path) -> Predictor:
-    """An exported file as a Predictor (always fp32 on the CPU: onnxruntime, or torch for TorchScript)."""
+def load_exported(path: str | Path, backend: str | None = None) -> Predictor:
+    """An exported file as a Predictor, fp32 or INT8 as exported, on the CPU: onnxruntime (or OpenVINO) for ONNX,
+    OpenVINO for its IR (.xml), torch for TorchScript."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"exported model not found: {path}", "pass a file written by imagefit export")
-    if path.suffix == ".onnx":
-        try:
-            import onnxruntime
-        except ImportError:
-            raise UserError("running an ONNX model needs onnxruntime", "pip install 'imagefit[export]'") from None
+    choices = BACKENDS.get(path.suffix, ("torchscript",))  # any other name: TorchScript, as torch.jit.save wrote it
+    backend = backend or choices[0]
+    if backend not in choices:
+        raise UserError(f"a {path.suffix} model runs on {' or '.join(choices)}, not {backend}",
+                        f"pass --backend {choices[0]} or leave --backend out")
+    if backend == "onnxruntime":
+        onnxruntime = _runtime("onnxruntime", "export")
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         meta = session.get_modelmeta().custom_metadata_map
 
         def logits(batch: torch.Tensor) -> torch.Tensor:
             return torch.from_numpy(session.run([OUTPUT], {INPUT: batch.numpy()})[0])
-        runtime = "onnxruntime"
+    elif backend == "openvino":
+        logits, meta = _openvino(path)
     else:
         extra = {META_FILE: ""}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated but still the one loader of .pt
             module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
         meta = json.loads(extra[META_FILE] or "{}")
-        logits, runtime = module, "torchscript"
+        logits = module
     if "class_names" not in meta:
         raise UserError(f"{path} carries no imagefit metadata", "export it with imagefit export")
+    kind = " int8" if "int8" in meta.get("quantization", "") else ""
     return Predictor(logits, json.loads(meta["class_names"]), int(meta["image_size"]), int(meta["channels"]),
-                     str(path), precision="32", device=f"cpu ({runtime})",
+                     str(path), precision="int8" if kind else "32", device=f"cpu ({backend}{kind})",
                      temperature=float(meta.get("temperature", 1.0)))
 
 
-def load(path: str | Path, precision: str = "auto", device: str | None = None) -> Predictor:
-    """A run folder, or a file written by `imagefit export` (.onnx, .pt)."""
+def _runtime(module: str, extra: str):
+    try:
+        return __import__(module)
+    except ImportError:
+        raise UserError(f"running this model needs the {module} package", f"pip install 'imagefit[{extra}]'") from None
+
+
+def _openvino(path: Path) -> tuple[Callable[[torch.Tensor], torch.Tensor], dict[str, str]]:
+    """OpenVINO's CPU plugin on an IR (.xml, metadata in rt_info) or an ONNX file (metadata_props)."""
+    ov = _runtime("openvino", "openvino")
+    core = ov.Core()
+    model = core.read_model(str(path))
+    if path.suffix == ".onnx":
+        import onnx
+
+        meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    else:
+        info = model.get_rt_info()
+        keys = list(info[OPENVINO_META].keys()) if OPENVINO_META in info else []
+        meta = {k: model.get_rt_info([OPENVINO_META, k]).astype(str) for k in keys}
+    # f32: on a CPU with bf16 units OpenVINO would otherwise run an fp32 model in bf16 (its default hint there)
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    request = compiled.create_infer_request()
+
+    def logits(batch: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(request.infer({0: batch.numpy()})[compiled.output(0)].copy())
+    return logits, meta
+
+
+def load(path: str | Path, precision: str = "auto", device: str | None = None, backend: str | None = None) -> Predictor:
+    """A run folder, or a file written by `imagefit export` (.onnx, .pt, OpenVINO's .xml); `backend` picks the
+    runtime where a format has two (ONNX: onnxruntime, the default, or openvino)."""
     path = Path(path).expanduser()
     if path.is_dir():
+        if backend not in (None, "torch"):
+            raise UserError(f"a run folder runs on torch, not {backend}", "leave --backend out, or export the run first")
         return load_run(path, precision, device)
-    if path.suffix in (".onnx", ".pt", ".ts"):
-        return load_exported(path)
+    if path.suffix in EXPORTED:
+        return load_exported(path, backend)
     raise UserError(f"{path} is neither a run folder nor an exported model",
-                    "pass runs/<name> or a file written by imagefit export (.onnx, .pt)")
+                    "pass runs/<name> or a file written by imagefit export (.onnx, .pt, .xml)")
