@@ -4,7 +4,6 @@ The Chromium checks skip when no chromium is installed, except with IMAGEFIT_REQ
 where a missing browser is a failure.
 """
 import base64
-import os
 import re
 import shutil
 import subprocess
@@ -14,6 +13,7 @@ import pytest
 from PIL import Image
 
 import imagefit
+from helpers import chromium_or_skip
 from imagefit.report.html import markdown_to_html, write_html
 
 PNG_1x1 = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGD4DwABBAEAwS2OUAAAAABJRU5ErkJggg==")
@@ -199,22 +199,13 @@ def test_every_run_report_gets_its_html_twin(real_run):
 
 
 # ---- real pages in a real browser -------------------------------------------------------------------
-def chromium():
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(name):
-            return shutil.which(name)
-    if os.environ.get("IMAGEFIT_REQUIRE_CHROMIUM") == "1":
-        pytest.fail("IMAGEFIT_REQUIRE_CHROMIUM=1 but no chromium is installed (apt-get install chromium)")
-    pytest.skip("chromium is not installed")
-
-
 @pytest.fixture(scope="module")
 def browser():
-    return chromium()
+    return chromium_or_skip()
 
 
 def browse(page, tmp_path, *flags):
-    browser = chromium()
+    browser = chromium_or_skip()
     profile = tmp_path / f"profile-{len(list(tmp_path.glob('profile-*')))}"
     proc = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                            "--no-first-run", "--disable-dev-shm-usage", "--disable-extensions", "--mute-audio",
