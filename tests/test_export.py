@@ -125,3 +125,29 @@ def test_cli_export_prints_its_cost_and_predict_runs_every_format(digits_model, 
 def test_export_mistakes_are_one_line(digits_run, tmp_path, args, message):
     proc = run_imagefit(*[a.format(run=digits_run.dir) for a in args], cwd=tmp_path, check=False)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and message in proc.stderr, proc.stderr
+
+
+def test_a_network_fed_smaller_images_than_the_data_exports_its_antialiased_resize(tmp_path):
+    """A run whose network takes 16 px images of 32 px data resizes inside the model, antialiased: ONNX has no
+    such operator at opset 17 (the export failed on a 128 px Imagenette run trained at 64 px). The exported
+    graph does it as two matrix products with the same numbers."""
+    import copy
+
+    import numpy as np
+    import onnxruntime
+
+    from imagefit.models.registry import ImageClassifier, build_net
+
+    torch.manual_seed(0)
+    model = ImageClassifier(build_net("seed-cnn", 4, 3, 16), [0.5] * 3, [0.25] * 3, input_size=16).eval()
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    exported = copy.deepcopy(model)
+    exported.resize_with_matrices(32)
+    torch.onnx.export(exported, (images,), str(tmp_path / "m.onnx"), input_names=["images"], dynamo=False,
+                      opset_version=17)
+    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = model(images).numpy()
+    assert np.abs(session.run(None, {"images": images.numpy()})[0] - expected).max() < 1e-4
+    with pytest.raises(Exception, match="upsample_bilinear2d_aa"):  # the operator the matrices stand in for
+        torch.onnx.export(model, (images,), str(tmp_path / "plain.onnx"), dynamo=False, opset_version=17)

@@ -17,6 +17,7 @@ one way: export -> inference.
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -96,8 +97,15 @@ def _need(module: str, extra: str, what: str) -> None:
 
 
 def _graph(predictor: Predictor) -> tuple[torch.nn.Module, torch.Tensor]:
+    """A copy of the model to trace, its resize to the network's input as matrix products (models/registry.py)."""
+    from .models.registry import ImageClassifier
+
     example = torch.zeros(2, predictor.channels, predictor.image_size, predictor.image_size, dtype=torch.uint8)
-    return predictor.module.float().eval(), example
+    model = copy.deepcopy(predictor.module).float().eval()
+    for part in model.modules():
+        if isinstance(part, ImageClassifier) and part.input_size and part.input_size != predictor.image_size:
+            part.resize_with_matrices(predictor.image_size)
+    return model, example
 
 
 def write_torchscript(predictor: Predictor, meta: dict, path: Path) -> None:

@@ -40,13 +40,22 @@ class ImageClassifier(nn.Module):
         self.input_size = input_size
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.resize = None  # (input_size, side) matrix once resize_with_matrices(side) is called: for exporters
+
+    def resize_with_matrices(self, side: int) -> None:
+        """Resize images of `side` px as two matrix products with constant matrices (resize_matrix): the same
+        numbers as the antialiased interpolation, in a form every graph format has (ONNX has no antialiased
+        resize at opset 17). The export calls it on its own copy of the model."""
+        self.resize = resize_matrix(side, self.input_size)
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.uint8:
             x = x.float().div_(255)
         if x.shape[1] == 1 and self.mean.shape[1] == 3:
             x = x.expand(-1, 3, -1, -1)
-        if self.input_size and x.shape[-1] != self.input_size:
+        if self.resize is not None:
+            x = torch.matmul(torch.matmul(self.resize, x), self.resize.T)
+        elif self.input_size and x.shape[-1] != self.input_size:
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False,
                               antialias=x.shape[-1] > self.input_size)
         return (x - self.mean) / self.std
@@ -60,6 +69,14 @@ class ImageClassifier(nn.Module):
 
     def head(self) -> nn.Module:
         return self.net.get_classifier()
+
+
+def resize_matrix(side: int, size: int) -> torch.Tensor:
+    """(size, side): ImageClassifier's bilinear resize along one axis (antialiased when shrinking) as a matrix R,
+    so that resizing an image X is R @ X @ R.T. Read off F.interpolate's answer to each unit impulse."""
+    impulses = torch.eye(side).view(1, 1, side, side)  # row i: an impulse at column i
+    out = F.interpolate(impulses, size=(side, size), mode="bilinear", align_corners=False, antialias=side > size)
+    return out[0, 0].T.contiguous()
 
 
 def build_net(name: str, num_classes: int, in_chans: int, image_size: int) -> nn.Module:
