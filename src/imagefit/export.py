@@ -40,10 +40,20 @@ def metadata(predictor: Predictor) -> dict[str, str]:
     return {"format": "imagefit-1", "class_names": json.dumps(predictor.class_names),
             "image_size": str(predictor.image_size), "channels": str(predictor.channels),
             "temperature": repr(predictor.temperature),  # already applied to the output: for the reader's record
+            "decoded_size": str(predictor.decode_size),
             "input": f"{INPUT}: uint8 (batch, {predictor.channels}, {predictor.image_size}, {predictor.image_size})",
             "output": f"{OUTPUT}: float32 (batch, {len(predictor.class_names)}); softmax gives probabilities",
-            "preprocessing": f"decode to RGB{' then grayscale (ITU-R 601)' if predictor.channels == 1 else ''}, "
-                             f"centre square, bicubic resize to {predictor.image_size} px; normalisation is in the graph"}
+            "preprocessing": preprocessing(predictor)}
+
+
+def preprocessing(predictor: Predictor) -> str:
+    """The steps a caller takes before the graph, in words."""
+    gray = " then grayscale (ITU-R 601)" if predictor.channels == 1 else ""
+    text = f"decode to RGB{gray}, centre square, bicubic resize to {predictor.decode_size} px"
+    if predictor.decode_size != predictor.image_size:
+        text += (f", then bilinear antialiased resize to {predictor.image_size} px (torch.nn.functional.interpolate, "
+                 "rounded to uint8)")
+    return text + "; normalisation is in the graph"
 
 
 def export(run_dir: str | Path, format: str = "onnx", out: str | Path | None = None, int8: bool = False,

@@ -67,7 +67,7 @@ class Predictor:
 
     def __init__(self, logits: Callable[[torch.Tensor], torch.Tensor], class_names: list[str], image_size: int,
                  channels: int, source: str, precision: str = "32", device: str = "cpu",
-                 module: torch.nn.Module | None = None, temperature: float = 1.0):
+                 module: torch.nn.Module | None = None, temperature: float = 1.0, decode_size: int | None = None):
         self.logits = logits
         self.class_names = list(class_names)
         self.image_size = image_size
@@ -77,6 +77,9 @@ class Predictor:
         self.device = device
         self.module = module  # the torch model, when there is one (for export and Grad-CAM)
         self.temperature = temperature  # the run's, fitted on validation; already applied to `logits`
+        # the side a file is decoded at before `resized` makes it image_size, when the run's planner shrank the data
+        # after decoding it (data/resize.py): new images must take the same two steps to look like the training ones
+        self.decode_size = decode_size or image_size
 
     def __repr__(self) -> str:
         return (f"Predictor({self.source!r}, {len(self.class_names)} classes, {self.image_size}x{self.image_size}x"
@@ -89,12 +92,13 @@ class Predictor:
 
         from .data.folder import GRAY, decode_image, to_square_rgb
 
+        side = self.decode_size
         if isinstance(image, (str, Path)):
             image = Path(image).expanduser().read_bytes()
         if isinstance(image, bytes):
-            rgb = decode_image(image, self.image_size)
+            rgb = decode_image(image, side)
         elif isinstance(image, Image.Image):
-            rgb = to_square_rgb(image, self.image_size)
+            rgb = to_square_rgb(image, side)
         else:
             a = image.numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
             if a.dtype != np.uint8 or a.ndim != 3:
@@ -102,10 +106,20 @@ class Predictor:
                                 "pass uint8 tensors, PIL images or paths")
             if a.shape[0] == 1:
                 a = np.repeat(a, 3, axis=0)
-            rgb = to_square_rgb(Image.fromarray(np.ascontiguousarray(a.transpose(1, 2, 0))), self.image_size)
-        if self.channels == 1:
-            return np.rint(rgb @ GRAY).clip(0, 255).astype(np.uint8)[None]
-        return np.ascontiguousarray(rgb.transpose(2, 0, 1))
+            side = self.image_size if a.shape[1:] == (self.image_size, self.image_size) else side  # already the model's
+            rgb = to_square_rgb(Image.fromarray(np.ascontiguousarray(a.transpose(1, 2, 0))), side)
+        out = np.rint(rgb @ GRAY).clip(0, 255).astype(np.uint8)[None] if self.channels == 1 else \
+            np.ascontiguousarray(rgb.transpose(2, 0, 1))
+        return self.shrunk(out) if side != self.image_size else out
+
+    def shrunk(self, images: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        """Images (c, s, s) or (n, c, s, s) at decode_size made image_size as the run's planner made its data."""
+        from .data.resize import resized
+
+        x = torch.as_tensor(images)
+        out = resized(x[None] if x.ndim == 3 else x, self.image_size)
+        out = out[0] if x.ndim == 3 else out
+        return out.numpy() if isinstance(images, np.ndarray) else out
 
     # ---- outputs ------------------------------------------------------------------------------
     @torch.no_grad()
@@ -234,7 +248,7 @@ def load_run(run_dir: str | Path, precision: str = "auto", device: str | None = 
             return model(x)
 
     return Predictor(logits, class_names, image_size, channels, str(run_dir), precision, device, module=model,
-                     temperature=temperature)
+                     temperature=temperature, decode_size=int(meta.get("decoded_size") or image_size))
 
 
 def load_exported(path: str | Path, backend: str | None = None) -> Predictor:
@@ -269,7 +283,8 @@ def load_exported(path: str | Path, backend: str | None = None) -> Predictor:
     kind = " int8" if "int8" in meta.get("quantization", "") else ""
     return Predictor(logits, json.loads(meta["class_names"]), int(meta["image_size"]), int(meta["channels"]),
                      str(path), precision="int8" if kind else "32", device=f"cpu ({backend}{kind})",
-                     temperature=float(meta.get("temperature", 1.0)))
+                     temperature=float(meta.get("temperature", 1.0)),
+                     decode_size=int(meta.get("decoded_size") or meta["image_size"]))
 
 
 def _runtime(module: str, extra: str):

@@ -25,18 +25,21 @@ def run_split(run_dir: str | Path, split: str) -> tuple[torch.Tensor, torch.Tens
 
     from .config import TrainConfig
     from .data.pipeline import prepare_data
+    from .data.resize import resized
     from .evaluate.new_data import images_as
 
     run_dir = Path(run_dir)
     with safe_open(str(run_dir / "model.safetensors"), "pt") as f:
         meta = f.metadata() or {}
+    size = int(meta["image_size"])
+    decoded = int(meta.get("decoded_size") or size)  # the planner shrank the decoded data: the same two steps here
     cfg = TrainConfig.load(run_dir / "config.yaml")
-    data = prepare_data(cfg.replace(audit=False, image_size=int(meta["image_size"]), loader="memory"))
+    data = prepare_data(cfg.replace(audit=False, image_size=decoded, loader="memory"))
     part = {"train": data.train, "val": data.val, "test": data.test_pictures}[split]
     if part is None or part.images.dtype != torch.uint8:
         raise UserError(f"the run's data has no {split} images to read", "train with a validation split")
-    images = part.images if part.index is None else part.images[part.index]
-    return images_as(images, int(meta["channels"])), part.labels
+    images = images_as(part.images if part.index is None else part.images[part.index], int(meta["channels"]))
+    return (resized(images, size) if decoded != size else images), part.labels
 
 
 def calibration_images(run_dir: str | Path, n: int) -> tuple[torch.Tensor, str]:

@@ -35,6 +35,7 @@ class PreparedData:
     test_images: ImageSet | None = None  # the test images themselves when `test` became features (linear probe)
     frozen_from_cache: bool | None = None  # linear probe / partial: whether every split's frozen pass was a cache read
     audit: dict | None = None  # the data audit of the images (data/audit.py), made before any split became features
+    decoded_side: int | None = None  # the side the images were decoded at, when the planner resized them after
 
     def __post_init__(self):
         if self.image_shape is None:

@@ -102,7 +102,7 @@ def score(predictor, dataset: str, out: str | Path, *, split: str = "all", image
 
     if split not in SPLIT_CHOICES:
         raise UserError(f"unknown split '{split}'", f"use one of {', '.join(SPLIT_CHOICES)}")
-    source = load_source(dataset, data_dir=data_dir, cache_dir=cache_dir, image_size=predictor.image_size,
+    source = load_source(dataset, data_dir=data_dir, cache_dir=cache_dir, image_size=predictor.decode_size,
                          workers=workers, images=images, image_column=image_column, label_column=label_column)
     source = with_the_runs_splits(source, predictor.source, dataset, split)
     pixels, labels, files, left_out = labelled_images(source, split, predictor.class_names, ignore_unknown_classes)
@@ -112,6 +112,8 @@ def score(predictor, dataset: str, out: str | Path, *, split: str = "all", image
     except OSError as e:
         raise UserError(f"cannot make the folder {out}: {e.strerror or e}", "pass --out a folder you can write") from None
     pixels = images_as(pixels, predictor.channels)
+    if predictor.decode_size != predictor.image_size:  # the run's planner shrank its data after decoding: so here
+        pixels = predictor.shrunk(pixels)
     with torch.no_grad():
         logits = torch.cat([predictor.logits(pixels[s:s + batch_size]).float().cpu()
                             for s in range(0, len(pixels), batch_size)])

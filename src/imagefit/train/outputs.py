@@ -36,6 +36,8 @@ def finish_run(run_dir: Path, cfg: TrainConfig, data: PreparedData, model: torch
     meta = {"class_names": json.dumps(data.class_names), "model": cfg.model, "image_size": str(data.image_size),
             "channels": str(data.channels), "input_size": str(getattr(model, "input_size", None) or data.image_size),
             "format": "imagefit-1"}
+    if data.decoded_side and data.decoded_side != data.image_size:  # new images go the same way (data/resize.py)
+        meta["decoded_size"] = str(data.decoded_side)
     analysis = write_error_analysis(run_dir, data, logits, labels, val_logits, model=model)
     if analysis.get("temperature") is not None:  # fitted on validation: a later predict divides by it
         meta["temperature"] = repr(analysis["temperature"])
