@@ -79,7 +79,11 @@ class Predictor:
         self.temperature = temperature  # the run's, fitted on validation; already applied to `logits`
         # the side a file is decoded at before `resized` makes it image_size, when the run's planner shrank the data
         # after decoding it (data/resize.py): new images must take the same two steps to look like the training ones
-        self.decode_size = decode_size or image_size
+        self.decoded_size = decode_size  # None: files are decoded at image_size
+
+    @property
+    def decode_size(self) -> int:
+        return self.decoded_size or self.image_size
 
     def __repr__(self) -> str:
         return (f"Predictor({self.source!r}, {len(self.class_names)} classes, {self.image_size}x{self.image_size}x"
@@ -248,7 +252,7 @@ def load_run(run_dir: str | Path, precision: str = "auto", device: str | None = 
             return model(x)
 
     return Predictor(logits, class_names, image_size, channels, str(run_dir), precision, device, module=model,
-                     temperature=temperature, decode_size=int(meta.get("decoded_size") or image_size))
+                     temperature=temperature, decode_size=_decoded_size(meta))
 
 
 def load_exported(path: str | Path, backend: str | None = None) -> Predictor:
@@ -284,7 +288,13 @@ def load_exported(path: str | Path, backend: str | None = None) -> Predictor:
     return Predictor(logits, json.loads(meta["class_names"]), int(meta["image_size"]), int(meta["channels"]),
                      str(path), precision="int8" if kind else "32", device=f"cpu ({backend}{kind})",
                      temperature=float(meta.get("temperature", 1.0)),
-                     decode_size=int(meta.get("decoded_size") or meta["image_size"]))
+                     decode_size=_decoded_size(meta))
+
+
+def _decoded_size(meta: dict) -> int | None:
+    """The side a run decoded its files at before shrinking them (None: at its image size); older files lack it."""
+    value = meta.get("decoded_size")
+    return int(value) if value not in (None, "", "None") and int(value) != int(meta["image_size"]) else None
 
 
 def _runtime(module: str, extra: str):
