@@ -156,8 +156,9 @@ def load_source(
                "fingerprint": _fingerprint(path), "images": str(root),
                "images_fingerprint": _fingerprint(root) if root.exists() else None,
                "columns": [image_column, label_column], "image_size": image_size}
-        return cached_source(cache_dir, key, lambda: load_label_file(path, root, image_column, label_column, image_size,
-                                                                     workers), mmap=mmap)
+        return cached_source(cache_dir, key, lambda store: load_label_file(path, root, image_column, label_column,
+                                                                           image_size, workers, store),
+                             mmap=mmap, into_files=True)
     key = {
         "format": CACHE_FORMAT,
         "dataset": path.name,
@@ -166,4 +167,5 @@ def load_source(
         "fingerprint": _fingerprint(path),
         "image_size": image_size,
     }  # not test_fraction or seed: the test split is carved after the cache, so changing them re-decodes nothing
-    return cached_source(cache_dir, key, lambda: load_folder(path, image_size, test_fraction, seed, workers), mmap=mmap)
+    return cached_source(cache_dir, key, lambda store: load_folder(path, image_size, test_fraction, seed, workers, store),
+                         mmap=mmap, into_files=True)
