@@ -85,12 +85,18 @@ def channel_stats(data: ImageSet, chunk: int = 4096) -> tuple[list[float], list[
 
 
 def prepare_data(cfg: TrainConfig) -> PreparedData:
+    import time
+
     from .sources import load_source  # heavy imports (PIL, pools) only when data is needed
 
+    started = time.perf_counter()
     source: SourceData = load_source(cfg.dataset, data_dir=cfg.data_dir, cache_dir=cfg.cache_dir,
                                      image_size=cfg.image_size, test_fraction=cfg.test_fraction,
                                      seed=cfg.seed, mmap=cfg.loader != "memory", workers=cfg.num_workers,
                                      images=cfg.images, image_column=cfg.image_column, label_column=cfg.label_column)
+    count = sum(len(s) for s in (source.train, source.val, source.test) if s is not None)
+    log.info("data: %s images ready in %.1f s (a decode with %d processes, or a cache read)", f"{count:,}",
+             time.perf_counter() - started, max(1, cfg.num_workers))
     check_skipped(cfg, source)
     if len(source.class_names) < 2:
         from ..errors import UserError
