@@ -173,13 +173,17 @@ def run(cmd: list[str], log: Path, env: dict | None = None) -> dict:
     loadavg = Path("/proc/loadavg").read_text().split()[:3]
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    peak = {"pss": 0, "anon": 0}
+    peak = {"pss": 0, "anon": 0, "pss_at": 0.0, "anon_at": 0.0}  # and when (seconds from the start), to match the log
     lines: list[tuple[float, str]] = []
 
     def poll():
         while proc.poll() is None:
             pss, anon = _memory(_tree(proc.pid))
-            peak["pss"], peak["anon"] = max(peak["pss"], pss), max(peak["anon"], anon)
+            now = round(time.perf_counter() - started, 1)
+            if pss > peak["pss"]:
+                peak["pss"], peak["pss_at"] = pss, now
+            if anon > peak["anon"]:
+                peak["anon"], peak["anon_at"] = anon, now
             time.sleep(0.2)
 
     watcher = threading.Thread(target=poll, daemon=True)
@@ -192,7 +196,8 @@ def run(cmd: list[str], log: Path, env: dict | None = None) -> dict:
     log.write_text("\n".join(f"{t:8.2f} {line}" for t, line in lines) + "\n")
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}); see {log}")
-    return {"wall": round(wall, 1), "peak_pss": peak["pss"], "peak_anon": peak["anon"], "loadavg": loadavg,
+    return {"wall": round(wall, 1), "peak_pss": peak["pss"], "peak_anon": peak["anon"], "peak_pss_at": peak["pss_at"],
+            "peak_anon_at": peak["anon_at"], "loadavg": loadavg,
             "lines": lines}
 
 
@@ -221,7 +226,8 @@ def train(out: Path, name: str, dataset: list[str], loader: str, cache: Path, sr
     return {
         "command": "imagefit train " + " ".join(a if not a.startswith("/") else Path(a).name for a in args),
         "wall": result["wall"], "peak_pss_gib": round(result["peak_pss"] / 2**30, 2),
-        "peak_anon_gib": round(result["peak_anon"] / 2**30, 2), "loadavg": result["loadavg"],
+        "peak_anon_gib": round(result["peak_anon"] / 2**30, 2), "peak_pss_at": result["peak_pss_at"],
+        "peak_anon_at": result["peak_anon_at"], "loadavg": result["loadavg"],
         "data_seconds": _seconds_in(result["lines"], "ready in"), "audit_seconds": audit.get("seconds"),
         "near_limited": audit.get("near_limited"), "near_within": audit.get("near_within"),
         "exact_within": audit.get("exact_within"), "data_stage": metrics["time_breakdown"].get("decode"),
