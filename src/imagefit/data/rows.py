@@ -74,7 +74,7 @@ class FileRows:
         self.row = int(np.prod(self.shape[1:], dtype=np.int64))
         header = npy_header(self.shape)
         self.offset = len(header)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o644)
         try:
             _write_all(self.fd, header, 0)
             size = self.offset + self.shape[0] * self.row
@@ -127,7 +127,11 @@ class FileRows:
 def _write_all(fd: int, data, offset: int) -> None:
     view = memoryview(data).cast("B")
     while len(view):
-        n = os.pwrite(fd, view, offset)
+        if hasattr(os, "pwrite"):
+            n = os.pwrite(fd, view, offset)
+        else:  # Windows has no pwrite; only this process writes the file, so a seek then a write is the same
+            os.lseek(fd, offset, os.SEEK_SET)
+            n = os.write(fd, view)
         view, offset = view[n:], offset + n
 
 
