@@ -159,3 +159,24 @@ def test_a_linear_probe_run_is_audited_on_its_images_before_they_become_features
     assert any("computed once and cached" in n for n in run.metrics["data_notes"])  # the splits became features
     assert run.metrics["data_audit"]["leaked_files"] == ["test/cat/copy.png"]
     assert "test/cat/copy.png (exact copy of train/cat/2.png" in (run.dir / "data_audit.md").read_text()  # in train or val
+
+
+def test_the_near_duplicate_search_compares_pairs_in_proportion_to_the_images_not_their_square():
+    """Half the hashes crowd into few buckets (only 8 bits vary), half are random: the work (pairs compared)
+    of 20,000 images is about 13 times that of 2,000 (buckets fill up to their cap), far from the 100 times
+    of a search of every pair."""
+    from imagefit.data.audit import BUCKET_CAP, NEAR_BITS, WINDOW, near_pairs
+
+    def work(n):
+        rng = np.random.default_rng(n)
+        crowded = rng.integers(0, 256, n // 2, dtype=np.uint64) << np.uint64(20)
+        spread = rng.integers(0, 2**63, n - n // 2, dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, n - n // 2, dtype=np.uint64)
+        hashes = np.concatenate([crowded, spread])
+        thumbs = rng.integers(0, 256, (n, 81), dtype=np.uint8)
+        counted = {}
+        near_pairs(hashes, thumbs, work=counted)
+        assert counted["compared"] <= n * (NEAR_BITS + 1) * max(BUCKET_CAP - 1, 2 * WINDOW)
+        return counted["compared"]
+
+    small, large = work(2_000), work(20_000)
+    assert small > 0 and large / small < 25, (small, large)  # measured 13: buckets fill up to their cap

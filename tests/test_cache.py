@@ -164,3 +164,76 @@ def test_a_full_cache_disk_costs_the_cache_not_the_run(tmp_path, caplog):
     assert list((tmp_path / "cache").iterdir()) == []  # no entry, whole or half, and no temp folder
     again = cached_source(tmp_path / "cache", key, Counter())  # room again: decoded and cached as usual
     assert again.name == "toy" and entry_dir(tmp_path / "cache", key).is_dir()
+
+
+def _photos(root, bad=True):
+    from PIL import Image
+
+    for split, per_class in (("train", 9), ("test", 3)):
+        for c, colour in enumerate(((200, 30, 30), (30, 200, 30))):
+            folder = root / split / f"c{c}"
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                Image.new("RGB", (20 + i, 18), tuple(v + 5 * i for v in colour)).save(folder / f"{i}.{'png' if i % 2 else 'jpg'}")
+    if bad:  # an unreadable file in the middle of each split: its row is squeezed out of the entry's file
+        (root / "train" / "c0" / "4b.jpg").write_bytes(b"not an image")
+        (root / "test" / "c1" / "0b.png").write_bytes(b"")
+    return root
+
+
+def _same_source(a, b):
+    assert (a.name, a.class_names, a.notes, a.skipped, a.originals) == (b.name, b.class_names, b.notes, b.skipped, b.originals)
+    for split in ("train", "val", "test"):
+        x, y = getattr(a, split), getattr(b, split)
+        assert (x is None) == (y is None)
+        if x is not None:
+            assert torch.equal(x.images, y.images) and torch.equal(x.labels, y.labels) and x.files == y.files
+
+
+def test_a_folder_decodes_straight_into_the_cache_entry_and_reads_back_as_the_decode_in_memory(tmp_path):
+    from imagefit.data.folder import load_folder
+    from imagefit.data.sources import load_source
+
+    root = _photos(tmp_path / "photos")
+    in_memory = load_folder(root, 16, 0.2, 0, workers=2)  # no cache: every split in RAM
+    assert len(in_memory.skipped) == 2 and len(in_memory.train) == 18 and len(in_memory.test) == 6
+    for mmap in (True, False):
+        first = load_source(str(root), tmp_path / "data", tmp_path / "cache", 16, mmap=mmap, workers=2)
+        _same_source(first, in_memory)
+        again = load_source(str(root), tmp_path / "data", tmp_path / "cache", 16, mmap=mmap, workers=2)
+        _same_source(again, in_memory)
+    (entry,) = (tmp_path / "cache").iterdir()
+    for split, part in (("train", in_memory.train), ("test", in_memory.test)):
+        path = entry / f"{split}_images.npy"
+        saved = np.load(path)
+        assert np.array_equal(saved, part.images.numpy())
+        np.save(tmp_path / "plain.npy", part.images.numpy())  # what the cache wrote before: the same file, byte for byte
+        assert path.read_bytes() == (tmp_path / "plain.npy").read_bytes()
+
+
+def test_rows_squeezed_out_in_place_leave_the_kept_rows_in_order():
+    from imagefit.data.rows import compact
+
+    rng = np.random.default_rng(0)
+    array = rng.integers(0, 256, (1000, 3, 2, 2), dtype=np.uint8)
+    index = np.sort(rng.choice(1000, 700, replace=False))
+    expected = array[index].copy()
+    compact(array, index, chunk=64)
+    assert np.array_equal(array[:700], expected)
+
+
+def test_a_full_cache_disk_under_a_folder_decode_costs_the_cache_not_the_run(tmp_path, caplog):
+    from helpers import file_size_limit
+
+    from imagefit.data.folder import load_folder
+    from imagefit.data.sources import load_source
+
+    root = _photos(tmp_path / "photos", bad=False)
+    in_memory = load_folder(root, 16, 0.2, 0, workers=1)
+    with file_size_limit(5_000), caplog.at_level("WARNING", logger="imagefit"):  # train: 18 images of 768 bytes
+        source = load_source(str(root), tmp_path / "data", tmp_path / "cache", 16, mmap=True, workers=1)
+    note = source.notes[-1]
+    assert note.startswith("decoded data not cached in") and note in caplog.text
+    source.notes.pop()
+    _same_source(source, in_memory)
+    assert list((tmp_path / "cache").iterdir()) == []  # no entry, whole or half, and no temp folder

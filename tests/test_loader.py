@@ -84,3 +84,32 @@ def test_alternating_flip_mirrors_each_image_in_every_other_epoch():
 
 def test_random_flips_by_default_leave_the_loader_unmirrored():
     assert not any(mirrored_by_label(TensorLoader(asymmetric(), 16, shuffle=True, seed=3)).values())
+
+
+def test_channel_stats_from_level_counts_equal_the_float_sums_they_replaced():
+    """pipeline.channel_stats counts each channel's 256 levels; the mean and std are those of the float64
+    sums it computed before (kept here as the reference), on plain and lazy (memory-mapped-like) sets."""
+    from imagefit.data.pipeline import channel_stats
+
+    def float_sums(data, chunk=4096):
+        c = data.images.shape[1]
+        total, total_sq, count = torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64), 0
+        for start in range(0, len(data), chunk):
+            x = data.take(start, start + chunk).to(torch.float64) / 255
+            total += x.sum(dim=(0, 2, 3))
+            total_sq += (x * x).sum(dim=(0, 2, 3))
+            count += x.numel() // c
+        mean = total / count
+        std = (total_sq / count - mean**2).clamp_min(1e-12).sqrt().clamp_min(1e-3)
+        return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
+
+    g = torch.Generator().manual_seed(0)
+    for trial in range(20):
+        n, c, side = 1 + 37 * trial, (1, 3)[trial % 2], 1 + trial % 9
+        images = torch.randint(0, 256, (n, c, side, side), dtype=torch.uint8, generator=g)
+        if trial % 4 == 0:
+            images = images // 128 * 200  # two levels only (a near-constant channel)
+        data = ImageSet(images, torch.zeros(n, dtype=torch.int64))
+        assert channel_stats(data, chunk=50) == float_sums(data)
+        lazy = data.subset(torch.arange(0, n, 2), lazy=True)
+        assert channel_stats(lazy, chunk=50) == float_sums(lazy)

@@ -135,20 +135,22 @@ def _close(a: np.ndarray, b: np.ndarray, hashes: np.ndarray, thumbs: np.ndarray,
 
 
 def near_pairs(hashes: np.ndarray, thumbs: np.ndarray, max_bits: int | None = None,
-               max_thumb: float | None = None) -> tuple[np.ndarray, int]:
+               max_thumb: float | None = None, work: dict | None = None) -> tuple[np.ndarray, int]:
     """(index pairs (K, 2), i < j, of near-duplicate images: dHash distance <= max_bits and mean thumbnail
     difference <= max_thumb; the number of images whose search was limited).
 
     Every pair within a bucket of up to BUCKET_CAP images is compared. A bigger bucket (many images alike
     in one block of bits: blank-bordered digits) would cost its size squared, so there each image is
-    compared with its WINDOW neighbours in the order of the other blocks' bits instead, and counted as limited."""
+    compared with its WINDOW neighbours in the order of the other blocks' bits instead, and counted as limited.
+    So at most n * (max_bits + 1) * max(BUCKET_CAP - 1, 2 * WINDOW) pairs are compared, linear in n; `work`, when
+    given, gets that count as work["compared"] (tests/test_audit.py checks it grows with n, not n squared)."""
     max_bits = NEAR_BITS if max_bits is None else max_bits
     max_thumb = NEAR_THUMB if max_thumb is None else max_thumb
     n = len(hashes)
     if n < 2:
         return np.zeros((0, 2), np.int64), 0
     blocks, bits = _blocks(hashes, max_bits + 1)
-    found, limited = [], np.zeros(n, dtype=bool)
+    found, limited, compared = [], np.zeros(n, dtype=bool), 0
     for b, block in enumerate(blocks):
         keys = bits[:, block].astype(np.int64) @ (1 << np.arange(len(block), dtype=np.int64))
         # within a bucket, the order of the other blocks' bits starting with the next block: each block's
@@ -163,6 +165,7 @@ def near_pairs(hashes: np.ndarray, thumbs: np.ndarray, max_bits: int | None = No
         for size in np.unique(sizes[(sizes >= 2) & (sizes <= BUCKET_CAP)]):
             members = order[starts[sizes == size][:, None] + np.arange(size)]  # (buckets, size)
             ii, jj = np.triu_indices(size, 1)
+            compared += len(members) * len(ii)
             for rows in np.array_split(np.arange(len(members)), max(1, len(members) * len(ii) // 2_000_000)):
                 found.append(_close(members[rows][:, ii].ravel(), members[rows][:, jj].ravel(), hashes, thumbs,
                                     max_bits, max_thumb))
@@ -173,8 +176,11 @@ def near_pairs(hashes: np.ndarray, thumbs: np.ndarray, max_bits: int | None = No
             bucket = np.repeat(np.arange(len(sizes)), sizes)
             for k in range(1, WINDOW + 1):
                 ok = in_big[:-k] & (bucket[:-k] == bucket[k:])
+                compared += int(ok.sum())
                 found.append(_close(order[:-k][ok], order[k:][ok], hashes, thumbs, max_bits, max_thumb))
     pairs = np.unique(np.concatenate(found), axis=0) if found else np.zeros((0, 2), np.int64)
+    if work is not None:
+        work["compared"] = compared
     return pairs, int(limited.sum())
 
 

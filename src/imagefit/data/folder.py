@@ -437,21 +437,33 @@ def _raise_bad_image(tree: Tree, parts: tuple[str, ...], error: str):
 
 
 def decode_images(tree: Tree, paths: list[tuple[str, ...]], size: int, workers: int,
-                  infos: list | None = None) -> tuple[np.ndarray, dict[int, str]]:
+                  infos: list | None = None, into: list | None = None) -> tuple[np.ndarray | None, dict[int, str]]:
     """(n, 3, size, size) uint8 for every path, and {index: reason} for those that could not be decoded.
-    `infos`, when given, is filled with each file's own [width, height, mode] ([] where it could not be read)."""
-    out = np.empty((len(paths), 3, size, size), dtype=np.uint8)
+    `infos`, when given, is filled with each file's own [width, height, mode] ([] where it could not be read).
+    `into`, when given, is a list of row writers (data/rows.py: in RAM or a cache entry's files) whose lengths add
+    up to len(paths), in order: each decoded chunk goes straight to its place there and the array returned is None."""
+    from .rows import MemoryRows
+
+    single = into is None
+    if single:
+        into = [MemoryRows((len(paths), 3, size, size))]
+    bounds = np.cumsum([0] + [len(r) for r in into])
+    assert bounds[-1] == len(paths), (bounds[-1], len(paths))
     chunk = max(16, min(1024, -(-len(paths) // max(1, workers * 8))))
     tasks = [(s, str(tree.root), tree.is_zip, [tree.rel(p) for p in paths[s : s + chunk]], size) for s in range(0, len(paths), chunk)]
     bad: dict[int, str] = {}
     if infos is not None:
         infos[:] = [[] for _ in paths]
     for start, images, errors, chunk_infos in _run(_decode_chunk, tasks, workers, ordered=False):
-        out[start : start + len(images)] = images
+        stop = start + len(images)
+        for k, rows in enumerate(into):  # a chunk may straddle two splits
+            lo, hi = max(start, int(bounds[k])), min(stop, int(bounds[k + 1]))
+            if lo < hi:
+                rows.write(lo - int(bounds[k]), images[lo - start : hi - start])
         bad.update((start + i, reason) for i, reason in errors)
         if infos is not None:
             infos[start : start + len(chunk_infos)] = chunk_infos
-    return out, bad
+    return (into[0].images() if single else None), bad
 
 
 def decode(tree: Tree, paths: list[tuple[str, ...]], size: int, workers: int) -> np.ndarray:
@@ -463,25 +475,32 @@ def decode(tree: Tree, paths: list[tuple[str, ...]], size: int, workers: int) ->
     return out
 
 
-def load_folder(path: Path, image_size: int | None, test_fraction: float, seed: int, workers: int = 2) -> SourceData:
+def load_folder(path: Path, image_size: int | None, test_fraction: float, seed: int, workers: int = 2,
+                store=None) -> SourceData:
     """test_fraction and seed are accepted for the caller's symmetry; carving the test split is not done here
     (so the decoded result, and its cache entry, do not depend on them). Unreadable files are skipped and
-    listed in the result's `skipped`; a class left with no readable image is an error."""
+    listed in the result's `skipped`; a class left with no readable image is an error. `store` (data/rows.py)
+    says where the decoded images go: RAM by default, a cache entry's files when the cache passes one."""
     path = Path(path).expanduser()
     if not path.exists():
         raise UserError(f"image folder not found: {path}", "check the path, or pass a data set name such as digits")
     tree = list_files(path.resolve())
     return decode_layout(tree, layout_of(tree), f"image folder {path}", path.name, image_size, workers,
-                         "the folder has only class folders, no train/ and test/ split")
+                         "the folder has only class folders, no train/ and test/ split", store)
 
 
 def decode_layout(tree: Tree, layout: Layout, described: str, name: str, image_size: int | None, workers: int,
-                  no_test: str) -> SourceData:
+                  no_test: str, store=None) -> SourceData:
     """Decode what a layout lists (a folder's class folders, a label file's rows) into a SourceData: the images
     of every split in one pool, unreadable ones skipped and listed; `described` starts the first note and
-    `no_test` says why there is no test split when there is none."""
+    `no_test` says why there is no test split when there is none.
+
+    Each split's images are written where `store` puts them (data/rows.py: RAM, or straight into the files of the
+    cache entry being built), chunk by chunk as the pool returns them, and the rows of unreadable files are then
+    squeezed out in place: the whole set is never held, nor copied, in memory."""
     import torch
 
+    from .rows import MemoryStore
     from .types import ImageSet, SourceData
 
     class_names, files = layout.class_names, layout.files
@@ -492,19 +511,22 @@ def decode_layout(tree: Tree, layout: Layout, described: str, name: str, image_s
     elif image_size < 1:
         raise UserError(f"image size must be positive, got {image_size}", "pass an image size such as 32 or 64")
     everything = [item for paths in files.values() for item in paths]  # one pool for all splits
+    store = store if store is not None else MemoryStore()
+    rows = {split: store.rows(split, (len(paths), 3, image_size, image_size)) for split, paths in files.items()}
     infos: list[list] = []
-    decoded, bad = decode_images(tree, [p for p, _ in everything], image_size, workers, infos)
+    _, bad = decode_images(tree, [p for p, _ in everything], image_size, workers, infos, into=list(rows.values()))
     skipped = sorted(layout.skipped + [skip("/".join(everything[i][0]), reason) for i, reason in bad.items()],
                      key=lambda s: s["file"])
     keep = np.ones(len(everything), dtype=bool)
     keep[list(bad)] = False
-    images = torch.from_numpy(decoded)
     labels = torch.from_numpy(np.asarray([label for _, label in everything], dtype=np.int64))
     out, start = {}, 0
     for split, paths in files.items():
-        part = torch.from_numpy(np.flatnonzero(keep[start : start + len(paths)]) + start)
+        kept = np.flatnonzero(keep[start : start + len(paths)])
+        rows[split].keep(kept)
         names = ["/".join(p) for p, _ in paths]  # the path inside the folder or zip
-        out[split] = ImageSet(images[part], labels[part], files=[names[int(j) - start] for j in part])
+        out[split] = ImageSet(torch.from_numpy(rows[split].images()), labels[torch.from_numpy(kept + start)],
+                              files=[names[int(j)] for j in kept])
         start += len(paths)
         _check_readable(tree, split, out[split], class_names, skipped)
     sizes = ", ".join(f"{len(out[s]):,} {s}" for s in ("train", "val", "test") if s in out)

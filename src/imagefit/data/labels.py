@@ -173,12 +173,14 @@ def label_layout(path: Path, tree: Tree, image_column: str | None, label_column:
 
 
 def load_label_file(path: Path, images: Path | None, image_column: str | None, label_column: str | None,
-                    image_size: int | None, workers: int = 2):
-    """A SourceData from a label file and the images it names (in `images`, else the file's own folder)."""
+                    image_size: int | None, workers: int = 2, store=None):
+    """A SourceData from a label file and the images it names (in `images`, else the file's own folder); `store`
+    as for folder.load_folder."""
     root = Path(images).expanduser() if images else path.parent
     if not root.exists():
         raise UserError(f"images folder not found: {root}", "pass --images with the folder (or .zip) the label file's paths are in")
     tree = list_files(root.resolve())
     layout = label_layout(path, tree, image_column, label_column)
     described = f"label file {path} (images in {root})"
-    return decode_layout(tree, layout, described, path.stem, image_size, workers, "the label file has no split column")
+    return decode_layout(tree, layout, described, path.stem, image_size, workers, "the label file has no split column",
+                         store)

@@ -61,7 +61,8 @@ def _resized(source: SourceData, size: int | None) -> SourceData:
 
 
 def _fingerprint(path: Path) -> str:
-    """Changes when any file is added, removed, resized or touched; cheap next to decoding."""
+    """Changes when any file is added, removed, resized or touched; cheap next to decoding: one stat per file,
+    no file read (300,000 files: 1.4 s, bench/README.md's scale section)."""
     if path.is_file():
         st = path.stat()
         return f"{st.st_size}-{st.st_mtime_ns}"
@@ -70,15 +71,17 @@ def _fingerprint(path: Path) -> str:
     from .folder import walk  # symlinks followed, each real folder once (a cycle ends)
 
     for dirpath, _, filenames in walk(path):
+        rel = os.path.relpath(dirpath, path)  # once per folder: relpath per file was half the time
+        prefix = "" if rel == "." else rel + os.sep
         for name in filenames:
-            full = os.path.join(dirpath, name)
             try:
-                st = os.stat(full)
+                st = os.stat(os.path.join(dirpath, name))
             except OSError:  # a broken link or an unreadable file: decoding skips and lists it
-                rows.append(f"{os.path.relpath(full, path)}\0unreadable\n")
+                rows.append(f"{prefix}{name}\0unreadable\n")
                 continue
-            rows.append(f"{os.path.relpath(full, path)}\0{st.st_size}\0{st.st_mtime_ns}\n")
-    for row in sorted(rows):
+            rows.append(f"{prefix}{name}\0{st.st_size}\0{st.st_mtime_ns}\n")
+    rows.sort()
+    for row in rows:
         h.update(row.encode("utf-8", "surrogateescape"))
     return h.hexdigest()
 
@@ -156,8 +159,9 @@ def load_source(
                "fingerprint": _fingerprint(path), "images": str(root),
                "images_fingerprint": _fingerprint(root) if root.exists() else None,
                "columns": [image_column, label_column], "image_size": image_size}
-        return cached_source(cache_dir, key, lambda: load_label_file(path, root, image_column, label_column, image_size,
-                                                                     workers), mmap=mmap)
+        return cached_source(cache_dir, key, lambda store: load_label_file(path, root, image_column, label_column,
+                                                                           image_size, workers, store),
+                             mmap=mmap, into_files=True)
     key = {
         "format": CACHE_FORMAT,
         "dataset": path.name,
@@ -166,4 +170,5 @@ def load_source(
         "fingerprint": _fingerprint(path),
         "image_size": image_size,
     }  # not test_fraction or seed: the test split is carved after the cache, so changing them re-decodes nothing
-    return cached_source(cache_dir, key, lambda: load_folder(path, image_size, test_fraction, seed, workers), mmap=mmap)
+    return cached_source(cache_dir, key, lambda store: load_folder(path, image_size, test_fraction, seed, workers, store),
+                         mmap=mmap, into_files=True)
