@@ -44,7 +44,7 @@ def speed(predictor, images: torch.Tensor) -> tuple[torch.Tensor, float, float]:
 
 
 def bench_run(run: Path, work: Path) -> list[str]:
-    images, labels = run_split(run, "test")
+    images, labels = run_split(load(run, precision="32", device="cpu"), "test")
     rows = [("PyTorch fp32 (the run folder)", run, dict(precision="32"), None),
             ("PyTorch bf16 (the run folder; predict's default here)", run, dict(precision="bf16-mixed"), None)]
     for fmt, suffix in (("onnx", ".onnx"), ("openvino", ".xml")):

@@ -64,8 +64,9 @@ def test_openvino_fp32_gives_the_runs_probabilities(digits_model, tmp_path):
 
     path = export(digits_model.dir, "openvino", tmp_path / "m.xml")
     assert path.with_suffix(".bin").is_file()
-    images, _ = run_split(digits_model.dir, "test")
-    reference = imagefit.load(digits_model.dir, precision="32", device="cpu").probabilities(images)
+    run = imagefit.load(digits_model.dir, precision="32", device="cpu")
+    images, _ = run_split(run, "test")
+    reference = run.probabilities(images)
     exported = imagefit.load(path)
     assert exported.class_names == [str(i) for i in range(10)] and exported.device == "cpu (openvino)"
     assert (exported.probabilities(images) - reference).abs().max() < 1e-4
@@ -86,9 +87,10 @@ def test_int8_keeps_the_top_class_and_is_calibrated_on_validation(digits_model, 
     assert m["fp32_accuracy"] > 0.8 and abs(m["exported_accuracy"] - m["fp32_accuracy"]) <= 0.02
     assert imagefit.load(path).precision == "int8"
     # the calibration images are validation images, evenly spread, never test ones
-    picked, said = calibration_images(digits_model.dir, 100)
-    val, _ = run_split(digits_model.dir, "val")
-    test, _ = run_split(digits_model.dir, "test")
+    run = imagefit.load(digits_model.dir, precision="32", device="cpu")
+    picked, said = calibration_images(run, 100)
+    val, _ = run_split(run, "val")
+    test, _ = run_split(run, "test")
     assert said == f"{len(picked)} validation images" and len(picked) == min(100, len(val))
     assert torch.equal(picked, val[::max(1, len(val) // 100)][:100])
     assert len(test) == m["test_images"]
@@ -104,7 +106,7 @@ def test_cli_export_prints_its_cost_and_predict_runs_every_format(digits_model, 
 
     from imagefit.quantize import run_split
 
-    images, _ = run_split(digits_model.dir, "test")
+    images, _ = run_split(imagefit.load(digits_model.dir, precision="32"), "test")
     for i in range(3):
         Image.fromarray(images[i, 0].numpy(), "L").save(tmp_path / f"{i}.png")
     run_imagefit("export", digits_model.dir, "--out", tmp_path / "m.onnx", "--no-measure", cwd=tmp_path)

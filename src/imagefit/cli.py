@@ -39,6 +39,18 @@ def config_help(name: str) -> str:
     return "; ".join(parts[:1]) + " (" + "; ".join(parts[1:]) + ")"
 
 
+def add_model_options(p: argparse.ArgumentParser, batch_size: int) -> None:
+    """How predict and evaluate run a model: batch, runtime, precision."""
+    p.add_argument("--batch-size", type=int, default=batch_size, metavar="N",
+                   help=f"images per forward pass (default: {batch_size})")
+    p.add_argument("--backend", choices=("onnxruntime", "openvino"), metavar="RUNTIME",
+                   help="the runtime of an exported .onnx file: onnxruntime or openvino (default: onnxruntime; an "
+                        "OpenVINO .xml runs on openvino, a run folder on torch)")
+    p.add_argument("--precision", choices=CHOICES["precision"], default="auto",
+                   help="as in training: auto = bf16 where the hardware does it natively, else 32; one of "
+                        + ", ".join(CHOICES["precision"]) + " (default: auto; exported models run as exported)")
+
+
 def add_config_options(parser: argparse.ArgumentParser) -> None:
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
@@ -112,27 +124,22 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Classify images, folders of images or .zip files with a run's model, decoded and "
                                    "resized the way its training data was. Unreadable files are listed, not fatal.")
     p.add_argument("model_path", type=Path, metavar="RUN_DIR|FILE",
-                   help="a run folder (runs/<name>), or a .onnx/.pt file written by imagefit export")
+                   help="a run folder (runs/<name>), or a file written by imagefit export (.onnx, .pt, .xml)")
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files, folders of images, or .zip files")
     p.add_argument("--top-k", type=int, default=3, metavar="K", help="classes shown per image, most probable first (default: 3)")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print JSON on stdout instead of a table (default: a table)")
     out.add_argument("--csv", type=Path, metavar="FILE",
                      help="also write FILE.csv: one row per image and rank (path, rank, class, probability)")
-    p.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per forward pass (default: 64)")
-    p.add_argument("--backend", choices=("onnxruntime", "openvino"), metavar="RUNTIME",
-                   help="the runtime of an exported .onnx file: onnxruntime or openvino (default: onnxruntime; an "
-                        "OpenVINO .xml runs on openvino, a run folder on torch)")
-    p.add_argument("--precision", choices=CHOICES["precision"], default="auto",
-                   help="as in training: auto = bf16 where the hardware does it natively, else 32; one of "
-                        + ", ".join(CHOICES["precision"]) + " (default: auto; exported models run as exported)")
+    add_model_options(p, batch_size=64)
 
     p = sub.add_parser("evaluate", help="score a finished model on new labelled data: accuracy, per-class report, "
                                         "confusion matrix", description="Score a run's model (or an exported file) on "
                        "a labelled data set it was not trained on, without retraining: RUN/evaluations/<data set>/ gets "
                        "metrics.json, report.md, the classification report, the confusion matrix and each image's "
                        "prediction. Classes are matched by name; the data may hold fewer of them than the model knows.")
-    p.add_argument("model_path", type=Path, metavar="RUN_DIR|FILE", help="a finished run folder, or an exported .onnx/.pt")
+    p.add_argument("model_path", type=Path, metavar="RUN_DIR|FILE",
+                   help="a finished run folder, or a file written by imagefit export (.onnx, .pt, .xml)")
     p.add_argument("--dataset", required=True, help="the labelled data: a named data set, an image folder or .zip of "
                                                      "class folders, or a label file (.csv, .tsv, .parquet)")
     for name in ("images", "image_column", "label_column", "data_dir", "cache_dir"):
@@ -143,13 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("all", "train", "val", "test"), default="all",
                    help="which of the data's own splits to score: all, train, val or test (default: all, every image)")
     p.add_argument("--out", type=Path, metavar="DIR", help="where to write (default: RUN_DIR/evaluations/<data set>/)")
-    p.add_argument("--batch-size", type=int, default=256, metavar="N", help="images per forward pass (default: 256)")
-    p.add_argument("--backend", choices=("onnxruntime", "openvino"), metavar="RUNTIME",
-                   help="the runtime of an exported .onnx file: onnxruntime or openvino (default: onnxruntime; an "
-                        "OpenVINO .xml runs on openvino, a run folder on torch)")
-    p.add_argument("--precision", choices=CHOICES["precision"], default="auto",
-                   help="auto = bf16 where the hardware does it natively, else 32; one of "
-                        + ", ".join(CHOICES["precision"]) + " (default: auto)")
+    add_model_options(p, batch_size=256)
 
     p = sub.add_parser("export", help="write a run's model as ONNX, TorchScript or OpenVINO (fp32 or INT8), with its "
                                       "class names and preprocessing",

@@ -79,7 +79,7 @@ def export(run_dir: str | Path, format: str = "onnx", out: str | Path | None = N
     if int8:
         from .quantize import calibration_images as pick
 
-        calibration, said = pick(run_dir, calibration_images)
+        calibration, said = pick(predictor, calibration_images)
         meta.update(quantization=f"int8, static, calibrated on {said}")
     with tempfile.TemporaryDirectory(prefix=".export-", dir=out.parent if out.parent.is_dir() else None) as tmp:
         work = Path(tmp)
@@ -165,23 +165,21 @@ def measure(run_dir: str | Path, path: str | Path, batch_size: int = 64, backend
     top-1 agreement, and images/s of each at `batch_size` on this machine."""
     from .quantize import run_split
 
-    images, labels = run_split(run_dir, "test")
     reference = load_run(run_dir, precision="32", device="cpu")
+    images, labels = run_split(reference, "test")
     exported = load(path, backend=backend)
     out = {"test_images": len(labels), "batch_size": batch_size, "file_mib": file_size(Path(path)) / 2**20}
     predicted = {}
     for name, predictor in (("fp32", reference), ("exported", exported)):
-        x = images if predictor.channels == images.shape[1] else None
-        if x is None:
-            raise UserError("the exported model's channels differ from the run's", "export the run again")
-        predictor.logits(x[:batch_size])  # warm-up: first-call compilation is not throughput
-        started = time.perf_counter()
         with torch.no_grad():
-            logits = torch.cat([predictor.logits(x[s:s + batch_size]).float().cpu() for s in range(0, len(x), batch_size)])
+            predictor.logits(images[:batch_size])  # warm-up: first-call compilation is not throughput
+            started = time.perf_counter()
+            logits = torch.cat([predictor.logits(images[s:s + batch_size]).float().cpu()
+                                for s in range(0, len(images), batch_size)])
         seconds = time.perf_counter() - started
         predicted[name] = logits.argmax(1)
         out[f"{name}_accuracy"] = float((predicted[name] == labels).double().mean())
-        out[f"{name}_images_per_second"] = len(x) / seconds
+        out[f"{name}_images_per_second"] = len(images) / seconds
     out["agreement"] = float((predicted["fp32"] == predicted["exported"]).double().mean())
     return out
 

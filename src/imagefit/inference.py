@@ -125,6 +125,12 @@ class Predictor:
         out = out[0] if x.ndim == 3 else out
         return out.numpy() if isinstance(images, np.ndarray) else out
 
+    def as_input(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (n, c, decode_size, decode_size) images of a data source (a source decoded at decode_size) with the
+        model's channels and side: what `to_array` makes of each file, for a whole split at once."""
+        images = images_as(images, self.channels)
+        return self.shrunk(images) if self.decode_size != self.image_size else images
+
     # ---- outputs ------------------------------------------------------------------------------
     @torch.no_grad()
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
@@ -195,6 +201,18 @@ def expand(images: Iterable) -> Iterable[tuple[str, object]]:
                 yield name, read
         else:
             yield f"image {n}", image
+
+
+def images_as(images: torch.Tensor, channels: int) -> torch.Tensor:
+    """uint8 (n, c, h, w) with the model's channels: RGB made gray as PIL's convert("L") does, gray repeated."""
+    from .data.folder import GRAY
+
+    if images.shape[1] == channels:
+        return images
+    if channels == 1:
+        gray = images.permute(0, 2, 3, 1).double() @ torch.from_numpy(GRAY)
+        return gray.round().clamp(0, 255).to(torch.uint8)[:, None]
+    return images.expand(-1, 3, -1, -1).contiguous()
 
 
 class TemperatureScaled(torch.nn.Module):

@@ -23,37 +23,28 @@ import torch
 from .errors import UserError
 
 
-def run_split(run_dir: str | Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 images (N, model's channels, size, size) and labels of one of the run's own splits, as it had them."""
-    from safetensors import safe_open
-
+def run_split(predictor, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images (N, model's channels, size, size) and labels of one of the run's own splits, as it had them:
+    `predictor` is the run folder's (imagefit.inference.load_run), its data decoded at the side the run decoded."""
     from .config import TrainConfig
     from .data.pipeline import prepare_data
-    from .data.resize import resized
-    from .evaluate.new_data import images_as
 
-    run_dir = Path(run_dir)
-    with safe_open(str(run_dir / "model.safetensors"), "pt") as f:
-        meta = f.metadata() or {}
-    size = int(meta["image_size"])
-    decoded = int(meta.get("decoded_size") or size)  # the planner shrank the decoded data: the same two steps here
-    cfg = TrainConfig.load(run_dir / "config.yaml")
-    data = prepare_data(cfg.replace(audit=False, image_size=decoded, loader="memory"))
+    cfg = TrainConfig.load(Path(predictor.source) / "config.yaml")
+    data = prepare_data(cfg.replace(audit=False, image_size=predictor.decode_size, loader="memory"))
     part = {"train": data.train, "val": data.val, "test": data.test_pictures}[split]
     if part is None or part.images.dtype != torch.uint8:
         raise UserError(f"the run's data has no {split} images to read", "train with a validation split")
-    images = images_as(part.images if part.index is None else part.images[part.index], int(meta["channels"]))
-    return (resized(images, size) if decoded != size else images), part.labels
+    return predictor.as_input(part.images if part.index is None else part.images[part.index]), part.labels
 
 
-def calibration_images(run_dir: str | Path, n: int) -> tuple[torch.Tensor, str]:
+def calibration_images(predictor, n: int) -> tuple[torch.Tensor, str]:
     """Up to `n` of the run's validation images (training images without a validation split), spread evenly over
     the split, and the words that say which."""
     said = "validation"
     try:
-        images, _ = run_split(run_dir, "val")
+        images, _ = run_split(predictor, "val")
     except UserError:
-        images, _ = run_split(run_dir, "train")
+        images, _ = run_split(predictor, "train")
         said = "training (the run had no validation split)"
     step = max(1, len(images) // n)
     picked = images[::step][:n]

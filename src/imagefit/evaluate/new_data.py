@@ -25,33 +25,20 @@ from ..errors import UserError
 SPLIT_CHOICES = ("all", "train", "val", "test")
 
 
-def images_as(images: torch.Tensor, channels: int) -> torch.Tensor:
-    """uint8 (n, c, h, w) with the model's channels: RGB made gray as PIL's convert("L") does, gray repeated."""
-    from ..data.folder import GRAY
-
-    if images.shape[1] == channels:
-        return images
-    if channels == 1:
-        gray = images.permute(0, 2, 3, 1).double() @ torch.from_numpy(GRAY)
-        return gray.round().clamp(0, 255).to(torch.uint8)[:, None]
-    return images.expand(-1, 3, -1, -1).contiguous()
-
-
 def with_the_runs_splits(source, model_source: str, dataset: str, split: str):
     """The data the run trained on, lacking the asked-for split: carved again as the run carved it (its seed and
     fractions, data/pipeline.py's carve_splits), so `--split test` scores exactly the run's test images."""
-    import yaml
-
+    from ..config import TrainConfig
     from ..data.pipeline import carve_splits
 
     config_file = Path(model_source) / "config.yaml"
     if split == "all" or getattr(source, split) is not None or not config_file.is_file():
         return source
-    config = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
-    if not same_data(str(config.get("dataset")), str(dataset)):
+    cfg = TrainConfig.load(config_file)
+    if not same_data(str(cfg.dataset), str(dataset)):
         return source
-    train, val, test, notes = carve_splits(source.train, source.val, source.test, config.get("test_fraction", 0.2),
-                                           config.get("val_fraction", 0.1), config.get("seed", 0))
+    train, val, test, notes = carve_splits(source.train, source.val, source.test, cfg.test_fraction, cfg.val_fraction,
+                                           cfg.seed)
     return dataclasses.replace(source, train=train, val=val, test=test, notes=source.notes + notes)
 
 
@@ -111,9 +98,7 @@ def score(predictor, dataset: str, out: str | Path, *, split: str = "all", image
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot make the folder {out}: {e.strerror or e}", "pass --out a folder you can write") from None
-    pixels = images_as(pixels, predictor.channels)
-    if predictor.decode_size != predictor.image_size:  # the run's planner shrank its data after decoding: so here
-        pixels = predictor.shrunk(pixels)
+    pixels = predictor.as_input(pixels)  # the model's channels, and its side if the run's planner shrank its data
     with torch.no_grad():
         logits = torch.cat([predictor.logits(pixels[s:s + batch_size]).float().cpu()
                             for s in range(0, len(pixels), batch_size)])
@@ -121,7 +106,8 @@ def score(predictor, dataset: str, out: str | Path, *, split: str = "all", image
     metrics.update(write_diagnostics(out, predictor, ImageSet(pixels, labels, files=files), logits))
     atomic.write_text(out / "files.csv", "index,file\n" + "".join(f"{i},{json.dumps(f)}\n" for i, f in enumerate(files)))
     present = sorted(set(labels.tolist()))
-    metrics.update(kind="evaluation", folder=str(out), model=predictor.source, dataset=str(dataset), split=split, images=int(len(labels)),
+    metrics.update(kind="evaluation", folder=str(out), model=predictor.source, dataset=str(dataset), split=split,
+                   images=int(len(labels)),
                    classes_present=[predictor.class_names[i] for i in present],
                    classes_absent=[n for i, n in enumerate(predictor.class_names) if i not in present],
                    unknown_classes_left_out=left_out,

@@ -297,7 +297,8 @@ def _markdown(groups: list[Group], reference: Group, said: list[str], out: Path,
     if len(datasets) == 1 and first.get("test_images"):
         size = (f" ({integer(first.get('train_images'))} train, {integer(first.get('val_images'))} validation and "
                 f"{integer(first.get('test_images'))} test images; {first.get('num_classes')} classes)")
-    lines += [f"{counted[0].upper() + counted[1:]} on {data}{size}. Reference run: **{literal(reference.name)}**. Written by `imagefit compare` "
+    lines += [f"{counted[0].upper() + counted[1:]} on {data}{size}. Reference run: **{literal(reference.name)}**. "
+              "Written by `imagefit compare` "
               "from the run folders' files; rerunning it rebuilds this page.", ""]
     if len(datasets) > 1:
         lines += ["> The runs used different data sets: their test numbers are not directly comparable.", ""]

@@ -82,7 +82,8 @@ def load_run(run_dir: str | Path) -> RunRecord:
     if is_evaluation(metrics):
         return load_evaluation(run_dir, metrics)
     config = rename_legacy_keys(read_yaml(run_dir / "config.yaml"), str(run_dir), note=False)
-    return RunRecord(run_dir, *_labels(run_dir.resolve().name), config, metrics, read_history(run_dir / "history.csv"),
+    label = run_dir.resolve().name
+    return RunRecord(run_dir, label, SEED_SUFFIX.sub("", label), config, metrics, read_history(run_dir / "history.csv"),
                      _class_f1(run_dir))
 
 
@@ -99,10 +100,6 @@ def load_evaluation(folder: Path, metrics: dict) -> RunRecord:
              "test_images": metrics.get("images"),  # how the model was trained, not what this scoring did:
              **{k: trained[k] for k in ("early_stopping", "transfer_strategy") if k in trained}}
     return RunRecord(folder, label, label, config, shown, [], _class_f1(folder), evaluation=metrics)
-
-
-def _labels(name: str) -> tuple[str, str]:
-    return name, SEED_SUFFIX.sub("", name)
 
 
 def _class_f1(run_dir: Path) -> dict[str, float]:
