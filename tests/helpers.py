@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -249,3 +250,22 @@ def chromium_or_skip():
     if os.environ.get("IMAGEFIT_REQUIRE_CHROMIUM") == "1":
         pytest.fail("IMAGEFIT_REQUIRE_CHROMIUM=1 but no chromium is installed (apt-get install chromium)")
     pytest.skip("chromium is not installed")
+
+
+# ---- multi-label data ----
+MOSAIC_COLORS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), "yellow": (220, 220, 30)}
+
+
+def write_mosaic_set(root, n_train=240, n_test=60, tile=8, separator=" ", seed=0):
+    """A small multi-label set (bench/mosaics.py): 2x2 mosaics of colored noisy tiles, 1 to 4 colors each, as JPEG
+    files and labels.csv (image,labels,split); returns the csv's path."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ sits beside tests/
+    from bench.mosaics import write_mosaics
+
+    rng = np.random.default_rng(seed)
+
+    def tiles(n):
+        return {name: [np.clip(np.array(rgb) + rng.integers(-30, 30, (tile, tile, 3)), 0, 255).astype(np.uint8)
+                       for _ in range(n)] for name, rgb in MOSAIC_COLORS.items()}
+    return write_mosaics({"train": tiles(20), "test": tiles(8)}, root, {"train": n_train, "test": n_test}, tile, seed,
+                         separator=separator)

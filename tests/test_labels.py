@@ -89,7 +89,7 @@ def test_bad_rows_are_skipped_and_listed_with_their_line(tmp_path):
     bad = ["missing.png,red", "r001,", ",blue", "../outside.png,red", "/etc/passwd,red", "twin,red",
            "r002,red", "r003,green", "broken.png,red"]
     (tmp_path / "l.csv").write_text("image,label\n" + "\n".join(good + bad) + "\n")
-    source = load(tmp_path / "l.csv", tmp_path, images=tmp_path / "imgs")
+    source = load(tmp_path / "l.csv", tmp_path, images=tmp_path / "imgs", task="single")  # auto: an empty cell is multi-label
     reasons = {s["file"]: s["reason"] for s in source.skipped}
     assert len(source.train) == 12 and len(source.skipped) == 9, reasons
     assert reasons["missing.png (l.csv line 14)"] == "no such image file"

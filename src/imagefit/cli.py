@@ -212,8 +212,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         m = run.metrics
         top5 = f", top-5 {m['test_top5_accuracy']:.4f}" if "test_top5_accuracy" in m else ""
         state = " (interrupted)" if m.get("interrupted") else ""
-        print(f"test accuracy {m['test_accuracy']:.4f}{top5}, test loss {m['test_loss']:.4f}{state}; "
-              f"{m['epochs_run']} epochs in {m['wall_seconds']:.0f} s")
+        head = (f"test mAP {m['test_map']:.4f}, macro F1 {m['f1_macro']:.4f} at the validation thresholds"
+                if m.get("task") == "multilabel" else f"test accuracy {m['test_accuracy']:.4f}{top5}")
+        print(f"{head}, test loss {m['test_loss']:.4f}{state}; {m['epochs_run']} epochs in {m['wall_seconds']:.0f} s")
         if m.get("lr_found"):
             print(f"learning rate {m['lr_found']:g}, from the learning-rate finder: {run.dir / 'lr_find.png'}")
         for sentence in m.get("diagnosis") or []:
@@ -307,12 +308,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"model": str(args.model_path), "class_names": predictor.class_names,
                           "predictions": [{"path": p.source, "top": [{"class": c, "probability": round(v, 6)}
-                                                                    for c, v in p.top]} for p in result],
+                                                                    for c, v in p.top],
+                                           **({"labels": [{"label": c, "probability": round(v, 6)} for c, v in p.labels]}
+                                              if p.labels is not None else {})} for p in result],
                           "unreadable": [{"path": n, "error": e} for n, e in result.unreadable],
                           "images_per_second": round(result.images_per_second, 1)}, indent=1))
     else:
         for p in result:
-            print(f"{p.source}: " + ", ".join(f"{c} {v:.3f}" for c, v in p.top))
+            if p.labels is not None:  # multi-label: every label at or above its threshold
+                print(f"{p.source}: " + (", ".join(f"{c} {v:.3f}" for c, v in p.labels) or "no label above its "
+                      f"threshold (most probable: {p.top[0][0]} {p.top[0][1]:.3f})"))
+            else:
+                print(f"{p.source}: " + ", ".join(f"{c} {v:.3f}" for c, v in p.top))
     for name, error in result.unreadable:
         print(f"unreadable: {name} ({error})", file=sys.stderr)
     if args.csv:
@@ -335,8 +342,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     predictor = load(args.model_path, precision=args.precision, backend=args.backend)
     m = predictor.evaluate(args.dataset, args.out, split=args.split, batch_size=args.batch_size,
                            ignore_unknown_classes=args.ignore_unknown_classes, **options)
-    print(f"accuracy {m['test_accuracy']:.4f}, balanced accuracy {m['test_balanced_accuracy']:.4f}, loss "
-          f"{m['test_loss']:.4f} on {m['images']:,} images of {args.dataset}; {m['skipped_files']['count']} skipped")
+    if m.get("task") == "multilabel":
+        print(f"mAP {m['test_map']:.4f}, macro F1 {m['f1_macro']:.4f} at the run's thresholds, subset accuracy "
+              f"{m['test_subset_accuracy']:.4f} on {m['images']:,} images of {args.dataset}; "
+              f"{m['skipped_files']['count']} skipped")
+    else:
+        print(f"accuracy {m['test_accuracy']:.4f}, balanced accuracy {m['test_balanced_accuracy']:.4f}, loss "
+              f"{m['test_loss']:.4f} on {m['images']:,} images of {args.dataset}; {m['skipped_files']['count']} skipped")
     print(f"report: {Path(m['folder']) / 'report.md'}")
     return 0
 
@@ -348,8 +360,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(f"exported: {path} ({file_size(path) / 2**20:.1f} MiB)")
     if args.measure:
         m = measure(args.run_dir, path)
-        print(f"test accuracy {m['exported_accuracy']:.4f} against {m['fp32_accuracy']:.4f} for the fp32 PyTorch model "
-              f"({m['exported_accuracy'] - m['fp32_accuracy']:+.4f}; the same top class on {m['agreement']:.1%} of "
+        what, same = (("subset accuracy", "the same labels at the run's thresholds") if m["multilabel"]
+                      else ("test accuracy", "the same top class"))
+        print(f"{what} {m['exported_accuracy']:.4f} against {m['fp32_accuracy']:.4f} for the fp32 PyTorch model "
+              f"({m['exported_accuracy'] - m['fp32_accuracy']:+.4f}; {same} on {m['agreement']:.1%} of "
               f"{m['test_images']:,} test images); {m['exported_images_per_second']:,.0f} images/s against "
               f"{m['fp32_images_per_second']:,.0f} at batch {m['batch_size']} on this machine")
     print(f"predict with: imagefit predict {path} IMAGES...")

@@ -28,7 +28,9 @@ CHOICES = {
     "scheduler": ("none", "cosine", "onecycle", "triangle"),
     "precision": ("auto", "32", "bf16-mixed", "16-mixed"),
     "loader": ("auto", "memory", "stream"),
-    "monitor": ("val_loss", "val_acc"),
+    "monitor": ("val_loss", "val_acc", "val_map"),
+    "task": ("auto", "single", "multilabel"),
+    "threshold_policy": ("f1", "fixed"),
     "transfer_strategy": ("fine-tune", "partial", "linear-probe", "freeze-unfreeze"),
     "strategy": ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp"),
     "tta": ("none", "flip", "flip-translate"),
@@ -62,6 +64,15 @@ class TrainConfig:
                                             "usual name found (image, file, filename, path, id, image_id, ...)")
     label_column: str | None = option(None, "with a label file: the column naming each class; unset: the first "
                                             "usual name found (label, class, target, category, y, ...)")
+    task: str = option("auto", "single = one class an image; multilabel = any number of labels an image (one sigmoid "
+                               "output per class, binary cross-entropy); auto = multilabel when a label file has a "
+                               "row with several labels or none")
+    label_separator: str | None = option(None, "with a label file: what separates several labels in one cell; unset: "
+                                               "|, ; or , when a cell holds one, else spaces when cells combine labels")
+    threshold_policy: str = option("f1", "multi-label: f1 = each label's threshold is the one with the best F1 on "
+                                         "validation; fixed = --threshold for every label")
+    threshold: float = option(0.5, "multi-label: the probability above which a label is predicted, with "
+                                   "--threshold-policy fixed (and for labels validation cannot decide)")
     data_dir: str = option("~/.cache/imagefit/data", "where named data sets are downloaded and kept")
     cache_dir: str = option("~/.cache/imagefit/cache", "where decoded images, linear-probe features and partial "
                                                        "fine-tuning's trunk activations are cached between runs")
@@ -305,6 +316,11 @@ class TrainConfig:
                             "without --epochs, --model, --pretrained or --weights", "pin those, or leave --recipe out")
         if isinstance(self.lr, str):
             self._validate_lr_find()
+        if not 0 < self.threshold < 1:
+            raise UserError(f"threshold must be in (0, 1), got {self.threshold}", "pass --threshold 0.5")
+        if self.monitor == "val_map" and self.task == "single":
+            raise UserError("monitor val_map (mean average precision) is a multi-label metric",
+                            "pass --monitor val_acc or val_loss, or --task multilabel")
         if not 0 <= self.label_smoothing < 1:
             raise UserError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}", "pass --label-smoothing 0.1")
 

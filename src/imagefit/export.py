@@ -37,12 +37,16 @@ INT8_FORMATS = ("onnx", "openvino")
 
 
 def metadata(predictor: Predictor) -> dict[str, str]:
-    return {"format": "imagefit-1", "class_names": json.dumps(predictor.class_names),
+    task = ({"task": "multilabel", "thresholds": json.dumps(predictor.thresholds)} if predictor.multilabel
+            else {"task": "single"})
+    return {**task, "format": "imagefit-1", "class_names": json.dumps(predictor.class_names),
             "image_size": str(predictor.image_size), "channels": str(predictor.channels),
             "temperature": repr(predictor.temperature),  # already applied to the output: for the reader's record
             "decoded_size": str(predictor.decode_size),
             "input": f"{INPUT}: uint8 (batch, {predictor.channels}, {predictor.image_size}, {predictor.image_size})",
-            "output": f"{OUTPUT}: float32 (batch, {len(predictor.class_names)}); softmax gives probabilities",
+            "output": f"{OUTPUT}: float32 (batch, {len(predictor.class_names)}); " + (
+                "a sigmoid each gives each label's probability, predicted at or above its threshold (thresholds)"
+                if predictor.multilabel else "softmax gives probabilities"),
             "preprocessing": preprocessing(predictor)}
 
 
@@ -168,7 +172,7 @@ def measure(run_dir: str | Path, path: str | Path, batch_size: int = 64, backend
     reference = load_run(run_dir, precision="32", device="cpu")
     images, labels = run_split(reference, "test")
     exported = load(path, backend=backend)
-    out = {"test_images": len(labels), "batch_size": batch_size, "file_mib": file_size(Path(path)) / 2**20}
+    out = {"test_images": len(labels), "batch_size": batch_size, "multilabel": reference.multilabel, "file_mib": file_size(Path(path)) / 2**20}
     predicted = {}
     for name, predictor in (("fp32", reference), ("exported", exported)):
         with torch.no_grad():
@@ -177,10 +181,15 @@ def measure(run_dir: str | Path, path: str | Path, batch_size: int = 64, backend
             logits = torch.cat([predictor.logits(images[s:s + batch_size]).float().cpu()
                                 for s in range(0, len(images), batch_size)])
         seconds = time.perf_counter() - started
-        predicted[name] = logits.argmax(1)
-        out[f"{name}_accuracy"] = float((predicted[name] == labels).double().mean())
+        if reference.multilabel:  # subset accuracy at the run's thresholds; agreement: the same label set
+            predicted[name] = torch.sigmoid(logits) >= torch.tensor(reference.thresholds)
+            out[f"{name}_accuracy"] = float((predicted[name] == labels.bool()).all(1).double().mean())
+        else:
+            predicted[name] = logits.argmax(1)
+            out[f"{name}_accuracy"] = float((predicted[name] == labels).double().mean())
         out[f"{name}_images_per_second"] = len(images) / seconds
-    out["agreement"] = float((predicted["fp32"] == predicted["exported"]).double().mean())
+    same = predicted["fp32"] == predicted["exported"]
+    out["agreement"] = float((same.all(1) if same.ndim == 2 else same).double().mean())
     return out
 
 

@@ -36,6 +36,7 @@ class Prediction:
     source: str  # a path, "image 3" for an in-memory image
     top: list[tuple[str, float]]  # (class name, probability), most probable first
     probabilities: torch.Tensor  # over all classes, in class_names order
+    labels: list[tuple[str, float]] | None = None  # multi-label: every label above its threshold, most probable first
 
     @property
     def label(self) -> str:
@@ -67,7 +68,8 @@ class Predictor:
 
     def __init__(self, logits: Callable[[torch.Tensor], torch.Tensor], class_names: list[str], image_size: int,
                  channels: int, source: str, precision: str = "32", device: str = "cpu",
-                 module: torch.nn.Module | None = None, temperature: float = 1.0, decode_size: int | None = None):
+                 module: torch.nn.Module | None = None, temperature: float = 1.0, decode_size: int | None = None,
+                 thresholds: list[float] | None = None):
         self.logits = logits
         self.class_names = list(class_names)
         self.image_size = image_size
@@ -80,6 +82,12 @@ class Predictor:
         # the side a file is decoded at before `resized` makes it image_size, when the run's planner shrank the data
         # after decoding it (data/resize.py): new images must take the same two steps to look like the training ones
         self.decoded_size = decode_size  # None: files are decoded at image_size
+        # multi-label: one sigmoid per label, each predicted above its threshold (chosen on the run's validation)
+        self.thresholds = list(thresholds) if thresholds is not None else None
+
+    @property
+    def multilabel(self) -> bool:
+        return self.thresholds is not None
 
     @property
     def decode_size(self) -> int:
@@ -134,7 +142,9 @@ class Predictor:
     # ---- outputs ------------------------------------------------------------------------------
     @torch.no_grad()
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
-        """(n, channels, size, size) uint8 -> (n, classes) float32 probabilities."""
+        """(n, channels, size, size) uint8 -> (n, classes) float32 probabilities (multi-label: one sigmoid each)."""
+        if self.multilabel:
+            return torch.sigmoid(self.logits(batch).float()).cpu()
         return torch.softmax(self.logits(batch).float(), dim=1).cpu()
 
     def predict(self, images: Iterable, top_k: int = 5, batch_size: int = 64, workers: int = 4) -> Predictions:
@@ -157,9 +167,16 @@ class Predictor:
                 probs = self.probabilities(torch.from_numpy(np.stack([a for _, a in good])))
                 values, indices = probs.topk(top_k, dim=1)
                 for (name, _), p, v, i in zip(good, probs, values.tolist(), indices.tolist()):
-                    out.items.append(Prediction(name, [(self.class_names[c], pv) for c, pv in zip(i, v)], p))
+                    out.items.append(Prediction(name, [(self.class_names[c], pv) for c, pv in zip(i, v)], p,
+                                                self.above_thresholds(p) if self.multilabel else None))
         out.seconds = time.perf_counter() - started
         return out
+
+    def above_thresholds(self, probabilities: torch.Tensor) -> list[tuple[str, float]]:
+        """Multi-label: the labels whose probability reaches their threshold, most probable first."""
+        on = [(self.class_names[c], float(p)) for c, (p, t) in enumerate(zip(probabilities.tolist(), self.thresholds))
+              if p >= t]
+        return sorted(on, key=lambda cp: -cp[1])
 
     def evaluate(self, dataset: str, out: str | Path | None = None, split: str = "all", **source_options) -> dict:
         """Score the model on a labelled data set (a folder, zip, label file or named set): metrics.json and the
@@ -270,7 +287,7 @@ def load_run(run_dir: str | Path, precision: str = "auto", device: str | None = 
             return model(x)
 
     return Predictor(logits, class_names, image_size, channels, str(run_dir), precision, device, module=model,
-                     temperature=temperature, decode_size=_decoded_size(meta))
+                     temperature=temperature, decode_size=_decoded_size(meta), thresholds=_thresholds(meta))
 
 
 def load_exported(path: str | Path, backend: str | None = None) -> Predictor:
@@ -306,13 +323,18 @@ def load_exported(path: str | Path, backend: str | None = None) -> Predictor:
     return Predictor(logits, json.loads(meta["class_names"]), int(meta["image_size"]), int(meta["channels"]),
                      str(path), precision="int8" if kind else "32", device=f"cpu ({backend}{kind})",
                      temperature=float(meta.get("temperature", 1.0)),
-                     decode_size=_decoded_size(meta))
+                     decode_size=_decoded_size(meta), thresholds=_thresholds(meta))
 
 
 def _decoded_size(meta: dict) -> int | None:
     """The side a run decoded its files at before shrinking them (None: at its image size); older files lack it."""
     value = meta.get("decoded_size")
     return int(value) if value not in (None, "", "None") and int(value) != int(meta["image_size"]) else None
+
+
+def _thresholds(meta: dict) -> list[float] | None:
+    """A multi-label model's per-label thresholds (None: one class an image)."""
+    return [float(t) for t in json.loads(meta["thresholds"])] if meta.get("task") == "multilabel" else None
 
 
 def _runtime(module: str, extra: str):

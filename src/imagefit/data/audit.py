@@ -200,6 +200,19 @@ def _originals(originals: dict | None, side: int, channels: int) -> dict:
     return {"known": False, "side": side, "channels": channels}
 
 
+def label_counts(labels, num_classes: int) -> np.ndarray:
+    """Images of each class; multi-label: images with each label."""
+    labels = np.asarray(labels)
+    return labels.sum(0) if labels.ndim == 2 else np.bincount(labels, minlength=num_classes)
+
+
+def label_name(label, class_names: list[str]) -> str:
+    """A class name; multi-label: the image's labels joined by '+' ('none' for an image without one)."""
+    if np.ndim(label) == 1:
+        return "+".join(class_names[j] for j in np.flatnonzero(label)) or "none"
+    return class_names[int(label)]
+
+
 def audit(splits: dict[str, ImageSet | None], class_names: list[str], originals: dict | None = None,
           skipped: int = 0) -> dict:
     """The whole audit as a plain dict (JSON-ready): see report.audit_section.render_markdown and summary for what it holds.
@@ -209,7 +222,7 @@ def audit(splits: dict[str, ImageSet | None], class_names: list[str], originals:
     """
     started = time.perf_counter()
     present = [(s, splits[s]) for s in SPLITS if splits.get(s) is not None]
-    counts = {s: np.bincount(d.labels.numpy(), minlength=len(class_names)).tolist() for s, d in present}
+    counts = {s: label_counts(d.labels, len(class_names)).tolist() for s, d in present}
     ids_split, ids_index, labels, names, exact, hashes, thumbs = [], [], [], [], [], [], []
     for s, d in present:
         e, h, t = hash_split(d)
@@ -244,7 +257,7 @@ def audit(splits: dict[str, ImageSet | None], class_names: list[str], originals:
             if len(ids) < 2 or (kind == "near" and len({int(content[i]) for i in ids}) < 2):
                 continue
             groups.append({"kind": kind, "images": [{"id": i, "split": ids_split[i], "index": int(index[i]), "file": names[i],
-                                                     "label": class_names[labels[i]]} for i in ids]})
+                                                     "label": label_name(labels[i], class_names)} for i in ids]})
     within = {k: {s: 0 for s, _ in present} for k in ("exact", "near")}
     across = {k: Counter() for k in ("exact", "near")}
     leaks, conflicts = [], []

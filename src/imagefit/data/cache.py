@@ -67,7 +67,7 @@ def _read(folder: Path, key: dict, mmap: bool) -> SourceData:
         # mmap_mode="c": copy-on-write pages, so torch gets a writable array and the file is never changed
         images = np.load(folder / f"{split}_images.npy", mmap_mode="c" if mmap else None)
         labels = np.load(folder / f"{split}_labels.npy")
-        if images.dtype != np.uint8 or images.ndim != 4 or len(images) != n or labels.shape != (n,) or labels.dtype != np.int64:
+        if images.dtype != np.uint8 or images.ndim != 4 or len(images) != n or labels.shape[:1] != (n,) or labels.ndim not in (1, 2) or labels.dtype != np.int64:
             raise ValueError(f"cache entry split {split} has the wrong shape")
         splits[split] = ImageSet(torch.from_numpy(images), torch.from_numpy(labels), files=meta["files"].get(split))
     return SourceData(name=meta["name"], class_names=meta["class_names"], train=splits["train"], val=splits.get("val"), test=splits.get("test"), notes=meta["notes"], skipped=meta["skipped"],

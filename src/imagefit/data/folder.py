@@ -167,9 +167,10 @@ class Layout:
     """What the listing says before any decoding: classes, per split (image path, label), what is skipped."""
 
     class_names: list[str]
-    files: dict[str, list[tuple[tuple[str, ...], int]]]
+    files: dict[str, list[tuple[tuple[str, ...], int]]]  # multi-label: (path, tuple of label indices)
     skipped: list[dict]
     notes: list[str]
+    multilabel: bool = False
 
 
 def _case_clash(names: list[str], where: str) -> None:
@@ -519,7 +520,7 @@ def decode_layout(tree: Tree, layout: Layout, described: str, name: str, image_s
                      key=lambda s: s["file"])
     keep = np.ones(len(everything), dtype=bool)
     keep[list(bad)] = False
-    labels = torch.from_numpy(np.asarray([label for _, label in everything], dtype=np.int64))
+    labels = torch.from_numpy(label_array([label for _, label in everything], len(class_names), layout.multilabel))
     out, start = {}, 0
     for split, paths in files.items():
         kept = np.flatnonzero(keep[start : start + len(paths)])
@@ -541,6 +542,16 @@ def decode_layout(tree: Tree, layout: Layout, described: str, name: str, image_s
                       notes=notes, skipped=skipped, originals=originals_summary([i for i in infos if i]))
 
 
+def label_array(labels: list, num_classes: int, multilabel: bool) -> np.ndarray:
+    """int64 class indices (N,), or for a multi-label layout a multi-hot (N, classes) array of 0 and 1."""
+    if not multilabel:
+        return np.asarray(labels, dtype=np.int64)
+    out = np.zeros((len(labels), num_classes), dtype=np.int64)
+    for i, indices in enumerate(labels):
+        out[i, list(indices)] = 1
+    return out
+
+
 def originals_summary(infos: list[list]) -> dict:
     """The files' own sizes and modes, summed up for the data audit: {images, width and height (min, median,
     max), common (the 5 most frequent [w, h, count]), modes ({mode: count})}."""
@@ -558,7 +569,12 @@ def originals_summary(infos: list[list]) -> dict:
 
 def _check_readable(tree: Tree, split: str, part, class_names: list[str], skipped: list[dict]) -> None:
     """After skipping, a class with no readable image left cannot be learned or tested: say so."""
-    counts = np.bincount(part.labels.numpy(), minlength=len(class_names))
+    if part.labels.ndim == 2:  # multi-label: every label needs a train image; val or test may lack one
+        if split != "train":
+            return
+        counts = part.labels.sum(0).numpy()
+    else:
+        counts = np.bincount(part.labels.numpy(), minlength=len(class_names))
     empty = [name for name, n in zip(class_names, counts) if n == 0]
     if empty:
         example = f" (e.g. {skipped[-1]['file']}: {skipped[-1]['reason']})" if skipped else ""

@@ -109,26 +109,96 @@ def _resolve(cell: str, files: set[tuple[str, ...]], by_stem: dict) -> tuple[tup
     return None, "no such image file"
 
 
-def label_layout(path: Path, tree: Tree, image_column: str | None, label_column: str | None) -> Layout:
-    """The rows of a label file as a Layout: classes, per split (image path, label), and the rows skipped."""
+SEPARATORS = ("|", ";", ",")  # tried in this order before whitespace (see detect_separator)
+TASKS = ("auto", "single", "multilabel")
+
+
+def detect_separator(cells: list[str]) -> str | None:
+    """The separator of a multi-label column: `|`, `;` or `,` when any cell holds one; else whitespace when cells
+    combine fewer distinct words than there are distinct cells (labels in combinations: 'cat dog', 'dog', 'cat
+    bird'), not for class names that merely contain spaces ('golden retriever'); else None (one label a cell)."""
+    for sep in SEPARATORS:
+        if any(sep in c for c in cells):
+            return sep
+    spaced = {c for c in cells if len(c.split()) > 1}
+    if spaced:
+        words = {w for c in set(cells) for w in c.split()}
+        if len(words) < len(set(cells)):
+            return " "
+    return None
+
+
+def split_cell(cell: str, separator: str | None) -> list[str]:
+    """The distinct labels of one cell, sorted; an empty cell has none."""
+    if separator is None:
+        parts = [cell]
+    elif separator.strip() == "":
+        parts = cell.split()
+    else:
+        parts = cell.split(separator)
+    return sorted({p.strip() for p in parts if p.strip()})
+
+
+def _indicator_columns(header: list[str], rows: list[list[str]], taken: set[int]) -> list[int]:
+    """Columns (not the image or split one) whose every cell is 0 or 1: one column per class, a label file's
+    multi-hot form (Kaggle's, and what pandas.get_dummies writes)."""
+    found = []
+    for i in range(len(header)):
+        if i in taken:
+            continue
+        values = {row[i] if i < len(row) else "" for row in rows}
+        if values and values <= {"0", "1", "0.0", "1.0", "True", "False", "true", "false"}:
+            found.append(i)
+    return found if len(found) >= 2 else []
+
+
+def _row_labels(header, rows, path, label_column, separator, image_at, split_at):
+    """Each row's labels (a list) and how the file gave them: (labels per row, form, separator used)."""
+    taken = {image_at} | ({split_at} if split_at is not None else set())
+    lowered = [h.lower() for h in header]
+    usual = next((n for n in LABEL_COLUMNS if n in lowered), None)
+    if label_column is None and usual is None:
+        columns = _indicator_columns(header, rows, taken)
+        if columns:
+            on = {"1", "1.0", "True", "true"}
+            return ([[header[i] for i in columns if i < len(row) and row[i] in on] for row in rows],
+                    f"one 0/1 column per class ({', '.join(header[i] for i in columns[:4])}"
+                    f"{', ...' if len(columns) > 4 else ''})", None, [header[i] for i in columns])
+    label_at = find_column(header, label_column, LABEL_COLUMNS, "label", "--label-column", path)
+    cells = [row[label_at] if label_at < len(row) else "" for row in rows]
+    sep = separator if separator is not None else detect_separator(cells)
+    return [split_cell(c, sep) for c in cells], f"column {header[label_at]}", sep, None
+
+
+def label_layout(path: Path, tree: Tree, image_column: str | None, label_column: str | None,
+                 task: str = "auto", separator: str | None = None) -> Layout:
+    """The rows of a label file as a Layout: classes, per split (image path, label), and the rows skipped.
+
+    A cell may hold several labels (`a|b`, `a;b`, `a,b`, `a b`: detect_separator, or `separator`), or the file may
+    give one 0/1 column per class. `task` auto makes the layout multi-label when any row has several labels or
+    none (an empty cell is then an image with no label); single skips such rows; multilabel pins it."""
     header, rows = read_table(path)
     image_at = find_column(header, image_column, IMAGE_COLUMNS, "image", "--image-column", path)
-    label_at = find_column(header, label_column, LABEL_COLUMNS, "label", "--label-column", path)
     split_at = [h.lower() for h in header].index(SPLIT_COLUMN) if SPLIT_COLUMN in [h.lower() for h in header] else None
     if not rows:
         raise UserError(f"label file {path} has a header but no rows", "add one row per image: its path and its class")
+    row_labels, form, sep, columns = _row_labels(header, rows, path, label_column, separator, image_at, split_at)
+    multi_row = next((i for i, labels in enumerate(row_labels) if len(labels) != 1), None)
+    multilabel = task == "multilabel" or (task == "auto" and multi_row is not None)
     files, by_stem = set(tree.files), _index_by_stem(tree)
     skipped, kept, seen = [], [], {}
     cell = lambda row, i: row[i] if i < len(row) else ""  # noqa: E731 (a short row's missing cells are empty)
-    for number, row in enumerate(rows, start=2):  # the header is line 1
-        name, label = cell(row, image_at), cell(row, label_at)
+    for number, (row, labels) in enumerate(zip(rows, row_labels), start=2):  # the header is line 1
+        name = cell(row, image_at)
         where = f"{path.name} line {number}"
         if not name:
             skipped.append(skip(where, "row without an image"))
             continue
-        if not label:
-            skipped.append(skip(f"{name} ({where})", "row without a label"))
+        if not multilabel and len(labels) != 1:
+            skipped.append(skip(f"{name} ({where})", "row without a label" if not labels else
+                                f"row with {len(labels)} labels ({' '.join(labels)}) in a single-label run"))
             continue
+        label = " ".join(labels) if multilabel else labels[0]
         split = "train"
         if split_at is not None:
             given = cell(row, split_at).lower()
@@ -147,11 +217,13 @@ def label_layout(path: Path, tree: Tree, image_column: str | None, label_column:
             skipped.append(skip(f"{name} ({where})", reason))
             continue
         seen[parts] = (label, split)
-        kept.append((split, parts, label))
+        kept.append((split, parts, tuple(labels) if multilabel else label))
     if not kept:
         example = f" (e.g. {skipped[0]['file']}: {skipped[0]['reason']})" if skipped else ""
         raise UserError(f"no row of {path} names a readable image{example}",
                         "check the image column and that the paths are relative to the label file's folder or --images")
+    if multilabel:
+        return _multilabel_layout(path, kept, skipped, form, sep, columns, multi_row, task, rows, row_labels)
     class_names = class_order({label for split, _, label in kept if split == "train"})
     if not class_names:
         raise UserError(f"label file {path} has no train rows", "mark rows train in the split column, or drop the column")
@@ -172,15 +244,49 @@ def label_layout(path: Path, tree: Tree, image_column: str | None, label_column:
     return Layout(class_names, layout_files, skipped, notes)
 
 
+def _multilabel_layout(path, kept, skipped, form, sep, columns, multi_row, task, rows, row_labels) -> Layout:
+    """A multi-label layout: every label of a train row is a class; each image's label is a tuple of indices."""
+    train_labels = {label for split, _, labels in kept if split == "train" for label in labels}
+    if not any(split == "train" for split, _, _ in kept):
+        raise UserError(f"label file {path} has no train rows", "mark rows train in the split column, or drop the column")
+    class_names = [c for c in columns if c in train_labels] if columns else class_order(train_labels)
+    if columns and len(class_names) < len(columns):
+        missing = [c for c in columns if c not in train_labels]
+        raise UserError(f"label file {path}: no train image has the label(s) {', '.join(missing)}",
+                        "add train images with those labels, or drop their columns")
+    index = {name: i for i, name in enumerate(class_names)}
+    unknown = sorted({label for split, _, labels in kept for label in labels if label not in index})
+    if unknown:
+        where = sorted({split for split, _, labels in kept if set(labels) & set(unknown)})
+        raise UserError(f"label file {path} has labels in {' and '.join(where)} rows that no train row has: "
+                        f"{', '.join(unknown[:10])}{' ...' if len(unknown) > 10 else ''}",
+                        "add train rows with those labels, or remove them from the other rows")
+    layout_files: dict[str, list] = {}
+    for split in ("train", "val", "test"):
+        part = sorted(((parts, tuple(sorted(index[label] for label in labels))) for s, parts, labels in kept
+                       if s == split), key=lambda x: x[0])
+        if part:
+            layout_files[split] = part
+    counts = [len(labels) for _, _, labels in kept]
+    why = ("--task multilabel" if task == "multilabel" else
+           f"line {multi_row + 2} has {'no label' if not row_labels[multi_row] else 'the labels ' + ', '.join(row_labels[multi_row])}")
+    given = form + (f", labels separated by {'spaces' if sep == ' ' else repr(sep)}" if sep else "")
+    notes = [f"Multi-label ({why}; --task single would keep one label an image): {path.name} gives labels as {given}; "
+             f"{len(class_names)} labels, {sum(counts) / len(counts):.2f} an image on average, "
+             f"{sum(1 for n in counts if n == 0):,} images with none."]
+    return Layout(class_names, layout_files, skipped, notes, multilabel=True)
+
+
 def load_label_file(path: Path, images: Path | None, image_column: str | None, label_column: str | None,
-                    image_size: int | None, workers: int = 2, store=None):
+                    image_size: int | None, workers: int = 2, store=None, task: str = "auto",
+                    separator: str | None = None):
     """A SourceData from a label file and the images it names (in `images`, else the file's own folder); `store`
     as for folder.load_folder."""
     root = Path(images).expanduser() if images else path.parent
     if not root.exists():
         raise UserError(f"images folder not found: {root}", "pass --images with the folder (or .zip) the label file's paths are in")
     tree = list_files(root.resolve())
-    layout = label_layout(path, tree, image_column, label_column)
+    layout = label_layout(path, tree, image_column, label_column, task, separator)
     described = f"label file {path} (images in {root})"
     return decode_layout(tree, layout, described, path.stem, image_size, workers, "the label file has no split column",
                          store)

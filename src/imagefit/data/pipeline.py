@@ -96,7 +96,8 @@ def prepare_data(cfg: TrainConfig) -> PreparedData:
     source: SourceData = load_source(cfg.dataset, data_dir=cfg.data_dir, cache_dir=cfg.cache_dir,
                                      image_size=cfg.image_size, test_fraction=cfg.test_fraction,
                                      seed=cfg.seed, mmap=True, workers=cfg.num_workers,
-                                     images=cfg.images, image_column=cfg.image_column, label_column=cfg.label_column)
+                                     images=cfg.images, image_column=cfg.image_column, label_column=cfg.label_column,
+                                     task=cfg.task, label_separator=cfg.label_separator)
     count = sum(len(s) for s in (source.train, source.val, source.test) if s is not None)
     log.info("data: %s images ready in %.1f s (a decode with %d processes, or a cache read)", f"{count:,}",
              time.perf_counter() - started, max(1, cfg.num_workers))
@@ -141,13 +142,14 @@ def carve_splits(train: ImageSet, val: ImageSet | None, test: ImageSet | None, t
     validation with seed), and the notes that say so: `imagefit evaluate --split test` carves a run's own test
     split again with the same call."""
     notes = []
+    how = "a random" if train.multilabel else "a stratified"  # several labels an image: no one class to stratify by
     if test is None:
         train, test = carve(train, test_fraction, seed=seed + 1, lazy=lazy)
-        notes.append(f"The source has no test split: a stratified {test_fraction:.0%} of its images "
+        notes.append(f"The source has no test split: {how} {test_fraction:.0%} of its images "
                      f"({len(test)}) was set aside as test with seed {seed + 1}, before anything else.")
     if val is None and val_fraction > 0:
         train, val = carve(train, val_fraction, seed=seed, lazy=lazy)
-        notes.append(f"Validation: a stratified {val_fraction:.0%} of train ({len(val)} images), seed {seed}.")
+        notes.append(f"Validation: {how} {val_fraction:.0%} of train ({len(val)} images), seed {seed}.")
     elif val is not None:
         notes.append(f"Validation: the source's own split ({len(val)} images).")
     return train, val, test, notes

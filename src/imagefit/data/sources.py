@@ -99,6 +99,8 @@ def load_source(
     images: str | Path | None = None,
     image_column: str | None = None,
     label_column: str | None = None,
+    task: str = "auto",
+    label_separator: str | None = None,
 ) -> SourceData:
     if image_size is not None and image_size < 1:
         raise UserError(f"image size must be positive, got {image_size}", "pass an image size such as 32 or 64")
@@ -158,9 +160,11 @@ def load_source(
         key = {"format": CACHE_FORMAT, "dataset": path.name, "kind": "labels", "path": str(path),
                "fingerprint": _fingerprint(path), "images": str(root),
                "images_fingerprint": _fingerprint(root) if root.exists() else None,
-               "columns": [image_column, label_column], "image_size": image_size}
+               "columns": [image_column, label_column], "image_size": image_size, "task": task,
+               "label_separator": label_separator}
         return cached_source(cache_dir, key, lambda store: load_label_file(path, root, image_column, label_column,
-                                                                           image_size, workers, store),
+                                                                           image_size, workers, store, task,
+                                                                           label_separator),
                              mmap=mmap, into_files=True)
     key = {
         "format": CACHE_FORMAT,

@@ -13,6 +13,10 @@ def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[
     vanishes from either split; indices come back sorted so the split does not depend on order.
     """
     gen = torch.Generator().manual_seed(seed)
+    if labels.ndim == 2:  # multi-label: no one class to stratify by; a seeded shuffle keeps each label's share
+        order = torch.randperm(len(labels), generator=gen)  # in expectation (a rare label may miss a side)
+        n = min(max(round(fraction * len(labels)), 1), len(labels) - 1) if len(labels) >= 2 else 0
+        return order[n:].sort().values, order[:n].sort().values
     kept, carved = [], []
     for c in torch.unique(labels).tolist():
         idx = torch.nonzero(labels == c).flatten()

@@ -8,7 +8,8 @@ import torch
 
 @dataclass
 class ImageSet:
-    """Decoded images of one split: uint8 (N, C, H, W) and int64 labels (N,).
+    """Decoded images of one split: uint8 (N, C, H, W) and int64 labels: class indices (N,), or for a
+    multi-label set a multi-hot (N, classes) array of 0 and 1.
 
     With `index` set, the set is a lazy view: item i is images[index[i]]. That keeps a memory-mapped
     data set on disk when it is split, instead of copying it into RAM.
@@ -29,11 +30,15 @@ class ImageSet:
         assert (self.images.dtype == torch.uint8 and self.images.ndim == 4) or \
             (self.images.is_floating_point() and self.images.ndim in (2, 4, 5)), (self.images.dtype, self.images.shape)
         n = len(self.images) if self.index is None else len(self.index)
-        assert self.labels.dtype == torch.int64 and len(self.labels) == n
+        assert self.labels.dtype == torch.int64 and self.labels.ndim in (1, 2) and len(self.labels) == n
         assert self.files is None or len(self.files) == n, (len(self.files), n)
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def multilabel(self) -> bool:
+        return self.labels.ndim == 2
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -82,6 +87,10 @@ class SourceData:
     @property
     def image_size(self) -> int:
         return int(self.train.images.shape[-1])
+
+    @property
+    def multilabel(self) -> bool:
+        return self.train.multilabel
 
     @property
     def channels(self) -> int:

@@ -63,7 +63,12 @@ def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 
 def test_metrics(logits: torch.Tensor, labels: torch.Tensor, class_names: list[str]) -> dict:
-    """Plain floats and ints only, so the dict merges straight into metrics.json."""
+    """Plain floats and ints only, so the dict merges straight into metrics.json. Multi-hot labels (N, K): the
+    multi-label metrics at 0.5 (a run's thresholds are chosen later, on validation)."""
+    if torch.as_tensor(labels).ndim == 2:
+        from .multilabel import multilabel_metrics
+
+        return multilabel_metrics(logits, labels, class_names, [0.5] * len(class_names))
     logits, labels = _check(logits, labels, class_names)
     k = len(class_names)
     y_true = labels.numpy()

@@ -78,6 +78,28 @@ def labelled_images(source, split: str, class_names: list[str], ignore_unknown: 
     return images[keep], labels[keep], [files[i] for i in keep.tolist()], left_out
 
 
+def labelled_sets(source, split: str, class_names: list[str], ignore_unknown: bool):
+    """Multi-label: the chosen split(s) with multi-hot labels over the model's labels (a label the data lacks is a
+    column of zeros); labels the model never learned refuse the data, or with `ignore_unknown` are dropped."""
+    unknown = [name for name in source.class_names if name not in class_names]
+    if unknown and not ignore_unknown:
+        raise UserError(f"the data has labels the model never learned: {', '.join(unknown[:5])}"
+                        f"{' ...' if len(unknown) > 5 else ''}", "pass --ignore-unknown-classes to leave those labels out")
+    parts = [getattr(source, s) for s in (("train", "val", "test") if split == "all" else (split,))]
+    parts = [p for p in parts if p is not None and len(p)]
+    if not parts:
+        raise UserError(f"the data has no {split} images", "pass --split all, or a data set with that split")
+    given = torch.cat([p.labels if p.labels.ndim == 2 else torch.nn.functional.one_hot(p.labels, len(source.class_names))
+                       for p in parts])
+    labels = torch.zeros(len(given), len(class_names), dtype=torch.int64)
+    for j, name in enumerate(source.class_names):
+        if name in class_names:
+            labels[:, class_names.index(name)] = given[:, j]
+    files = [f for p in parts for f in (p.files or [f"{i}" for i in range(len(p))])]
+    left_out = {name: int(given[:, j].sum()) for j, name in enumerate(source.class_names) if name in unknown}
+    return torch.cat([p.images for p in parts]), labels, files, left_out
+
+
 def score(predictor, dataset: str, out: str | Path, *, split: str = "all", images: str | None = None,
           image_column: str | None = None, label_column: str | None = None, data_dir: str = "~/.cache/imagefit/data",
           cache_dir: str = "~/.cache/imagefit/cache", batch_size: int = 256, workers: int = 2,
@@ -90,9 +112,13 @@ def score(predictor, dataset: str, out: str | Path, *, split: str = "all", image
     if split not in SPLIT_CHOICES:
         raise UserError(f"unknown split '{split}'", f"use one of {', '.join(SPLIT_CHOICES)}")
     source = load_source(dataset, data_dir=data_dir, cache_dir=cache_dir, image_size=predictor.decode_size,
-                         workers=workers, images=images, image_column=image_column, label_column=label_column)
+                         workers=workers, images=images, image_column=image_column, label_column=label_column,
+                         task="multilabel" if predictor.multilabel else "auto")
     source = with_the_runs_splits(source, predictor.source, dataset, split)
-    pixels, labels, files, left_out = labelled_images(source, split, predictor.class_names, ignore_unknown_classes)
+    if predictor.multilabel:
+        pixels, labels, files, left_out = labelled_sets(source, split, predictor.class_names, ignore_unknown_classes)
+    else:
+        pixels, labels, files, left_out = labelled_images(source, split, predictor.class_names, ignore_unknown_classes)
     out = Path(out)  # made once the data is known to fit the model: a refused one leaves no folder
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -102,10 +128,17 @@ def score(predictor, dataset: str, out: str | Path, *, split: str = "all", image
     with torch.no_grad():
         logits = torch.cat([predictor.logits(pixels[s:s + batch_size]).float().cpu()
                             for s in range(0, len(pixels), batch_size)])
-    metrics = write_evaluation(out, logits, labels, predictor.class_names)
-    metrics.update(write_diagnostics(out, predictor, ImageSet(pixels, labels, files=files), logits))
+    if predictor.multilabel:  # the run's thresholds, chosen on its validation split
+        from .multilabel import write_multilabel_evaluation
+
+        metrics = write_multilabel_evaluation(out, logits, labels, predictor.class_names, predictor.thresholds,
+                                              files=files, images=pixels)
+        present = [i for i in range(len(predictor.class_names)) if labels[:, i].any()]
+    else:
+        metrics = write_evaluation(out, logits, labels, predictor.class_names)
+        metrics.update(write_diagnostics(out, predictor, ImageSet(pixels, labels, files=files), logits))
+        present = sorted(set(labels.tolist()))
     atomic.write_text(out / "files.csv", "index,file\n" + "".join(f"{i},{json.dumps(f)}\n" for i, f in enumerate(files)))
-    present = sorted(set(labels.tolist()))
     metrics.update(kind="evaluation", folder=str(out), model=predictor.source, dataset=str(dataset), split=split,
                    images=int(len(labels)),
                    classes_present=[predictor.class_names[i] for i in present],

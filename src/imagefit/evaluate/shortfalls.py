@@ -28,6 +28,12 @@ def diagnose(rows: list[dict], metrics: dict, cfg) -> list[str]:
                         f"{last:.3f} over the last epoch), so more training would very likely help: {tries}.")
     accuracy, f1 = metrics.get("test_accuracy"), metrics.get("f1_macro")
     classes = metrics.get("num_classes") or 0
+    if metrics.get("task") == "multilabel":  # chance: a random ranking's AP is each label's share of the images
+        chance = (metrics.get("label_cardinality_true") or 0) / max(classes, 1)
+        if metrics.get("test_map") is not None and chance and metrics["test_map"] <= min(0.99, CHANCE_FACTOR * chance):
+            said.append(f"Not learned: test mAP {metrics['test_map']:.3f} is close to what a random ranking gets "
+                        f"({chance:.3f}, the labels' mean share of the images): {tries}.")
+        return said
     predicted = metrics.get("predicted_classes")
     if accuracy is not None and classes >= 2 and accuracy <= CHANCE_FACTOR / classes:
         said.append(f"Not learned: test accuracy {accuracy:.3f} is close to chance ({1 / classes:.3f} for {classes} "

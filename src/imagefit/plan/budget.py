@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from ..runtime import autocast, is_convolutional, synchronize
+from ..train.loss import classification_loss
 
 MIN_STEPS_PER_EPOCH = 25
 MIN_BATCH = 16
@@ -316,7 +317,7 @@ def measure_speed(model: torch.nn.Module, images: torch.Tensor, labels: torch.Te
         synchronize(device)
         start = time.perf_counter()
         with autocast(precision, device.type):
-            loss = F.cross_entropy(probe(batch()), y)
+            loss = classification_loss(probe(batch()), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

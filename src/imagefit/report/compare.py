@@ -156,6 +156,8 @@ def _fmt3(x: Any) -> str:
 
 # (label, key, format, which way is better or None)
 TABLE_ROWS = [
+    ("Test mAP (multi-label, macro)", "test_map", _fmt4, max),
+    ("F1 (macro) at 0.5 (multi-label)", "f1_macro_at_half", _fmt4, max),
     ("Test accuracy", "test_accuracy", _fmt4, max),
     ("Test balanced accuracy", "test_balanced_accuracy", _fmt4, max),
     ("Test loss", "test_loss", _fmt4, min),

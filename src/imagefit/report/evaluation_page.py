@@ -26,6 +26,8 @@ def evaluation_markdown(m: dict) -> str:
     if m["unknown_classes_left_out"]:
         missing += "; left out, of classes the model never learned: " + ", ".join(
             f"{n} ({c})" for n, c in m["unknown_classes_left_out"].items())
+    if m.get("task") == "multilabel":
+        return multilabel_markdown(m, missing)
     lines = [f"# {code(m['model'])} on {code(m['dataset'])}", "",
              f"{integer(m['images'])} labelled images ({m['split']}){missing}; "
              f"{integer(m['skipped_files']['count'])} files skipped.", "",
@@ -38,6 +40,24 @@ def evaluation_markdown(m: dict) -> str:
         lines += ["Most confused: " + "; ".join(f"{c['true']} as {c['predicted']} ({c['count']})"
                                                 for c in m["top_confusions"][:5]) + ".", ""]
     return "\n".join(lines + mistakes_section(m) + calibration_section(m) + gradcam_section(m))
+
+
+def multilabel_markdown(m: dict, missing: str) -> str:
+    """A multi-label model's evaluation: the run's own test tables, at the thresholds it chose on validation."""
+    from .multilabel_section import metric_rows, per_label_section
+    from ..evaluate.multilabel import multilabel_sentences
+
+    rows = [r for r in metric_rows(m, True) if r[0].split(" (")[0] not in
+            ("Epochs run", "Best validation mAP", "Best epoch", "Wall time", "Training images/s")]
+    lines = [f"# {code(m['model'])} on {code(m['dataset'])}", "",
+             f"{integer(m['images'])} labelled images ({m['split']}){missing.replace('classes', 'labels')}; "
+             f"{integer(m['skipped_files']['count'])} files skipped. Thresholds: the run's, chosen on its validation "
+             "split.", "", "| metric | value |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows] + [""]
+    lines += ["## Per label", ""] + per_label_section(m.get("per_class") or [])
+    lines += ["![precision-recall curves](pr_curves.png)", ""]
+    lines += ["## The images with the largest loss", "", "Every image's labels and probabilities: `predictions.csv`; "
+              "the worst: `largest_loss.csv`.", "", "![largest loss](largest_loss.png)", ""]
+    return "\n".join(lines + [" ".join(multilabel_sentences(m)), ""])
 
 
 def scaled_loss_row(m: dict) -> list[str]:

@@ -173,13 +173,16 @@ def overfitting_sentence(groups: list[Group]) -> str | None:
 
 
 def best_sentence(groups: list[Group]) -> str | None:
-    scored = [g for g in groups if g.mean("test_accuracy") is not None]
+    # multi-label runs are ranked on mean average precision (their accuracy is subset accuracy)
+    key, what = ("test_map", "test mAP") if all(g.mean("test_map") is not None for g in groups) else \
+        ("test_accuracy", "test accuracy")
+    scored = [g for g in groups if g.mean(key) is not None]
     if len(scored) < 2:
         return None
-    best_acc = max(scored, key=lambda g: g.mean("test_accuracy"))
+    best_acc = max(scored, key=lambda g: g.mean(key))
     best_loss = min((g for g in scored if g.mean("test_loss") is not None), key=lambda g: g.mean("test_loss"))
     mean = "mean " if any(g.n > 1 for g in groups) else ""
-    text = f"The highest {mean}test accuracy is {literal(best_acc.name)}'s {best_acc.mean('test_accuracy'):.3f}"
+    text = f"The highest {mean}{what} is {literal(best_acc.name)}'s {best_acc.mean(key):.3f}"
     if best_loss is best_acc:
         text += f", which also has the lowest {mean}test loss ({best_loss.mean('test_loss'):.3f})"
     else:

@@ -48,6 +48,11 @@ ARTIFACTS = {
     "reliability.png": "reliability diagram: test accuracy against confidence, before and after temperature scaling",
     "lr_find.png": "the learning-rate finder's sweep: training loss against the rate, the suggestion marked",
     "lr_find.json": "the finder's rates, losses and suggestion",
+    "per_class.csv": "multi-label: each label's AP, precision, recall, F1, support and threshold, by AP",
+    "multilabel_confusion.csv": "multi-label: each label's true and false positives and negatives",
+    "pr_curves.png": "multi-label: precision-recall curves of the best and worst labels, thresholds marked",
+    "largest_loss.csv": "multi-label: the test images with the largest loss, their true and predicted labels",
+    "largest_loss.png": "multi-label: those images",
 }
 
 
@@ -156,7 +161,8 @@ def observations(metrics: dict, history: list[dict], class_rows: list[dict], con
         out.append(f"This run had no validation split, so overfitting cannot be read from the curves: "
                    f"compare the last train accuracy {train_acc:.3f}{tail}.")
     best_epoch = number(metrics.get("best_epoch"))
-    sentence = val_loss_sentence(history, int(best_epoch) if best_epoch is not None else None)
+    by_loss = metrics.get("monitor", "val_loss") == "val_loss"  # else the loss's own lowest epoch is found
+    sentence = val_loss_sentence(history, int(best_epoch) if best_epoch is not None and by_loss else None)
     if sentence:
         out.append(sentence)
     best_val = number(metrics.get("best_val_acc"))
@@ -388,15 +394,21 @@ def write_run_report(run_dir: Path) -> Path:
     lines += time_breakdown_section(metrics)
     lines += ["## Training curves", ""]
     lines += ["![curves](curves.png)", ""] if (run_dir / "curves.png").is_file() else ["No curves: history.csv is empty or missing.", ""]
-    lines += ["## Test metrics", ""] + table(["Metric", "Value"], _metric_rows(metrics, has_val))
-    lines += ["## Per-class results", ""] + _class_section(class_rows)
-    lines += ["## Top confusions", ""] + _confusion_section(top)
-    if (run_dir / "confusion_matrix.png").is_file():
-        lines += ["## Confusion matrix", "", "![confusion matrix](confusion_matrix.png)", ""]
-    lines += error_analysis_sections(run_dir, metrics)
-    said = observations(metrics, history, class_rows, _confusion_rows(run_dir, top))
-    if said:
-        lines += ["## What the numbers say", ""] + [" ".join(said), ""]
+    if metrics.get("task") == "multilabel":
+        from .multilabel_section import multilabel_sections
+
+        said = observations({**metrics, "test_accuracy": None, "best_val_acc": None}, history, [], {})
+        lines += multilabel_sections(run_dir, metrics, has_val, said)
+    else:
+        lines += ["## Test metrics", ""] + table(["Metric", "Value"], _metric_rows(metrics, has_val))
+        lines += ["## Per-class results", ""] + _class_section(class_rows)
+        lines += ["## Top confusions", ""] + _confusion_section(top)
+        if (run_dir / "confusion_matrix.png").is_file():
+            lines += ["## Confusion matrix", "", "![confusion matrix](confusion_matrix.png)", ""]
+        lines += error_analysis_sections(run_dir, metrics)
+        said = observations(metrics, history, class_rows, _confusion_rows(run_dir, top))
+        if said:
+            lines += ["## What the numbers say", ""] + [" ".join(said), ""]
     present = sorted(p.name for p in run_dir.iterdir() if p.is_file() and not p.name.startswith(".")
                      and p.name not in ("report.md", "report.html"))
     if present:

@@ -16,7 +16,12 @@ from ..errors import UserError
 
 
 def balanced_class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """scikit-learn's 'balanced' weights, n / (k * count); a class absent from training gets weight 1."""
+    """scikit-learn's 'balanced' weights, n / (k * count); a class absent from training gets weight 1. Multi-label:
+    each label's positive weight, negatives / positives (loss.positive_weights)."""
+    if torch.as_tensor(labels).ndim == 2:
+        from .loss import positive_weights
+
+        return positive_weights(torch.as_tensor(labels))
     y = np.asarray(torch.as_tensor(labels).long())
     present = np.unique(y)
     if len(present) < 2:
@@ -28,6 +33,9 @@ def balanced_class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tens
 
 def balanced_sample_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """One weight per training image, 1 / its class's count: every class is drawn equally often."""
+    if torch.as_tensor(labels).ndim == 2:
+        raise UserError("--sampler balanced draws every class equally often: a multi-label image has several",
+                        "pass --class-weights balanced instead (each label's positives weighted by its rarity)")
     y = torch.as_tensor(labels).long()
     counts = torch.bincount(y, minlength=num_classes).clamp(min=1).double()
     return (1.0 / counts)[y]

@@ -55,7 +55,11 @@ def loss_notes(cfg: TrainConfig, built: Built) -> torch.Tensor | None:
     """The balanced class weights of the training loss (or None), and the notes on how classes were evened."""
     data = built.data
     class_weight = balanced_class_weights(data.train.labels, data.num_classes) if cfg.class_weights == "balanced" else None
-    if class_weight is not None:
+    if class_weight is not None and data.train.multilabel:
+        data.notes.append(f"Class weights: balanced: each label's positives weighted by its negatives / positives, "
+                          f"from {float(class_weight.min()):.2f} to {float(class_weight.max()):.2f}, on the training "
+                          "loss only.")
+    elif class_weight is not None:
         present = class_weight[torch.bincount(data.train.labels, minlength=data.num_classes) > 0]
         data.notes.append(f"Class weights: balanced, from {float(present.min()):.2f} (the largest class) to "
                           f"{float(present.max()):.2f} (the rarest), on the training loss only.")
@@ -103,7 +107,8 @@ def fit(cfg: TrainConfig, built: Built, decisions: Decisions, loaders, run_dir: 
     class_weight = loss_notes(cfg, built)
     module = ClassifierModule(built.trainable, cfg, built.data.num_classes, built.groups, augment=not built.cached,
                               plan=plan, class_weight=class_weight,
-                              loader_flips=getattr(train_loader, "flip_bits", None) is not None)
+                              loader_flips=getattr(train_loader, "flip_bits", None) is not None,
+                              multilabel=built.data.train.multilabel)
     planned_epochs = plan.max_epochs if plan else cfg.epochs
     history = HistoryWriter(run_dir / "history.csv")
     history.planned_epochs = planned_epochs

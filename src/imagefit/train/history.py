@@ -11,6 +11,7 @@ import lightning as L
 from .. import atomic
 
 COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
+MULTILABEL_COLUMNS = ["val_map"]  # written when the run logs them (a multi-label run's validation mAP)
 
 
 class HistoryWriter(L.Callback):
@@ -92,6 +93,7 @@ class HistoryWriter(L.Callback):
             "train_loss": value("train_loss"), "train_acc": value("train_acc"),
             "val_loss": value("val_loss"), "val_acc": value("val_acc"),
             "lr": f"{lr:.6g}" if lr != "" else "", "seconds": round(time.perf_counter() - self._epoch_start, 3),
+            **{k: value(k) for k in MULTILABEL_COLUMNS if getattr(pl_module, "multilabel", False)},
         })
         if trainer.is_global_zero:
             write_history(self.path, self.rows)
@@ -99,7 +101,8 @@ class HistoryWriter(L.Callback):
 
 def write_history(path: Path, rows: list[dict]) -> None:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    extra = [k for k in MULTILABEL_COLUMNS if any(k in r for r in rows)]
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS + extra, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     atomic.write_text(path, buf.getvalue(), run_dir=path.parent)  # a full disk: one line naming the run to resume

@@ -5,10 +5,11 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MultilabelAveragePrecision, MultilabelExactMatch
 
 from ..config import TrainConfig
 from ..data.augment import AUGMENTATIONS
+from .loss import classification_loss
 from .optim import build_optimizer, build_scheduler
 from ..runtime import is_convolutional
 
@@ -16,7 +17,7 @@ from ..runtime import is_convolutional
 class ClassifierModule(L.LightningModule):
     def __init__(self, model: torch.nn.Module, cfg: TrainConfig, num_classes: int, param_groups=None,
                  augment: bool = True, plan=None, class_weight: torch.Tensor | None = None,
-                 loader_flips: bool = False):
+                 loader_flips: bool = False, multilabel: bool = False):
         super().__init__()
         self.model = model
         self.plan = plan  # a time budget's plan: the schedule's length and the progressive-resizing switch
@@ -24,8 +25,14 @@ class ClassifierModule(L.LightningModule):
         self.param_groups = param_groups  # None: every parameter at the configured rate
         self.augment = AUGMENTATIONS[cfg.augment] if augment else None
         self.loader_flips = loader_flips  # --flip alternating: the training loader mirrors, the augmentation not
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.multilabel = multilabel
+        if multilabel:  # accuracy: every label of the image right at 0.5 (subset accuracy); val_map: the headline
+            self.train_acc = MultilabelExactMatch(num_classes)
+            self.val_acc = MultilabelExactMatch(num_classes)
+            self.val_map = MultilabelAveragePrecision(num_classes, average="macro")
+        else:
+            self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+            self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         # a weighted mean synced as (sum, count): exact over ranks whose validation shards differ in size.
         # A NaN stays in the mean (the default drops it with a warning printed before imagefit's own line):
         # a diverged epoch must read as one, and StopOnNonFinite says so.
@@ -90,7 +97,7 @@ class ClassifierModule(L.LightningModule):
         x, y = batch
         logits = self(x)
         weight = None if self.class_weight is None else self.class_weight.to(logits.dtype)
-        loss = F.cross_entropy(logits, y, weight=weight, label_smoothing=self.cfg.label_smoothing)
+        loss = classification_loss(logits, y, weight, self.cfg.label_smoothing)
         self.train_acc(logits.detach(), y)
         self.log("train_loss", loss.detach(), on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
         self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(y))
@@ -99,8 +106,11 @@ class ClassifierModule(L.LightningModule):
     def validation_step(self, batch, batch_idx):
         x, y = batch
         logits = self(x)
-        loss = F.cross_entropy(logits, y)
+        loss = classification_loss(logits, y)
         self.val_acc(logits, y)
+        if self.multilabel:
+            self.val_map(logits.float(), y)
+            self.log("val_map", self.val_map, on_step=False, on_epoch=True, batch_size=len(y))
         self.val_loss.update(loss.float(), weight=len(y))
         self.log("val_loss", self.val_loss, on_step=False, on_epoch=True, batch_size=len(y))
         self.log("val_acc", self.val_acc, on_step=False, on_epoch=True, batch_size=len(y), prog_bar=True)

@@ -17,6 +17,23 @@ from .clock import Stopwatch
 from .history import HistoryWriter
 
 
+def multilabel_thresholds(cfg: TrainConfig, data: PreparedData, val_logits: torch.Tensor | None) -> dict:
+    """One threshold per label, chosen on validation (never on test): the F1-best of each label, or --threshold."""
+    from ..evaluate.multilabel import choose_thresholds
+
+    k = data.num_classes
+    if cfg.threshold_policy == "f1" and val_logits is not None and len(val_logits):
+        probs = torch.sigmoid(val_logits.double())
+        thresholds = choose_thresholds(probs, data.val.labels, policy="f1", fixed=cfg.threshold)
+        source = f"the F1-best of each label on the {len(val_logits):,} validation images"
+    else:
+        thresholds = [float(cfg.threshold)] * k
+        source = (f"--threshold {cfg.threshold:g} for every label" if cfg.threshold_policy == "fixed" else
+                  f"{cfg.threshold:g} for every label: no validation split to choose them on")
+    return {"thresholds": [round(float(t), 6) for t in thresholds], "threshold_policy": cfg.threshold_policy,
+            "thresholds_from": source}
+
+
 def finish_run(run_dir: Path, cfg: TrainConfig, data: PreparedData, model: torch.nn.Module,
                logits: torch.Tensor, labels: torch.Tensor, history: HistoryWriter, precision: str,
                total_params: int, trainable_params: int, started: float, interrupted: bool,
@@ -38,7 +55,11 @@ def finish_run(run_dir: Path, cfg: TrainConfig, data: PreparedData, model: torch
             "format": "imagefit-1"}
     if data.decoded_side and data.decoded_side != data.image_size:  # new images go the same way (data/resize.py)
         meta["decoded_size"] = str(data.decoded_side)
-    analysis = write_error_analysis(run_dir, data, logits, labels, val_logits, model=model)
+    if labels.ndim == 2:  # multi-label: thresholds chosen on validation travel with the model
+        analysis = multilabel_thresholds(cfg, data, val_logits)
+        meta.update(task="multilabel", thresholds=json.dumps(analysis["thresholds"]))
+    else:
+        analysis = write_error_analysis(run_dir, data, logits, labels, val_logits, model=model)
     if analysis.get("temperature") is not None:  # fitted on validation: a later predict divides by it
         meta["temperature"] = repr(analysis["temperature"])
     with atomic.atomic_path(run_dir / "model.safetensors") as tmp:
@@ -48,7 +69,15 @@ def finish_run(run_dir: Path, cfg: TrainConfig, data: PreparedData, model: torch
         saved.update(val_logits=val_logits.contiguous(), val_labels=data.val.labels.contiguous())
     with atomic.atomic_path(run_dir / "predictions.safetensors") as tmp:
         save_file(saved, str(tmp))
-    test = {**write_evaluation(run_dir, logits, labels, data.class_names), **analysis}
+    if labels.ndim == 2:
+        from ..evaluate.multilabel import write_multilabel_evaluation
+
+        pictures = data.test_pictures
+        test = {**analysis, **write_multilabel_evaluation(run_dir, logits, labels, data.class_names,
+                                                          analysis["thresholds"], files=pictures.files,
+                                                          images=pictures.take(0, len(pictures)))}
+    else:
+        test = {**write_evaluation(run_dir, logits, labels, data.class_names), **analysis}
     epochs_run = len(rows)
     metrics = {
         "dataset": cfg.dataset, "model": cfg.model, "params": total_params, "trainable_params": trainable_params,
@@ -65,6 +94,7 @@ def finish_run(run_dir: Path, cfg: TrainConfig, data: PreparedData, model: torch
         "final_val_acc": rows[-1]["val_acc"] if rows and rows[-1]["val_acc"] != "" else None,
         "best_val_loss": min(r["val_loss"] for r in with_val) if with_val else None,
         "best_val_acc": max(r["val_acc"] for r in with_val) if with_val else None,
+        "best_val_map": max(r["val_map"] for r in with_val) if with_val and "val_map" in with_val[0] else None,
         "data_notes": data.notes, "interrupted": bool(interrupted), "frozen_inputs_from_cache": data.frozen_from_cache,
         "predicted_classes": int(logits.argmax(1).unique().numel()) if len(logits) else 0,
         "skipped_files": {"count": len(data.skipped), "files": data.skipped[:SKIPPED_SHOWN]},

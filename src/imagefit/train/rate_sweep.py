@@ -124,7 +124,7 @@ def find_lr(cfg: TrainConfig, net: torch.nn.Module, data, train_loader, precisio
 
     class_weight = balanced_class_weights(data.train.labels, data.num_classes) if cfg.class_weights == "balanced" else None
     module = SweepModule(net, cfg.replace(scheduler="none"), data.num_classes, groups, augment=augment,
-                         class_weight=class_weight)
+                         class_weight=class_weight, multilabel=data.train.multilabel)
     epoch = getattr(train_loader, "epoch", None)
     logging.getLogger("lightning.pytorch.trainer.connectors.checkpoint_connector").setLevel(logging.WARNING)
     # Lightning's sweep always draws a tqdm bar: shown on a terminal when progress is on, else kept out of logs
