@@ -441,8 +441,14 @@ def rebuild_report(run_dir: Path) -> Path:
         if len(names) != logits.shape[1]:
             raise UserError(f"{predictions} has {logits.shape[1]} classes but metrics.json names {len(names)}",
                             "rerun training to write a consistent run folder")
-        metrics.update(write_evaluation(run_dir, logits, labels, names))
-        metrics.update(rebuild_error_analysis(run_dir, metrics, tensors))
+        if labels.ndim == 2:  # multi-label: at the thresholds the run chose on validation
+            from ..evaluate.multilabel import write_multilabel_evaluation
+
+            thresholds = metrics.get("thresholds") or [0.5] * len(names)
+            metrics.update(write_multilabel_evaluation(run_dir, logits, labels, names, thresholds))
+        else:
+            metrics.update(write_evaluation(run_dir, logits, labels, names))
+            metrics.update(rebuild_error_analysis(run_dir, metrics, tensors))
         atomic.write_json(run_dir / "metrics.json", metrics)
     history = read_history(run_dir / "history.csv")
     if history:

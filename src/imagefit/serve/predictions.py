@@ -100,4 +100,7 @@ class Predictors:
                         for v, i in zip(values.tolist(), indices.tolist())],
                 "seen": png_uri(np.asarray(enlarged(torch.from_numpy(array)))), "gradcam": cam,
                 "image_size": predictor.image_size, "channels": predictor.channels,
-                "temperature": predictor.temperature, "seconds": round(time.perf_counter() - started, 3)}
+                "temperature": predictor.temperature, "seconds": round(time.perf_counter() - started, 3),
+                # multi-label: every label at or above the threshold the run chose on validation (None: one class)
+                "labels": [{"label": c, "probability": p} for c, p in predictor.above_thresholds(probs)]
+                if predictor.multilabel else None}
