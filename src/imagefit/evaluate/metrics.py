@@ -96,13 +96,15 @@ def test_metrics(logits: torch.Tensor, labels: torch.Tensor, class_names: list[s
 test_metrics.__test__ = False  # its name would make pytest collect it wherever a test imports it
 
 
-def _csv_text(rows: list[list]) -> str:
+def csv_text(rows: list[list]) -> str:
+    """Rows as CSV text (the evaluation files of both tasks)."""
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows(rows)
     return buf.getvalue()
 
 
-def _fmt(x: float) -> str:
+def fixed6(x: float) -> str:
+    """A number in an evaluation CSV: six decimals."""
     return f"{x:.6f}"
 
 
@@ -130,28 +132,28 @@ def write_evaluation(run_dir: Path, logits: torch.Tensor, labels: torch.Tensor, 
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=every, zero_division=0)
     report = classification_report(y_true, y_pred, labels=every, target_names=names, zero_division=0, output_dict=True)
     rows = [["class", "precision", "recall", "f1-score", "support"]]
-    rows += [[names[i], _fmt(p[i]), _fmt(r[i]), _fmt(f[i]), int(s[i])] for i in every]
-    rows.append(["accuracy", "", "", _fmt(report["accuracy"]), int(s.sum())])
-    rows.append(["balanced accuracy", "", "", _fmt(balanced), int(s.sum())])
+    rows += [[names[i], fixed6(p[i]), fixed6(r[i]), fixed6(f[i]), int(s[i])] for i in every]
+    rows.append(["accuracy", "", "", fixed6(report["accuracy"]), int(s.sum())])
+    rows.append(["balanced accuracy", "", "", fixed6(balanced), int(s.sum())])
     for avg in ("macro avg", "weighted avg"):
         d = report[avg]
-        rows.append([avg, _fmt(d["precision"]), _fmt(d["recall"]), _fmt(d["f1-score"]), int(d["support"])])
-    atomic.write_text(run_dir / "classification_report.csv", _csv_text(rows))
+        rows.append([avg, fixed6(d["precision"]), fixed6(d["recall"]), fixed6(d["f1-score"]), int(d["support"])])
+    atomic.write_text(run_dir / "classification_report.csv", csv_text(rows))
 
     cm = _confusion(y_true, y_pred, k)
     cm_rows = [["true\\predicted", *names]] + [[names[i], *map(int, cm[i])] for i in every]
-    atomic.write_text(run_dir / "confusion_matrix.csv", _csv_text(cm_rows))
+    atomic.write_text(run_dir / "confusion_matrix.csv", csv_text(cm_rows))
     plot_confusion(cm, names, run_dir / "confusion_matrix.png")
 
     metrics = test_metrics(logits, labels, names)
     conf_rows = [["true", "predicted", "count", "share_of_true"]]
-    conf_rows += [[c["true"], c["predicted"], c["count"], _fmt(c["share_of_true"])] for c in metrics["top_confusions"]]
-    atomic.write_text(run_dir / "top_confusions.csv", _csv_text(conf_rows))
+    conf_rows += [[c["true"], c["predicted"], c["count"], fixed6(c["share_of_true"])] for c in metrics["top_confusions"]]
+    atomic.write_text(run_dir / "top_confusions.csv", csv_text(conf_rows))
 
     pred_rows = [["index", "label", "label_name", "predicted", "predicted_name", "confidence"]]
     pred_rows += [
-        [i, int(t), names[t], int(q), names[q], _fmt(float(c))]
+        [i, int(t), names[t], int(q), names[q], fixed6(float(c))]
         for i, (t, q, c) in enumerate(zip(y_true.tolist(), y_pred.tolist(), confidence.tolist()))
     ]
-    atomic.write_text(run_dir / "predictions.csv", _csv_text(pred_rows))
+    atomic.write_text(run_dir / "predictions.csv", csv_text(pred_rows))
     return metrics

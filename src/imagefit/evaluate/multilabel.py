@@ -22,7 +22,7 @@ from torchmetrics.functional.classification import binary_calibration_error
 
 from .. import atomic
 from ..errors import UserError
-from .metrics import _csv_text, _fmt
+from .metrics import csv_text, fixed6
 
 N_BINS = 15  # as calibration.py
 CUT_MIN, CUT_MAX = 0.01, 0.99  # where choose_thresholds may put a cut (see there)
@@ -189,7 +189,7 @@ def multilabel_metrics(logits, labels, class_names: list[str], thresholds) -> di
 
 
 def _cell(x) -> str | int:
-    return "" if x is None else _fmt(x) if isinstance(x, float) else x
+    return "" if x is None else fixed6(x) if isinstance(x, float) else x
 
 
 def _short(text: str, width: int) -> str:
@@ -263,25 +263,25 @@ def write_multilabel_evaluation(run_dir, logits, labels, class_names: list[str],
     pred = _predict(probs, np.asarray(metrics["thresholds"]))
 
     rows = [PER_CLASS_COLUMNS] + [[_cell(row[k]) for k in PER_CLASS_COLUMNS] for row in _by_ap(metrics["per_class"])]
-    atomic.write_text(run_dir / "per_class.csv", _csv_text(rows))
+    atomic.write_text(run_dir / "per_class.csv", csv_text(rows))
     cm = multilabel_confusion_matrix(y, pred)  # (C, 2, 2): [[tn, fp], [fn, tp]] per class
     rows = [["class", "tn", "fp", "fn", "tp"]] + [[names[c], *map(int, cm[c].ravel())] for c in range(len(names))]
-    atomic.write_text(run_dir / "multilabel_confusion.csv", _csv_text(rows))
+    atomic.write_text(run_dir / "multilabel_confusion.csv", csv_text(rows))
     _plot_pr_curves(y, probs, metrics, run_dir / "pr_curves.png")
 
     head = ["index"] + (["file"] if files is not None else []) + ["true", "predicted"] + [f"p_{m}" for m in names]
     rows = [head] + [[i] + ([files[i]] if files is not None else []) + [_joined(y[i], names), _joined(pred[i], names)]
-                     + [_fmt(float(x)) for x in probs[i]] for i in range(n)]
-    atomic.write_text(run_dir / "predictions.csv", _csv_text(rows))
+                     + [fixed6(float(x)) for x in probs[i]] for i in range(n)]
+    atomic.write_text(run_dir / "predictions.csv", csv_text(rows))
 
     loss = F.binary_cross_entropy_with_logits(torch.from_numpy(z), torch.from_numpy(y).double(), reduction="none")
     loss = loss.mean(dim=1)  # per image, so the mean of this column over all images is test_loss
     worst = torch.sort(-loss, stable=True).indices[:LARGEST_LOSS].tolist()  # equal losses keep test order
     missed, extra = (y == 1) & (pred == 0), (y == 0) & (pred == 1)
     rows = [["index", "file", "loss", "true", "predicted", "missed", "hallucinated"]]
-    rows += [[i, files[i] if files is not None else "", _fmt(float(loss[i])), _joined(y[i], names),
+    rows += [[i, files[i] if files is not None else "", fixed6(float(loss[i])), _joined(y[i], names),
               _joined(pred[i], names), _joined(missed[i], names), _joined(extra[i], names)] for i in worst]
-    atomic.write_text(run_dir / "largest_loss.csv", _csv_text(rows))
+    atomic.write_text(run_dir / "largest_loss.csv", csv_text(rows))
     path = run_dir / "largest_loss.png"
     if images is not None:
         from .mistakes import plot_gallery
@@ -316,7 +316,8 @@ def multilabel_sentences(metrics: dict) -> list[str]:
         over = f"{classes} label{'s' * (classes != 1)}" if len(scored) == classes else \
             f"the {len(scored)} of {classes} labels with a positive test image"
         t = sorted(set(metrics.get("thresholds") or []))
-        at = f"at the threshold {t[0]:.2g}" if len(t) == 1 else "at the per-label thresholds"
+        at = f"at the threshold {t[0]:.2g}" if len(t) == 1 else "at the per-label thresholds" + (
+            " chosen on validation" if (metrics.get("thresholds_from") or "").startswith("the F1-best") else "")
         f1 = ""
         if metrics.get("f1_macro") is not None:
             f1 = f" (macro F1 {metrics['f1_macro']:.2f} {at}"
