@@ -67,6 +67,11 @@ def test_one_column_per_class_empty_labels_and_the_pin(tmp_path):
 
 def test_class_names_with_spaces_are_not_split(tmp_path):
     assert detect_separator(["golden retriever", "german shepherd", "golden retriever", "pug"]) is None
+    grid = [f"{size} {color}" for size in ("small", "medium", "large") for color in ("red", "green", "blue")]
+    assert detect_separator(grid) is None  # 9 class names of 6 words: no word alone
+    tiles = [f"{sky} {ground}" for sky in ("clear", "haze")
+             for ground in ("primary", "road", "water", "primary road", "primary water", "road water")]
+    assert detect_separator(tiles + ["cloudy"]) == " "  # 13 label sets of 6 labels, none of them ever alone
     assert detect_separator(["cat dog", "dog", "cat", "dog bird", "bird cat"]) == " "
     assert detect_separator(["a|b c", "a"]) == "|" and split_cell("b c|a|a", "|") == ["a", "b c"]
 

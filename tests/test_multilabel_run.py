@@ -125,3 +125,41 @@ def load_tensors(path):
     from safetensors.torch import load_file
 
     return load_file(str(path))
+
+
+def test_report_rebuilds_and_the_local_page_answers_with_labels(run):
+    root, folder, _ = run
+    m = json.loads((folder / "metrics.json").read_text())
+    (folder / "per_class.csv").unlink()
+    run_imagefit("report", folder, cwd=root)
+    again = json.loads((folder / "metrics.json").read_text())
+    assert (folder / "per_class.csv").is_file() and again["test_map"] == pytest.approx(m["test_map"])
+    assert again["thresholds"] == m["thresholds"] and "## Per-label results" in (folder / "report.md").read_text()
+
+    from imagefit.serve.predictions import Predictors
+
+    image = sorted((root / "mosaics" / "images" / "test").iterdir())[0]
+    answer = Predictors().predict(folder, image.read_bytes())
+    above = [x["label"] for x in answer["labels"]]
+    threshold = dict(zip(m["class_names"], m["thresholds"]))
+    assert above == [x["class"] for x in answer["top"] if x["probability"] >= threshold[x["class"]]]
+
+
+def test_two_processes_agree_on_validation_map_over_the_whole_split(tmp_path):
+    """DDP: each rank validates a shard; the logged mAP is over the whole validation split (torchmetrics syncs the
+    scores), so it equals the mAP of the final model's validation logits, computed once in one process."""
+    from sklearn.metrics import average_precision_score
+
+    labels = write_mosaic_set(tmp_path / "mosaics", n_train=160, n_test=40)
+    run_imagefit("train", "--dataset", labels, "--model", "seed-cnn", "--epochs", "2", "--batch-size", "16",
+                 "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--precision", "32",
+                 "--val-fraction", "0.25", "--no-progress", "--name", "ddp", "--runs-dir", tmp_path / "runs",
+                 "--cache-dir", tmp_path / "cache", cwd=tmp_path)
+    folder = tmp_path / "runs" / "ddp"
+    rows = list(csv.DictReader((folder / "history.csv").open()))
+    saved = load_tensors(folder / "predictions.safetensors")
+    y, scores = saved["val_labels"].numpy(), saved["val_logits"].double().numpy()
+    present = [c for c in range(y.shape[1]) if y[:, c].any()]
+    expected = sum(average_precision_score(y[:, c], scores[:, c]) for c in present) / len(present)
+    assert len(rows) == 2 and float(rows[-1]["val_map"]) == pytest.approx(expected, abs=2e-3)
+    assert json.loads((folder / "metrics.json").read_text())["task"] == "multilabel"

@@ -114,16 +114,21 @@ TASKS = ("auto", "single", "multilabel")
 
 
 def detect_separator(cells: list[str]) -> str | None:
-    """The separator of a multi-label column: `|`, `;` or `,` when any cell holds one; else whitespace when cells
-    combine fewer distinct words than there are distinct cells (labels in combinations: 'cat dog', 'dog', 'cat
-    bird'), not for class names that merely contain spaces ('golden retriever'); else None (one label a cell)."""
+    """The separator of a multi-label column: `|`, `;` or `,` when any cell holds one; else whitespace when the
+    cells combine words (fewer distinct words than distinct cells, and a word seen both alone and with others, or
+    under half as many words as cells: 'cat dog', 'dog', 'cat bird'), not for class names that merely contain
+    spaces ('golden retriever'); else None (one label a cell)."""
     for sep in SEPARATORS:
         if any(sep in c for c in cells):
             return sep
-    spaced = {c for c in cells if len(c.split()) > 1}
+    distinct = set(cells)
+    spaced = {c for c in distinct if len(c.split()) > 1}
     if spaced:
-        words = {w for c in set(cells) for w in c.split()}
-        if len(words) < len(set(cells)):
+        words = {w for c in distinct for w in c.split()}
+        alone_and_combined = {c.strip() for c in distinct - spaced} & {w for c in spaced for w in c.split()}
+        # combinations: far fewer words than cells, or a label seen alone and with others ('dog', 'dog ball');
+        # a grid of two-word class names ('small red', 'large red', 'small blue') has neither
+        if len(words) < len(distinct) and (2 * len(words) <= len(distinct) or alone_and_combined):
             return " "
     return None
 
@@ -152,7 +157,7 @@ def _indicator_columns(header: list[str], rows: list[list[str]], taken: set[int]
     return found if len(found) >= 2 else []
 
 
-def _row_labels(header, rows, path, label_column, separator, image_at, split_at):
+def _row_labels(header, rows, path, label_column, separator, image_at, split_at, task):
     """Each row's labels (a list) and how the file gave them: (labels per row, form, separator used)."""
     taken = {image_at} | ({split_at} if split_at is not None else set())
     lowered = [h.lower() for h in header]
@@ -166,7 +171,7 @@ def _row_labels(header, rows, path, label_column, separator, image_at, split_at)
                     f"{', ...' if len(columns) > 4 else ''})", None, [header[i] for i in columns])
     label_at = find_column(header, label_column, LABEL_COLUMNS, "label", "--label-column", path)
     cells = [row[label_at] if label_at < len(row) else "" for row in rows]
-    sep = separator if separator is not None else detect_separator(cells)
+    sep = separator if separator is not None or task == "single" else detect_separator(cells)
     return [split_cell(c, sep) for c in cells], f"column {header[label_at]}", sep, None
 
 
@@ -182,7 +187,8 @@ def label_layout(path: Path, tree: Tree, image_column: str | None, label_column:
     split_at = [h.lower() for h in header].index(SPLIT_COLUMN) if SPLIT_COLUMN in [h.lower() for h in header] else None
     if not rows:
         raise UserError(f"label file {path} has a header but no rows", "add one row per image: its path and its class")
-    row_labels, form, sep, columns = _row_labels(header, rows, path, label_column, separator, image_at, split_at)
+    row_labels, form, sep, columns = _row_labels(header, rows, path, label_column, separator, image_at, split_at,
+                                                     task)
     multi_row = next((i for i, labels in enumerate(row_labels) if len(labels) != 1), None)
     multilabel = task == "multilabel" or (task == "auto" and multi_row is not None)
     files, by_stem = set(tree.files), _index_by_stem(tree)

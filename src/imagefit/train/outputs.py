@@ -96,7 +96,7 @@ def finish_run(run_dir: Path, cfg: TrainConfig, data: PreparedData, model: torch
         "best_val_acc": max(r["val_acc"] for r in with_val) if with_val else None,
         "best_val_map": max(r["val_map"] for r in with_val) if with_val and "val_map" in with_val[0] else None,
         "data_notes": data.notes, "interrupted": bool(interrupted), "frozen_inputs_from_cache": data.frozen_from_cache,
-        "predicted_classes": int(logits.argmax(1).unique().numel()) if len(logits) else 0,
+        "predicted_classes": int(logits.argmax(1).unique().numel()) if len(logits) and labels.ndim == 1 else None,
         "skipped_files": {"count": len(data.skipped), "files": data.skipped[:SKIPPED_SHOWN]},
         "data_audit": audit_summary(data.audit) if data.audit is not None else None,
         **(extra or {}),
