@@ -113,14 +113,16 @@ SEPARATORS = ("|", ";", ",")  # tried in this order before whitespace (see detec
 TASKS = ("auto", "single", "multilabel")
 
 
-def detect_separator(cells: list[str]) -> str | None:
+def detect_separator(cells: list[str], spaces: bool = True) -> str | None:
     """The separator of a multi-label column: `|`, `;` or `,` when any cell holds one; else whitespace when the
     cells combine words (fewer distinct words than distinct cells, and a word seen both alone and with others, or
     under half as many words as cells: 'cat dog', 'dog', 'cat bird'), not for class names that merely contain
-    spaces ('golden retriever'); else None (one label a cell)."""
+    spaces ('golden retriever'); else None (one label a cell). `spaces` False (--task single): never whitespace."""
     for sep in SEPARATORS:
         if any(sep in c for c in cells):
             return sep
+    if not spaces:
+        return None
     distinct = set(cells)
     spaced = {c for c in distinct if len(c.split()) > 1}
     if spaced:
@@ -171,7 +173,7 @@ def _row_labels(header, rows, path, label_column, separator, image_at, split_at,
                     f"{', ...' if len(columns) > 4 else ''})", None, [header[i] for i in columns])
     label_at = find_column(header, label_column, LABEL_COLUMNS, "label", "--label-column", path)
     cells = [row[label_at] if label_at < len(row) else "" for row in rows]
-    sep = separator if separator is not None or task == "single" else detect_separator(cells)
+    sep = separator if separator is not None else detect_separator(cells, spaces=task != "single")
     return [split_cell(c, sep) for c in cells], f"column {header[label_at]}", sep, None
 
 
