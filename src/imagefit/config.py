@@ -73,6 +73,11 @@ class TrainConfig:
                                          "validation; fixed = --threshold for every label")
     threshold: float = option(0.5, "multi-label: the probability above which a label is predicted, with "
                                    "--threshold-policy fixed (and for labels validation cannot decide)")
+    find_label_issues: bool = option(False, "rank the training and validation images whose label is most likely "
+                                            "wrong into label_issues.csv (cleanlab on out-of-sample probabilities of "
+                                            "a model on ImageNet features; imagefit[clean])")
+    exclude: str | None = option(None, "a CSV with a file column, such as a run's label_issues.csv: train without "
+                                       "those images (they stay in no split; test images are never dropped)")
     data_dir: str = option("~/.cache/imagefit/data", "where named data sets are downloaded and kept")
     cache_dir: str = option("~/.cache/imagefit/cache", "where decoded images, linear-probe features and partial "
                                                        "fine-tuning's trunk activations are cached between runs")

@@ -6,8 +6,6 @@ text report and the CSVs always agree because they come from the same arrays.
 """
 from __future__ import annotations
 
-import csv
-import io
 import warnings
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from sklearn.metrics import (balanced_accuracy_score, classification_report, con
                              precision_recall_fscore_support)
 
 from .. import atomic
+from .tables import csv_text, fixed6
 from ..errors import UserError
 
 TOP_CONFUSIONS = 10
@@ -94,18 +93,6 @@ def test_metrics(logits: torch.Tensor, labels: torch.Tensor, class_names: list[s
 
 
 test_metrics.__test__ = False  # its name would make pytest collect it wherever a test imports it
-
-
-def csv_text(rows: list[list]) -> str:
-    """Rows as CSV text (the evaluation files of both tasks)."""
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(rows)
-    return buf.getvalue()
-
-
-def fixed6(x: float) -> str:
-    """A number in an evaluation CSV: six decimals."""
-    return f"{x:.6f}"
 
 
 def write_evaluation(run_dir: Path, logits: torch.Tensor, labels: torch.Tensor, class_names: list[str]) -> dict:

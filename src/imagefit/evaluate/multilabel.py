@@ -22,7 +22,7 @@ from torchmetrics.functional.classification import binary_calibration_error
 
 from .. import atomic
 from ..errors import UserError
-from .metrics import csv_text, fixed6
+from .tables import csv_text, fixed6
 
 N_BINS = 15  # as calibration.py
 CUT_MIN, CUT_MAX = 0.01, 0.99  # where choose_thresholds may put a cut (see there)

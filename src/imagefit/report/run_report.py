@@ -48,6 +48,8 @@ ARTIFACTS = {
     "reliability.png": "reliability diagram: test accuracy against confidence, before and after temperature scaling",
     "lr_find.png": "the learning-rate finder's sweep: training loss against the rate, the suggestion marked",
     "lr_find.json": "the finder's rates, losses and suggestion",
+    "label_issues.csv": "--find-label-issues: the images whose label is most likely wrong, with a suggested class",
+    "label_issues.png": "the first of them",
     "per_class.csv": "multi-label: each label's AP, precision, recall, F1, support and threshold, by AP",
     "multilabel_confusion.csv": "multi-label: each label's true and false positives and negatives",
     "pr_curves.png": "multi-label: precision-recall curves of the best and worst labels, thresholds marked",
@@ -385,6 +387,9 @@ def write_run_report(run_dir: Path) -> Path:
     if notes:
         lines += ["## Data notes", ""] + [f"- {literal(n)}" for n in notes] + [""]  # plain text, names in it
     lines += skipped_section(metrics) + audit_section
+    from .label_issues_section import label_issue_lines
+
+    lines += label_issue_lines(run_dir, metrics)
     if (metrics.get("lr_find") or {}).get("sentence"):  # train --lr find: the sweep that chose the rate
         lines += ["## Learning rate", "", metrics["lr_find"]["sentence"], ""]
         lines += ["![learning-rate finder](lr_find.png)", ""] if (run_dir / "lr_find.png").is_file() else []

@@ -166,6 +166,12 @@ def prepare(cfg: TrainConfig, session: Session) -> tuple[TrainConfig, PreparedDa
     if cfg.early_stopping and data.val is None:
         raise UserError("early stopping needs a validation split", "pass --val-fraction 0.1")
     session.watch.lap("decode")
+    if cfg.find_label_issues and not session.shared.worker:  # before training: its seconds count in the budget
+        from ..data.label_issues import find_label_issues
+
+        data.label_issues = find_label_issues(cfg, data, session.precision, session.device)
+        data.notes.append(data.label_issues.sentence())
+        session.watch.lap("label issues")
     if cfg.budget_seconds and session.world_size > 1 and "LOCAL_RANK" not in os.environ:  # Lightning starts the others at fit
         session.launch = session.watch.seconds["start"] + session.watch.seconds["decode"]
         data.notes.append(f"The {session.world_size - 1} other process(es) Lightning starts for training repeat the "
@@ -349,6 +355,10 @@ def open_run_folder(cfg: TrainConfig, built: Built, decisions: Decisions, sweep:
         from ..report.audit_section import write_audit
 
         write_audit(run_dir, built.data.audit)  # data_audit.md, and the leak warning on the console
+    if built.data.label_issues is not None and launched_rank() == 0:
+        from ..data.label_issues import write_label_issues
+
+        write_label_issues(run_dir, built.data.label_issues)  # label_issues.csv and .png
     return cfg, run_dir, ckpt
 
 
