@@ -16,8 +16,8 @@ from sklearn.metrics import (balanced_accuracy_score, classification_report, con
                              precision_recall_fscore_support)
 
 from .. import atomic
-from .tables import csv_text, fixed6
 from ..errors import UserError
+from .tables import csv_text, fixed6
 
 TOP_CONFUSIONS = 10
 
