@@ -100,11 +100,31 @@ def test_freeze_unfreeze_keeps_the_backbone_and_its_batchnorm_statistics_while_f
     initial = load_file(still.dir / "model.safetensors")["net.classifier.weight"]
     assert ((head - initial).abs() > 1e-5).float().mean() > 0.5  # Adam moves most weights by about the rate a step
 
-    thawed = imagefit.train(**transfer_args(quick, photos, transfer_strategy="freeze-unfreeze", freeze_epochs=1, epochs=2))
+    thawed = imagefit.train(**transfer_args(quick, photos, transfer_strategy="freeze-unfreeze", freeze_epochs=1, epochs=2,
+                                            bn_statistics="update"))
     after = load_file(thawed.dir / "model.safetensors")
     assert not torch.equal(after["net.conv_stem.weight"], before["net.conv_stem.weight"])
     assert any(not torch.equal(after[k], before[k]) for k in running)
     assert json.loads((thawed.dir / "metrics.json").read_text())["frozen_note"].startswith("backbone frozen")
+
+
+def test_a_fine_tune_on_little_data_keeps_batchnorm_statistics_while_every_weight_trains(quick, photos):
+    """--bn-statistics auto on a few images a class: the BatchNorms normalise with ImageNet's statistics (a few
+    batches' would replace the ones the features were learned with), while convolutions and BatchNorm scales train."""
+    before = pretrained_backbone()
+    run = imagefit.train(**transfer_args(quick, photos, transfer_strategy="fine-tune", epochs=2, name="kept"))
+    after = load_file(run.dir / "model.safetensors")
+    running = [k for k in before if k.endswith(("running_mean", "running_var"))]
+    assert running and all(torch.equal(after[k], before[k]) for k in running)
+    assert not torch.equal(after["net.conv_stem.weight"], before["net.conv_stem.weight"])
+    assert not torch.equal(after["net.bn1.weight"], before["net.bn1.weight"])
+    assert any("BatchNorm statistics kept" in n for n in run.metrics["data_notes"])
+
+    updated = imagefit.train(**transfer_args(quick, photos, transfer_strategy="fine-tune", epochs=2, name="updated",
+                                             bn_statistics="update"))
+    after = load_file(updated.dir / "model.safetensors")
+    assert any(not torch.equal(after[k], before[k]) for k in running)
+    assert not any("BatchNorm statistics kept" in n for n in updated.metrics["data_notes"])
 
 
 def test_a_feature_cache_that_does_not_fit_is_one_line_and_leaves_no_entry(tmp_path, photos):

@@ -31,6 +31,7 @@ CHOICES = {
     "monitor": ("val_loss", "val_acc", "val_map"),
     "task": ("auto", "single", "multilabel"),
     "threshold_policy": ("f1", "fixed"),
+    "bn_statistics": ("auto", "keep", "update"),
     "transfer_strategy": ("fine-tune", "partial", "linear-probe", "freeze-unfreeze"),
     "strategy": ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp"),
     "tta": ("none", "flip", "flip-translate"),
@@ -122,6 +123,9 @@ class TrainConfig:
                                                 "(EfficientNet-Lite0 has 16); unset: 4, or with --time-budget the "
                                                 "planner's choice")
     backbone_lr_mult: float = option(0.1, "fine-tune: the backbone's learning rate as a multiple of the head's")
+    bn_statistics: str = option("auto", "fine-tune: keep = BatchNorm layers keep their ImageNet statistics while "
+                                        "their weights train; update = they follow the new data; auto = keep below "
+                                        "100 training images a class (measured: docs/transfer.md)")
     freeze_epochs: int = option(1, "freeze-unfreeze: epochs with the backbone frozen before all layers train")
     # optimisation
     epochs: int | None = option(None, "passes over the training data (an upper bound with early stopping); unset: "

@@ -45,6 +45,21 @@ def freeze(module: nn.Module) -> None:
             nn.Module.train(m, False)
 
 
+def keep_statistics(module: nn.Module) -> int:
+    """Every BatchNorm of `module` keeps its running statistics (eval mode, as in `freeze`) while its scale and shift
+    still train: Keras' advice for fine-tuning on little data, where a few batches' statistics would replace the
+    ImageNet ones the features were learned with. Returns how many BatchNorms were kept."""
+    kept = 0
+    for m in module.modules():
+        if isinstance(m, _BN) and not getattr(m, _FROZEN, False):
+            object.__setattr__(m, "train", functools.partial(_frozen_train, m))
+            m.register_forward_pre_hook(_force_eval)
+            object.__setattr__(m, _FROZEN, True)
+            nn.Module.train(m, False)
+            kept += 1
+    return kept
+
+
 def unfreeze(module: nn.Module) -> None:
     """Undo `freeze`: every parameter takes gradients again and the BatchNorms follow `module`'s mode."""
     for p in module.parameters():

@@ -23,7 +23,7 @@ from .loggers import Tracking, progress_callbacks
 from .rate_sweep import Sweep
 from .module import ClassifierModule
 from .state import Built, Session
-from .transfer import FreezeUnfreeze
+from .transfer import FreezeUnfreeze, keeps_statistics
 
 
 @dataclass
@@ -84,7 +84,7 @@ def callbacks_of(cfg: TrainConfig, built: Built, decisions: Decisions, loaders, 
                                   save_top_k=1, save_on_train_epoch_end=True, enable_version_counter=False)
     callbacks.append(checkpoints)
     if cfg.transfer and cfg.transfer_strategy == "freeze-unfreeze":
-        callbacks.append(FreezeUnfreeze(built.model, cfg.freeze_epochs))
+        callbacks.append(FreezeUnfreeze(built.model, cfg.freeze_epochs, keeps_statistics(cfg, data)))
     stopper = None
     if cfg.early_stopping:
         stopper = EarlyStoppingInEpochs(cfg.monitor, cfg.monitor_mode, cfg.patience, cfg.val_every,

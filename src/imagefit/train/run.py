@@ -45,7 +45,7 @@ from .rate_sweep import Sweep, check_range, find_lr, read_sweep, write_sweep
 from .outputs import finish_run
 from .run_lock import run_folder_lock
 from .state import Built, Session
-from .transfer import default_input_size, parameter_groups
+from .transfer import default_input_size, keeps_statistics, parameter_groups
 
 log = logging.getLogger("imagefit")
 
@@ -262,6 +262,12 @@ def build_trainable(cfg: TrainConfig, data: PreparedData, model, decisions: Deci
         trainable.train()
     elif cfg.transfer:
         groups = parameter_groups(model, cfg.learning_rate, cfg.backbone_lr_mult)
+        if keeps_statistics(cfg, data):
+            from ..models.freeze import keep_statistics
+
+            n = keep_statistics(model.net)
+            data.notes.append(f"BatchNorm statistics kept: the {n} BatchNorm layers normalised with their ImageNet "
+                              "statistics while their weights trained (--bn-statistics).")
     session.watch.lap("setup")
     eval_side = decisions.input_size if cfg.transfer and not cached else 0  # 0: no cap (measured on pretrained nets only)
     return Built(model, trainable, groups, data, bool(cached), total_params, count_parameters(trainable)[0], eval_side)

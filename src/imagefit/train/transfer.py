@@ -42,6 +42,16 @@ def default_input_size(data_size: int) -> tuple[int, str]:
     return data_size, f"The pretrained network sees the data's own {data_size}x{data_size} px."
 
 
+SMALL_DATA = 100  # training images a class under which --bn-statistics auto keeps BatchNorm's ImageNet statistics
+
+
+def keeps_statistics(cfg, data) -> bool:
+    """Whether a fine-tune keeps its BatchNorm statistics (--bn-statistics; auto: on small data)."""
+    if cfg.bn_statistics != "auto":
+        return cfg.bn_statistics == "keep"
+    return len(data.train) < SMALL_DATA * data.num_classes
+
+
 def split_parameters(model: ImageClassifier) -> tuple[list, list]:
     head = {id(p) for p in model.head().parameters()}
     params = list(model.net.parameters())
@@ -57,9 +67,10 @@ def parameter_groups(model: ImageClassifier, lr: float, backbone_lr_mult: float)
 class FreezeUnfreeze(L.Callback):
     """Backbone frozen (parameters and BatchNorm statistics) for the first `freeze_epochs` epochs."""
 
-    def __init__(self, model: ImageClassifier, freeze_epochs: int):
+    def __init__(self, model: ImageClassifier, freeze_epochs: int, keep_statistics: bool = False):
         self.model = model
         self.freeze_epochs = freeze_epochs
+        self.keep_statistics = keep_statistics  # --bn-statistics keep: BatchNorm stays in eval mode once unfrozen
 
     def on_train_epoch_start(self, trainer, pl_module):
         if trainer.current_epoch < self.freeze_epochs:
@@ -67,6 +78,10 @@ class FreezeUnfreeze(L.Callback):
             unfreeze(self.model.head())
         else:
             unfreeze(self.model.net)
+            if self.keep_statistics:
+                from ..models.freeze import keep_statistics
+
+                keep_statistics(self.model.net)
 
 
 def extract_features(model: ImageClassifier, data: ImageSet, batch_size: int, precision: str) -> torch.Tensor:
