@@ -37,12 +37,7 @@ def freeze(module: nn.Module) -> None:
     """
     for p in module.parameters():
         p.requires_grad_(False)
-    for m in module.modules():
-        if isinstance(m, _BN) and not getattr(m, _FROZEN, False):
-            object.__setattr__(m, "train", functools.partial(_frozen_train, m))
-            m.register_forward_pre_hook(_force_eval)
-            object.__setattr__(m, _FROZEN, True)
-            nn.Module.train(m, False)
+    keep_statistics(module)
 
 
 def keep_statistics(module: nn.Module) -> int:
