@@ -110,7 +110,6 @@ def _resolve(cell: str, files: set[tuple[str, ...]], by_stem: dict) -> tuple[tup
 
 
 SEPARATORS = ("|", ";", ",")  # tried in this order before whitespace (see detect_separator)
-TASKS = ("auto", "single", "multilabel")
 
 
 def detect_separator(cells: list[str], spaces: bool = True) -> str | None:
