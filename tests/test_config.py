@@ -145,3 +145,12 @@ def test_a_key_without_a_value_and_a_name_with_a_newline_are_one_line(tmp_path):
     with pytest.raises(UserError) as e:
         TrainConfig.from_dict({"dataset": "digits", "optimizer": "a\nb"})
     assert "\n" not in str(e.value) and "a\\nb" in str(e.value)
+
+
+@pytest.mark.parametrize("values,words", [({"mixup": -1}, "mixup must be 0"), ({"cutmix": -0.5}, "cutmix must be 0"),
+                                          ({"random_erasing": 1.5}, "random_erasing is a probability"),
+                                          ({"ema": True, "ema_decay": 1.0}, "ema_decay must be in"),
+                                          ({"task": "multilabel", "mixup": 0.2}, "mix one label an image")])
+def test_strong_augmentation_mistakes_are_one_line(values, words):
+    with pytest.raises(UserError, match=words):
+        TrainConfig.from_dict(values)

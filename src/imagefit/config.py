@@ -22,7 +22,7 @@ from .errors import UserError
 log = logging.getLogger("imagefit")
 
 CHOICES = {
-    "augment": ("none", "basic", "light"),
+    "augment": ("none", "basic", "light", "trivial", "randaugment"),
     "flip": ("random", "alternating"),
     "optimizer": ("sgd", "adam", "adamw", "muon"),
     "scheduler": ("none", "cosine", "onecycle", "triangle"),
@@ -91,7 +91,14 @@ class TrainConfig:
     val_fraction: float = option(0.1, "share of the training images held out for validation (0 for none)")
     test_fraction: float = option(0.2, "share of the images held out for test when the source has no test split")
     augment: str = option("basic", "training augmentation: basic = random crop (1/8 of the side) + flip, light = "
-                                   "1/16 shift + flip")
+                                   "1/16 shift + flip, trivial = kornia's TrivialAugment then basic, randaugment = "
+                                   "kornia's RandAugment (2 ops, strength 9) then basic (imagefit[augment])")
+    mixup: float = option(0.0, "mixup: blend pairs of training images and their labels with a Beta(a, a) share, a "
+                               "= this value (0.2 to 1 are usual); 0: off")
+    cutmix: float = option(0.0, "cutmix: paste a Beta(a, a) share of the area of one training image into another, "
+                                "labels mixed by area; 0: off (with --mixup too, each batch takes one of the two)")
+    random_erasing: float = option(0.0, "the probability that a training image gets a random rectangle blanked "
+                                        "(0.25 is usual; imagefit[augment]); 0: off")
     flip: str = option("random", "how training images are mirrored: random (each batch, half of them), or "
                                  "alternating (airbench: each image mirrored in every other epoch, its first "
                                  "orientation random; in-memory loader only)")
@@ -149,6 +156,10 @@ class TrainConfig:
     bias_lr_scale: float = option(1.0, "models with BatchNorm-shift groups (airbench): their rate as a multiple of "
                                        "--lr")
     lookahead: bool = option(False, "from 30% of training, every 5 steps move the weights to their running average")
+    ema: bool = option(False, "evaluate and save an exponential moving average of the weights (Lightning's "
+                              "EMAWeightAveraging); validation sees the average too")
+    ema_decay: float | None = option(None, "with --ema: the average's decay per step; unset: its memory is a tenth "
+                                           "of the run's steps (1 - 10 / steps, at most 0.9999)")
     tta: str | None = option(None, "test-time augmentation: average the test logits over the mirror (flip) and "
                                    "1-pixel shifts (flip-translate, 6 views); unset: none (recipe fast: "
                                    "flip-translate), or with --time-budget what 4 percent of the budget buys")
@@ -330,6 +341,16 @@ class TrainConfig:
         if self.monitor == "val_map" and self.task == "single":
             raise UserError("monitor val_map (mean average precision) is a multi-label metric",
                             "pass --monitor val_acc or val_loss, or --task multilabel")
+        for key in ("mixup", "cutmix"):
+            if getattr(self, key) < 0:
+                raise UserError(f"{key} must be 0 (off) or a positive Beta parameter, got {getattr(self, key)}",
+                                f"pass --{key} 0.2")
+        if not 0 <= self.random_erasing <= 1:
+            raise UserError(f"random_erasing is a probability, got {self.random_erasing}", "pass --random-erasing 0.25")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise UserError(f"ema_decay must be in (0, 1), got {self.ema_decay}", "pass --ema-decay 0.999, or leave it unset")
+        if (self.mixup or self.cutmix) and self.task == "multilabel":
+            raise UserError("mixup and cutmix mix one label an image, not several", "pass --mixup 0 --cutmix 0")
         if not 0 <= self.label_smoothing < 1:
             raise UserError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}", "pass --label-smoothing 0.1")
 

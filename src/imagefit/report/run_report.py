@@ -211,7 +211,7 @@ def _setup_rows(config: dict, metrics: dict) -> list[list[str]]:
         ["Model", model],
         ["Optimizer", f"{optimizer or '–'}, lr {lr_text}, weight decay {config.get('weight_decay', '–')}"],
         ["Scheduler", config.get("scheduler", "–")],
-        ["Augmentation", config.get("augment", "–")],
+        ["Augmentation", augmentation_text(config)],
         ["Label smoothing", config.get("label_smoothing", "–")],
         ["Epochs", epochs],
         ["Batch size", config.get("batch_size", "–")],
@@ -239,10 +239,18 @@ def _setup_rows(config: dict, metrics: dict) -> list[list[str]]:
     return [[a, str(b), set_by(SETUP_KEYS.get(a, ()), sources)] for a, b in rows]
 
 
+def augmentation_text(config: dict) -> str:
+    """The policy, then whichever of mixup, cutmix, random erasing and the weights' average are on."""
+    extra = [f"{k.replace('_', ' ')} {config[k]}" for k in ("mixup", "cutmix", "random_erasing") if config.get(k)]
+    if config.get("ema"):
+        extra.append("weights averaged (EMA)")
+    return ", ".join([str(config.get("augment", "–")), *extra])
+
+
 # the configuration keys behind each row of the set-up table (metrics.json's config_sources says who set each)
 SETUP_KEYS = {"Data set": ("dataset",), "Image size": ("image_size",), "Model": ("model",),
               "Optimizer": ("optimizer", "lr", "weight_decay"), "Scheduler": ("scheduler",),
-              "Augmentation": ("augment",), "Label smoothing": ("label_smoothing",), "Epochs": ("epochs",),
+              "Augmentation": ("augment", "mixup", "cutmix", "random_erasing", "ema"), "Label smoothing": ("label_smoothing",), "Epochs": ("epochs",),
               "Batch size": ("batch_size",), "Precision": ("precision",), "Seed": ("seed",),
               "Transfer strategy": ("transfer_strategy", "trainable_blocks"), "Pretrained weights": ("pretrained", "weights"),
               "Network input": ("image_size",)}

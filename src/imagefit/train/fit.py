@@ -14,6 +14,7 @@ from ..config import TrainConfig
 from ..evaluate.metrics import test_metrics
 from ..evaluate.predict import forward_batch, predict_logits
 from ..plan import Decisions
+from .averaging import ema_callback, ema_decay
 from .balance import balanced_class_weights
 from .callbacks import (AtomicCheckpointIO, EarlyStoppingInEpochs, EpochSeeding, FollowPlan, GracefulInterrupt,
                         Lookahead, ShardByRank, StopOnNonFinite, read_checkpoint)
@@ -63,6 +64,10 @@ def loss_notes(cfg: TrainConfig, built: Built) -> torch.Tensor | None:
         present = class_weight[torch.bincount(data.train.labels, minlength=data.num_classes) > 0]
         data.notes.append(f"Class weights: balanced, from {float(present.min()):.2f} (the largest class) to "
                           f"{float(present.max()):.2f} (the rarest), on the training loss only.")
+    strong = [f"--{k.replace('_', '-')}" for k in ("mixup", "cutmix", "random_erasing") if getattr(cfg, k)]
+    if built.cached and (strong or cfg.augment in ("trivial", "randaugment")):
+        data.notes.append(f"Augmentation: {', '.join(strong + [f'--augment {cfg.augment}'])} did not apply: "
+                          f"{cfg.transfer_strategy} trains on cached activations, not on images.")
     if cfg.sampler == "balanced":
         data.notes.append("Sampler: balanced: each epoch drew its training images with replacement, every class "
                           "equally likely.")
@@ -92,6 +97,12 @@ def callbacks_of(cfg: TrainConfig, built: Built, decisions: Decisions, loaders, 
         callbacks.append(stopper)
     if cfg.lookahead:
         callbacks.append(Lookahead())
+    if cfg.ema:
+        steps = plan.steps if plan else planned_epochs * min(len(train_loader), cfg.limit_train_batches or len(train_loader))
+        decay = cfg.ema_decay or ema_decay(steps)
+        callbacks.append(ema_callback(decay))
+        data.notes.append(f"Weights: the exponential moving average was validated, tested and saved (decay {decay:.4f} a "
+                          f"step{'' if cfg.ema_decay else f', a memory of a tenth of the {steps} steps'}).")
     follow = None
     if plan:
         follow = FollowPlan(plan, session.spent, len(data.test), len(data.val) if data.val is not None else 0)

@@ -8,7 +8,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MultilabelAveragePrecision, MultilabelExactMatch
 
 from ..config import TrainConfig
-from ..data.augment import AUGMENTATIONS
+from ..data.augment import AUGMENTATIONS, Mixing, random_erasing
 from .loss import classification_loss
 from .optim import build_optimizer, build_scheduler
 from ..runtime import is_convolutional
@@ -26,6 +26,8 @@ class ClassifierModule(L.LightningModule):
         self.augment = AUGMENTATIONS[cfg.augment] if augment else None
         self.loader_flips = loader_flips  # --flip alternating: the training loader mirrors, the augmentation not
         self.multilabel = multilabel
+        self.erasing = cfg.random_erasing if augment else 0.0
+        self.mixing = Mixing(cfg.mixup, cfg.cutmix, num_classes) if augment and (cfg.mixup or cfg.cutmix) else None
         if multilabel:  # accuracy: every label of the image right at 0.5 (subset accuracy); val_map: the headline
             self.train_acc = MultilabelExactMatch(num_classes)
             self.val_acc = MultilabelExactMatch(num_classes)
@@ -64,22 +66,24 @@ class ClassifierModule(L.LightningModule):
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         x, y = batch
+        if self.trainer.training and self.aug_gen is None:
+            self.reseed_augmentation(self.current_epoch)
         if x.ndim == 5:  # cached activations of several views (image, mirror): one view per image
             if self.trainer.training:
-                if self.aug_gen is None:
-                    self.reseed_augmentation(self.current_epoch)
                 view = torch.randint(0, x.shape[1], (len(x),), generator=self.aug_gen, device=x.device)
                 x = x[torch.arange(len(x), device=x.device), view]
             else:
                 x = x[:, 0]
         if self.trainer.training and self.augment is not None:
-            if self.aug_gen is None:
-                self.reseed_augmentation(self.current_epoch)
             x = self.augment(x, self.aug_gen, flip=not self.loader_flips)
         size = self.train_size() if self.trainer.training else None
         if size and x.ndim == 4 and size < x.shape[-1]:  # progressive resizing
             x = F.interpolate(x.float() / 255 if x.dtype == torch.uint8 else x, size=(size, size), mode="bilinear",
                               antialias=True, align_corners=False)
+        if self.trainer.training and self.erasing:
+            x = random_erasing(x, self.erasing, self.aug_gen)
+        if self.trainer.training and self.mixing is not None:  # last: it blends the images as they will be seen
+            x, y = self.mixing(x, y, self.aug_gen)
         return x, y
 
     def train_size(self) -> int | None:
@@ -97,8 +101,9 @@ class ClassifierModule(L.LightningModule):
         x, y = batch
         logits = self(x)
         weight = None if self.class_weight is None else self.class_weight.to(logits.dtype)
-        loss = classification_loss(logits, y, weight, self.cfg.label_smoothing)
-        self.train_acc(logits.detach(), y)
+        loss = classification_loss(logits, y, weight, self.cfg.label_smoothing, self.multilabel)
+        # mixed targets: accuracy against each image's larger share (the image mostly seen)
+        self.train_acc(logits.detach(), y.argmax(1) if y.is_floating_point() else y)
         self.log("train_loss", loss.detach(), on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
         self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(y))
         return loss

@@ -163,6 +163,9 @@ def prepare(cfg: TrainConfig, session: Session) -> tuple[TrainConfig, PreparedDa
         data.notes.append(f"Start: {'ImageNet transfer' if transfer else 'from scratch'}, because {why}.")
         log.info(data.notes[-1])
         decisions = decisions.but(start=why)
+    if (cfg.mixup or cfg.cutmix) and data.train.multilabel:
+        raise UserError("mixup and cutmix mix one label an image, and this data set has several",
+                        "pass --mixup 0 --cutmix 0, or --task single")
     if cfg.early_stopping and data.val is None:
         raise UserError("early stopping needs a validation split", "pass --val-fraction 0.1")
     session.watch.lap("decode")
