@@ -1,4 +1,4 @@
-"""--find-label-issues and --exclude (data/label_issues.py): planted wrong labels are found and ranked first by
+"""--find-label-issues and --exclude (train/label_issues.py, data/exclude.py): planted wrong labels are found and ranked first by
 cleanlab on out-of-sample probabilities; --exclude trains without exactly the listed files."""
 import csv
 import json

@@ -36,7 +36,7 @@ class PreparedData:
     frozen_from_cache: bool | None = None  # linear probe / partial: whether every split's frozen pass was a cache read
     audit: dict | None = None  # the data audit of the images (data/audit.py), made before any split became features
     decoded_side: int | None = None  # the side the images were decoded at, when the planner resized them after
-    label_issues: object | None = None  # --find-label-issues: data/label_issues.LabelIssues
+    label_issues: object | None = None  # --find-label-issues: train/label_issues.LabelIssues
 
     def __post_init__(self):
         if self.image_shape is None:
@@ -110,7 +110,7 @@ def prepare_data(cfg: TrainConfig) -> PreparedData:
                         "a classifier needs at least two", "add a second class folder of images")
     notes = list(source.notes)
     if cfg.exclude:  # e.g. a run's label_issues.csv: those images train in no split
-        from .label_issues import exclude_files, read_exclude
+        from .exclude import exclude_files, read_exclude
 
         notes += exclude_files(source, read_exclude(cfg.exclude), cfg.exclude)
     train, val, test = source.train, source.val, source.test

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from ..runtime import autocast, is_convolutional, synchronize
-from ..train.loss import classification_loss
+from ..models.loss import classification_loss
 
 MIN_STEPS_PER_EPOCH = 25
 MIN_BATCH = 16

@@ -19,7 +19,7 @@ def balanced_class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tens
     """scikit-learn's 'balanced' weights, n / (k * count); a class absent from training gets weight 1. Multi-label:
     each label's positive weight, negatives / positives (loss.positive_weights)."""
     if torch.as_tensor(labels).ndim == 2:
-        from .loss import positive_weights
+        from ..models.loss import positive_weights
 
         return positive_weights(torch.as_tensor(labels))
     y = np.asarray(torch.as_tensor(labels).long())

@@ -9,7 +9,7 @@ from torchmetrics.classification import MulticlassAccuracy, MultilabelAveragePre
 
 from ..config import TrainConfig
 from ..data.augment import AUGMENTATIONS, Mixing, random_erasing
-from .loss import classification_loss
+from ..models.loss import classification_loss
 from .optim import build_optimizer, build_scheduler
 from ..runtime import is_convolutional
 

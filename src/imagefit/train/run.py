@@ -170,7 +170,7 @@ def prepare(cfg: TrainConfig, session: Session) -> tuple[TrainConfig, PreparedDa
         raise UserError("early stopping needs a validation split", "pass --val-fraction 0.1")
     session.watch.lap("decode")
     if cfg.find_label_issues and not session.shared.worker:  # before training: its seconds count in the budget
-        from ..data.label_issues import find_label_issues
+        from .label_issues import find_label_issues
 
         data.label_issues = find_label_issues(cfg, data, session.precision, session.device)
         data.notes.append(data.label_issues.sentence())
@@ -365,7 +365,7 @@ def open_run_folder(cfg: TrainConfig, built: Built, decisions: Decisions, sweep:
 
         write_audit(run_dir, built.data.audit)  # data_audit.md, and the leak warning on the console
     if built.data.label_issues is not None and launched_rank() == 0:
-        from ..data.label_issues import write_label_issues
+        from .label_issues import write_label_issues
 
         write_label_issues(run_dir, built.data.label_issues)  # label_issues.csv and .png
     return cfg, run_dir, ckpt
