@@ -64,6 +64,9 @@ def test_policies_are_seeded_and_stay_images(name):
     assert any(not torch.equal(outs[0], o) for o in outs[2:])
     for o in outs:
         assert o.shape == x.shape and o.is_floating_point() and 0 <= float(o.min()) and float(o.max()) <= 1
+    grey = torch.full((256, 3, 16, 16), 120, dtype=torch.uint8)  # crops and flips leave it as it is: the ops don't
+    out = AUGMENTATIONS[name](grey, torch.Generator().manual_seed(1))
+    assert len({round(float(o.sum()), 2) for o in out}) > 2  # groups of 32 images, each with its own draw
     before = torch.rand(3)
     torch.manual_seed(11)
     expected = torch.rand(3)

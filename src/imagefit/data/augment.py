@@ -84,9 +84,13 @@ def kornia_module(name: str, **kwargs):
     return K.RandomErasing(**kwargs)  # Zhong et al. 2020: a random rectangle of each image blanked
 
 
+POLICY_GROUP = 32  # images that share one draw of a policy's ops
+
+
 class Policy:
-    """`--augment trivial|randaugment`: kornia's TrivialAugment or RandAugment (the op drawn for the whole batch,
-    as the library does it), then `basic`'s crop and flip."""
+    """`--augment trivial|randaugment`: kornia's TrivialAugment or RandAugment, then `basic`'s crop and flip.
+    kornia draws one op (and strength) for everything it is given; called on groups of POLICY_GROUP images, a
+    batch of 1,024 sees 32 draws instead of one, at about 1.4x the cost of a single call (measured on 2 cores)."""
 
     def __init__(self, name: str):
         self.name, self.op = name, None
@@ -94,7 +98,7 @@ class Policy:
     def __call__(self, x: torch.Tensor, gen: torch.Generator, flip: bool = True) -> torch.Tensor:
         self.op = self.op or kornia_module(self.name)
         with seeded(gen, x.device):
-            x = self.op(to_unit(x))
+            x = torch.cat([self.op(group) for group in to_unit(x).split(POLICY_GROUP)])
         return basic(x, gen, flip)
 
 
