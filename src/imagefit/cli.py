@@ -297,15 +297,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from .study.tune import tune
 
     options = {k: v for k, v in vars(args).items() if k not in ("command", "config_file", "trials", "search")}
-    try:
-        result = tune(args.config_file, trials=args.trials, search=args.search, started=PROCESS_STARTED, echo=print, **options)
+    try:  # tune prints a line per trial, then the best run's and the comparison's paths
+        tune(args.config_file, trials=args.trials, search=args.search, started=PROCESS_STARTED, echo=print, **options)
     except KeyboardInterrupt:
         print("tune interrupted: run the same command again to resume it", file=sys.stderr)
         return 130
-    run = result.best_run
-    if run is not None:
-        print(f"best run: test accuracy {run.metrics['test_accuracy']:.4f}; {run.dir}")
-    print(f"comparison: {result.comparison.html}\ntune: {result.dir}")
     return 0
 
 
