@@ -6,6 +6,7 @@
     imagefit.lr_find(dataset="digits").suggestion              # Lightning's learning-rate finder; train(lr="find") uses it
 
     study = imagefit.study("seed", dataset="digits")            # the course study: scratch, transfer, early stopping
+    tuned = imagefit.tune(dataset="digits", time_budget="30m")  # Optuna search of the unpinned keys, best retrained
     imagefit.compare(["runs/a", "runs/b"], out="runs/a-vs-b")    # comparison.md/.html/.csv/.png from run folders
     imagefit.load("runs/a").predict(["photo.jpg", "folder/"])   # class names with probabilities
 
@@ -30,11 +31,12 @@ for _subpackage in ("study", "train"):
 
 _HOMES = {"Run": "train.run", "train": "train.run", "resume": "train.run", "lr_find": "train.run",
           "Study": "study.runner", "study": "study.runner", "StudySpec": "study.spec", "load_study": "study.spec",
-          "Predictor": "inference", "load": "inference", "Comparison": "report.compare", "compare": "report.compare"}
+          "Predictor": "inference", "load": "inference", "Comparison": "report.compare", "compare": "report.compare",
+          "Tuned": "study.tune", "tune": "study.tune"}
 
 __version__ = "0.1.0"
 __all__ = ["Comparison", "Predictor", "Run", "Study", "StudySpec", "TrainConfig", "UserError", "compare", "load",
-           "load_study", "lr_find", "resume", "study", "train"]
+           "load_study", "lr_find", "resume", "study", "train", "Tuned", "tune"]
 
 
 def __getattr__(name: str):

@@ -111,6 +111,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", metavar="RUN", help="the run the others are compared with (default: the first)")
     add_config_options(p)
 
+    p = sub.add_parser("tune", help="search hyperparameters with Optuna within --time-budget, then retrain the best",
+                       description="Trials are short runs under runs/<name>/trials/ (Optuna: TPE, successive halving "
+                                   "on validation accuracy) over the keys you do not pin; the best is retrained with "
+                                   "the budget left into runs/<name>/best/, and all are compared. The same command "
+                                   "resumes it. See docs/tune.md.")
+    p.add_argument("--config", dest="config_file", metavar="FILE.yaml", help="TrainConfig keys, and an optional 'search:'")
+    p.add_argument("--trials", type=int, metavar="N", help="at most N trials (default: as many as half the budget buys)")
+    p.add_argument("--search", metavar="FILE.yaml", help="the search space: 'key: {low: .., high: .., log: true}' or "
+                                                         "'key: [a, b]' a line (default: see docs/tune.md)")
+    add_config_options(p)
+
     p = sub.add_parser("compare", help="compare finished runs and evaluations: comparison.md/.html/.csv/.png",
                        description="Compare runs from their folders' files (rerun it any time). An evaluation folder "
                                    "(RUN/evaluations/<data set>/, written by imagefit evaluate) is compared like a run, "
@@ -282,6 +293,18 @@ def cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .study.tune import tune
+
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "config_file", "trials", "search")}
+    try:  # tune prints a line per trial, then the best run's and the comparison's paths
+        tune(args.config_file, trials=args.trials, search=args.search, started=PROCESS_STARTED, echo=print, **options)
+    except KeyboardInterrupt:
+        print("tune interrupted: run the same command again to resume it", file=sys.stderr)
+        return 130
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from .report.compare import compare
 
@@ -429,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     # only rank 0 of a distributed launch speaks (the rank as train.run.launched_rank reads it, without its imports)
     rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", os.environ.get("LOCAL_RANK", 0))))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="imagefit: %(message)s")
-    commands = {"train": cmd_train, "lr-find": cmd_lr_find, "report": cmd_report, "study": cmd_study, "compare": cmd_compare,
+    commands = {"train": cmd_train, "lr-find": cmd_lr_find, "report": cmd_report, "study": cmd_study, "tune": cmd_tune, "compare": cmd_compare,
                 "models": cmd_models, "datasets": cmd_datasets, "predict": cmd_predict, "export": cmd_export,
                 "evaluate": cmd_evaluate, "serve": cmd_serve}
     try:

@@ -258,7 +258,7 @@ class TrainConfig:
 
     def decide_start(self, transfer: bool) -> "TrainConfig":
         """Recipe auto, decided: the same keys the user set, from scratch with the fast recipe or from ImageNet weights."""
-        pinned = self.sources_of("user")  # pins equal to a default are pins too (an explicit --batch-size 64)
+        pinned = self.sources_of("user") | self.sources_of("tune")  # pins equal to a default are pins too
         given = {k: getattr(self, k) for k in pinned if k != "recipe"}
         cfg = TrainConfig.from_dict({**given, "pretrained": transfer}, sources={"pretrained": "planner"})
         return cfg.decided("planner", recipe=cfg.recipe)
@@ -431,7 +431,7 @@ class TrainConfig:
         atomic.write_text(path, header + "\n".join(lines) + "\n")
 
 
-SOURCES = ("user", "recipe", "planner", "default")  # who set a configuration value
+SOURCES = ("user", "tune", "recipe", "planner", "default")  # who set a value (tune: imagefit tune's search)
 _SOURCE_COMMENT = re.compile(r"^([a-z_]+):.*  # (" + "|".join(SOURCES) + r")$")
 
 

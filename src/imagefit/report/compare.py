@@ -31,7 +31,7 @@ from ..evaluate.cells import number
 from .findings import epochs_text, per_class_changes, per_class_sentence, sentences
 from .markdown import code, duration, fixed, integer, link, literal, plain, table
 from .runs import (BOOKKEEPING, Group, RunRecord, config_differences, describe_model, group_runs, is_transfer,
-                   load_run, unique_labels)
+                   load_run, runs_in, unique_labels)
 
 # how many gains and losses per run the per-class section lists when there are too many classes to list all
 PER_CLASS_ALL, PER_CLASS_TOP = 12, 5
@@ -70,8 +70,11 @@ class Comparison:
 
 
 def compare(run_dirs: list[str | Path], out: str | Path | None = None, reference: str | None = None,
-            title: str | None = None, notes: list[str] | None = None) -> Comparison:
-    """Compare finished runs; write comparison.csv/.md/.png/.html into `out` (default: the runs' common parent)."""
+            title: str | None = None, notes: list[str] | None = None, sections: list[str] | None = None) -> Comparison:
+    """Compare finished runs; write comparison.csv/.md/.png/.html into `out` (default: the runs' common parent).
+    A folder that is no run but holds runs (a study's or a tune's) stands for them. `sections`: markdown lines the
+    caller adds to the page before the list of runs (a tune's Optuna plots), their images beside comparison.md."""
+    run_dirs = [d for folder in run_dirs for d in runs_in(folder)]
     if not run_dirs:
         raise UserError("no run folders to compare", "pass one or more folders under runs/")
     runs = [load_run(d) for d in run_dirs]
@@ -96,7 +99,7 @@ def compare(run_dirs: list[str | Path], out: str | Path | None = None, reference
         files["groups_csv"] = out / "comparison_groups.csv"
         atomic.write_text(files["groups_csv"], _groups_csv(groups))
     plot_comparison(groups, files["png"])
-    atomic.write_text(files["md"], _markdown(groups, ref, said, out, title, notes))
+    atomic.write_text(files["md"], _markdown(groups, ref, said, out, title, notes, sections))
     from .html import write_html
 
     write_html(files["md"], files["html"])
@@ -285,7 +288,7 @@ def _runs_section(groups: list[Group], out: Path) -> list[str]:
 
 
 def _markdown(groups: list[Group], reference: Group, said: list[str], out: Path, title: str | None,
-              notes: list[str] | None) -> str:
+              notes: list[str] | None, sections: list[str] | None = None) -> str:
     first = groups[0].first.metrics
     datasets = sorted({str(r.metrics.get("dataset")) for g in groups for r in g.runs})
     n_runs = sum(g.n for g in groups)
@@ -318,6 +321,7 @@ def _markdown(groups: list[Group], reference: Group, said: list[str], out: Path,
                  duration(r.value("wall_seconds"))] for g in groups for r in g.runs]
         lines += ["## Every run", ""] + table(["Run", "Seed", "Test accuracy", "Test loss", "F1 (macro)",
                                                  "Epochs run", "Wall time"], rows)
+    lines += list(sections or [])
     lines += _runs_section(groups, out)
     files = ["`comparison.csv`: one row per run, every number at full precision"]
     if any(g.n > 1 for g in groups):

@@ -70,6 +70,21 @@ def evaluated_run(folder: Path, metrics: dict) -> Path | None:
     return None
 
 
+def runs_in(folder: str | Path) -> list[Path]:
+    """`folder` when it is a run (or evaluation) folder; else the finished runs it holds, two levels deep at most
+    (a study's runs, a tune's trials/trial-000 and best), in name order; else `folder` (load_run says why not)."""
+    folder = Path(folder)
+    if (folder / "metrics.json").is_file() or not folder.is_dir():
+        return [folder]
+    found = []
+    for child in sorted(p for p in folder.iterdir() if p.is_dir()):
+        if (child / "metrics.json").is_file():
+            found.append(child)
+        else:
+            found += sorted(g for g in child.iterdir() if g.is_dir() and (g / "metrics.json").is_file())
+    return found or [folder]
+
+
 def load_run(run_dir: str | Path) -> RunRecord:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

@@ -129,7 +129,7 @@ def fit(cfg: TrainConfig, built: Built, decisions: Decisions, loaders, run_dir: 
     trainer = L.Trainer(
         max_epochs=planned_epochs, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
         strategy=cfg.strategy, precision=session.precision,
-        callbacks=callbacks, logger=False, enable_model_summary=False, plugins=[AtomicCheckpointIO()],
+        callbacks=callbacks + session.callbacks, logger=False, enable_model_summary=False, plugins=[AtomicCheckpointIO()],
         enable_progress_bar=bar, num_sanity_val_steps=0, default_root_dir=run_dir,
         limit_train_batches=cfg.limit_train_batches, limit_val_batches=None if val_loader is not None else 0,
         check_val_every_n_epoch=cfg.val_every,

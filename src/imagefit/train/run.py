@@ -66,22 +66,25 @@ class Run:
         return f"Run({str(self.dir)!r}, test_accuracy={self.test_accuracy:.4f})"
 
 
-def train(config: TrainConfig | dict | None = None, *, started: float | None = None, **overrides) -> Run:
+def train(config: TrainConfig | dict | None = None, *, started: float | None = None, callbacks: list | None = None,
+          **overrides) -> Run:
     """Train, evaluate on test and write every artifact. Returns the Run.
 
     `config` may be a TrainConfig, a dict of its keys, or None (defaults); keyword arguments override.
     `started`: the `time.perf_counter()` the run's wall clock and time budget count from (the CLI passes the
     moment its process started, so `--time-budget 10m` ends within 10 minutes of being typed); default: now.
+    `callbacks`: extra Lightning callbacks for the fit, after the run's own (imagefit tune reports to Optuna).
     """
     if config is None or isinstance(config, dict):
         cfg = TrainConfig.from_dict({**(config or {}), **overrides})
     else:
         cfg = config.decided("user", **overrides) if overrides else config
         cfg.validate()
-    return _fit(cfg, started)
+    return _fit(cfg, started, callbacks=callbacks)
 
 
-def resume(run_dir: str | Path, *, started: float | None = None, **overrides) -> Run:
+def resume(run_dir: str | Path, *, started: float | None = None, callbacks: list | None = None,
+           **overrides) -> Run:
     """Continue an interrupted run from its last checkpoint, with optimizer, schedule, RNG and
     early-stopping state as they were at the end of the last finished epoch."""
     run_dir = Path(run_dir)
@@ -96,7 +99,7 @@ def resume(run_dir: str | Path, *, started: float | None = None, **overrides) ->
     if metrics.is_file() and not json.loads(metrics.read_text()).get("interrupted"):
         raise UserError(f"run {run_dir} already finished", f"start a new one: imagefit train --config {run_dir / 'config.yaml'}")
     cfg = TrainConfig.load(run_dir / "config.yaml", overrides)
-    return _fit(cfg, started, run_dir=run_dir, ckpt=last)
+    return _fit(cfg, started, run_dir=run_dir, ckpt=last, callbacks=callbacks)
 
 
 def lr_find(config: TrainConfig | dict | None = None, *, min_lr: float | None = None, max_lr: float | None = None,
@@ -115,12 +118,14 @@ def lr_find(config: TrainConfig | dict | None = None, *, min_lr: float | None = 
 
 
 def _fit(cfg: TrainConfig, started: float | None, run_dir: Path | None = None, ckpt: Path | None = None,
-         sweep_only: dict | None = None) -> Run | Sweep:
+         sweep_only: dict | None = None, callbacks: list | None = None) -> Run | Sweep:
     """The run; its folder is locked from the moment it is known (a resumed run's: at once) to the end."""
     with ExitStack() as held:
         if run_dir is not None and launched_rank() == 0:
             held.enter_context(run_folder_lock(run_dir))
-        return _run(cfg, Session.open(cfg, started or time.perf_counter(), ckpt), run_dir, ckpt, held, sweep_only)
+        session = Session.open(cfg, started or time.perf_counter(), ckpt)
+        session.callbacks = list(callbacks or [])
+        return _run(cfg, session, run_dir, ckpt, held, sweep_only)
 
 
 def _run(cfg: TrainConfig, session: Session, run_dir: Path | None, ckpt: Path | None, held: ExitStack,

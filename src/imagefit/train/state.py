@@ -3,7 +3,7 @@ shared by the processes of a distributed run) and what it built to train."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
@@ -30,6 +30,7 @@ class Session:
     shared: RankZeroDecisions  # decisions made once, by rank 0, for every process of a distributed run
     checkpoint: dict  # a resumed run's last checkpoint ({} otherwise)
     launch: float = 0.0  # seconds of the budget set aside for the other processes of a distributed launch
+    callbacks: list = field(default_factory=list)  # a caller's extra Lightning callbacks (tune's pruning)
 
     @classmethod
     def open(cls, cfg: TrainConfig, started: float, ckpt: Path | None) -> "Session":

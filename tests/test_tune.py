@@ -1,0 +1,152 @@
+"""`imagefit tune` on real, short runs on digits: the folder it writes, the comparison, pinned keys, resume after
+kill -9, and its mistakes as one line."""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+import imagefit
+from imagefit.errors import UserError
+from imagefit.study.search_space import build_space
+from imagefit.study.tune import label_issues_option
+
+from helpers import run_imagefit, wait_for
+
+optuna = pytest.importorskip("optuna")
+
+# short trials: 3 epochs of 4 batches each (the budget is not spent: pinned epochs decide each run's length)
+QUICK = ["--dataset", "digits", "--epochs", 3, "--limit-train-batches", 4, "--no-find-label-issues"]
+
+
+def dirs(tmp):
+    return ["--runs-dir", tmp / "runs", "--cache-dir", tmp / "cache", "--data-dir", tmp / "data", "--no-progress",
+            "--precision", "32"]
+
+
+def config_of(run_dir):
+    return yaml.safe_load((run_dir / "config.yaml").read_text())
+
+
+def some_finished(tune_dir):
+    """At least one trial finished (the storage may be mid-write, or not yet created, while the tune runs)."""
+    try:
+        return len(finished(tune_dir)[0]) >= 1
+    except Exception:  # sqlite 'database is locked', or no study yet
+        return False
+
+
+def finished(tune_dir):
+    study = optuna.load_study(study_name="tune", storage=f"sqlite:///{tune_dir / 'optuna.db'}")
+    return [t for t in study.get_trials(deepcopy=False) if t.state.name in ("COMPLETE", "PRUNED")], study
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """3 trials on digits with lr pinned by the user, through the Python API."""
+    tmp = tmp_path_factory.mktemp("tune")
+    lines = []
+    tuned = imagefit.tune(dataset="digits", time_budget="120s", trials=3, epochs=3, limit_train_batches=4, lr=0.01,
+                          find_label_issues=False, runs_dir=str(tmp / "runs"), cache_dir=str(tmp / "cache"),
+                          data_dir=str(tmp / "data"), progress=False, precision="32", name="tiny", echo=lines.append)
+    return tmp, tuned, lines
+
+
+def test_tiny_tune_writes_trials_best_run_and_a_comparison(tiny):
+    tmp, tuned, lines = tiny
+    d = tuned.dir
+    assert sorted(p.name for p in (d / "trials").iterdir()) == ["trial-000", "trial-001", "trial-002"]
+    for run in [*(d / "trials").iterdir(), d / "best"]:
+        assert (run / "metrics.json").is_file(), run
+    for name in ("optuna.db", "tune.yaml", "comparison.md", "comparison.html", "comparison.csv", "comparison.png",
+                 "history.png"):
+        assert (d / name).is_file(), name
+    page = (d / "comparison.md").read_text()
+    assert "history.png" in page and "## The search (Optuna)" in page
+    complete = [t for t in tuned.trials if t.state.name == "COMPLETE"]
+    if len(complete) >= 2:  # fANOVA needs two finished trials (a pruned one does not count)
+        assert (d / "importance.png").is_file() and "importance.png" in page
+    assert sum(line.startswith("trial ") for line in lines) == 3
+    assert [line.split(":")[0] for line in lines[3:]] == ["best", "best run", "comparison"]
+    # the tune folder is a study that imagefit compare reads: every trial and the best run
+    comparison = imagefit.compare([d], out=tmp / "again")
+    assert sorted(r.label for r in comparison.runs) == ["best", "trial-000", "trial-001", "trial-002"]
+    assert len((tmp / "again" / "comparison.csv").read_text().strip().splitlines()) == 5
+
+
+def test_best_run_holds_the_best_params_and_pinned_keys_stay_out(tiny):
+    _, tuned, _ = tiny
+    saved = yaml.safe_load((tuned.dir / "tune.yaml").read_text())
+    best = saved["best"]
+    assert best["params"] == tuned.best_params and best["run"] == "best"
+    config = config_of(tuned.dir / "best")
+    for key, value in tuned.best_params.items():
+        assert config[key] == value, key
+    sources = (tuned.dir / "best" / "config.yaml").read_text()
+    assert all(f"{key}: " in sources for key in tuned.best_params) and "# tune" in sources
+    assert "lr" not in saved["space"] and "lr_scale" not in saved["space"]  # the user pinned lr
+    for t in tuned.trials:
+        assert not {"lr", "lr_scale"} & set(t.params)
+        assert config_of(tuned.dir / t.user_attrs["run"])["lr"] == 0.01
+    assert config["lr"] == 0.01 and config["batch_size"] == saved["reference"]["batch_size"]
+
+
+def test_resumes_after_kill_9_without_repeating_finished_trials(tmp_path):
+    args = ["tune", *QUICK, "--trials", 4, "--time-budget", "10m", "--name", "r", *dirs(tmp_path)]
+    tune_dir = tmp_path / "runs" / "r"
+    log = open(tmp_path / "first.log", "w")  # a file, not a pipe: nobody reads a pipe here, and a full one blocks
+    proc = subprocess.Popen([sys.executable, "-m", "imagefit.cli", *map(str, args)], cwd=tmp_path, stdout=log,
+                            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+                            start_new_session=True)
+    try:
+        wait_for(lambda: (tune_dir / "optuna.db").is_file() and some_finished(tune_dir), timeout=240)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        log.close()
+    done, _ = finished(tune_dir)
+    stamps = {t.number: (tune_dir / t.user_attrs["run"] / "metrics.json").stat().st_mtime_ns for t in done}
+    assert not (tune_dir / "best").exists()
+    again = run_imagefit(*args, cwd=tmp_path)
+    done_after, study = finished(tune_dir)
+    assert len(done_after) == 4 and "best run: test accuracy" in again.stdout
+    for number, stamp in stamps.items():  # finished trials were not trained again
+        assert (tune_dir / f"trials/trial-{number:03d}/metrics.json").stat().st_mtime_ns == stamp
+    printed = [int(line.split(":")[0].split()[1]) for line in again.stdout.splitlines() if line.startswith("trial ")]
+    assert printed and min(printed) > max(stamps)  # trial numbers continue
+    failed = [t.number for t in study.trials if t.state.name == "FAIL"]
+    for number in failed:  # the trial the kill cut short: marked failed, its folder gone
+        assert not (tune_dir / f"trials/trial-{number:03d}").exists()
+    assert (tune_dir / "best" / "metrics.json").is_file()
+    assert yaml.safe_load((tune_dir / "tune.yaml").read_text())["spent_seconds"] > 0
+
+
+def test_search_space_yaml_pinned_keys_and_mistakes(tmp_path):
+    base = imagefit.TrainConfig.from_dict({"dataset": "digits", "lr": 0.01})
+    space = build_space(base, {"dataset", "lr"}, {"lr": {"low": 1e-4, "high": 0.1, "log": True},
+                                                  "augment": ["basic", "light"], "weight_decay": None})
+    assert "lr" not in space and "lr_scale" not in space and "weight_decay" not in space  # pinned, or dropped
+    assert space["augment"].choices == ["basic", "light"]
+    space = build_space(base, {"dataset"}, {"lr": {"low": 1e-4, "high": 0.1, "log": True}})
+    assert "lr_scale" not in space and space["lr"].log
+    for bad, words in [({"lrr": [1]}, "unknown search key 'lrr'"), ({"label_smoothing": {"low": 0.3, "high": 0.1}}, "bad range"),
+                       ({"augment": ["basic", "heavy"]}, "'heavy' is not one of"),
+                       ({"lr": {"low": 0, "high": 1, "log": True}}, "bad range")]:
+        with pytest.raises(UserError, match=words):
+            build_space(base, {"dataset"}, bad)
+    assert label_issues_option({"find_label_issues": False}) == {}
+    pytest.importorskip("cleanlab")
+    assert label_issues_option({}) == {"find_label_issues": True}  # always in the final run
+
+
+def test_tune_without_budget_or_trials_and_a_bad_search_file_are_one_line(tmp_path):
+    proc = run_imagefit("tune", "--dataset", "digits", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "time budget" in proc.stderr
+    (tmp_path / "space.yaml").write_text("label_smoothing: {low: 0, high: 2}\n")
+    proc = run_imagefit("tune", "--dataset", "digits", "--trials", 2, "--search", tmp_path / "space.yaml",
+                        *dirs(tmp_path), cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "label_smoothing" in proc.stderr
+    assert not (tmp_path / "runs").exists()
