@@ -138,8 +138,11 @@ def test_search_space_yaml_pinned_keys_and_mistakes(tmp_path):
         with pytest.raises(UserError, match=words):
             build_space(base, {"dataset"}, bad)
     assert label_issues_option({"find_label_issues": False}) == {}
-    pytest.importorskip("cleanlab")
-    assert label_issues_option({}) == {"find_label_issues": True}  # always in the final run
+    assert label_issues_option({}) == {"find_label_issues": True}  # always in the final run (cleanlab: imagefit[test])
+    budgeted = imagefit.TrainConfig.from_dict({"dataset": "digits", "recipe": "fast", "time_budget": "20s"})
+    assert "model" not in build_space(budgeted, {"dataset", "recipe", "time_budget"}, None)  # the planner's width
+    fixed = imagefit.TrainConfig.from_dict({"dataset": "digits", "recipe": "fast", "epochs": 2})
+    assert build_space(fixed, {"dataset", "recipe", "epochs"}, None)["model"].choices == ["airbench93", "airbench"]
 
 
 def test_tune_without_budget_or_trials_and_a_bad_search_file_are_one_line(tmp_path):

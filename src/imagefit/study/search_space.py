@@ -9,7 +9,9 @@ The default space is the keys the user did not pin (on the command line or in --
 - `weight_decay` (log: a tenth to ten times the configured value, or 1e-5 to 1e-2 when that is 0);
 - `label_smoothing` (0 to 0.3), `augment` (every value TrainConfig offers);
 - `mixup`, `cutmix`, `random_erasing` (0 to 0.5) and `ema` (off or on), when TrainConfig has those keys;
-- `model` (the airbench widths: airbench93 or airbench) with the fast recipe from scratch and no model named.
+- `model` (the airbench widths: airbench93 or airbench) with the fast recipe from scratch, no model named and
+  --epochs pinned (with a budget the planner chooses the width for the final run's length, from measured speeds:
+  a short trial would always favour the narrow net).
 
 A key TrainConfig lacks is skipped, so the space follows the config. A YAML mapping (`imagefit tune --search
 FILE.yaml`, or a `search:` section in --config) changes it: `lr: {low: 1e-4, high: 0.1, log: true}` (an absolute
@@ -70,7 +72,7 @@ def default_space(base: TrainConfig, pinned: set[str]) -> dict[str, Dim]:
     if "ema" in keys and "ema" not in pinned:
         space["ema"] = Dim("ema", choices=[False, True])
     from_scratch = not base.transfer and base.recipe == "fast" and (base.model is None or base.model in FAMILY)
-    if from_scratch and "model" not in pinned:
+    if from_scratch and "model" not in pinned and not base.planned:  # with a budget, the width is the planner's
         space["model"] = Dim("model", choices=list(FAMILY))
     return space
 
