@@ -244,12 +244,7 @@ class TrainConfig:
     @classmethod
     def load(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> "TrainConfig":
         path = Path(path)
-        if not path.is_file():
-            raise UserError(f"config file not found: {path}", "check the path passed to --config")
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise UserError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}", "fix its syntax") from None
+        values = read_yaml(path, "config file", "check the path passed to --config") or {}
         if not isinstance(values, dict) or not all(isinstance(k, str) for k in values):
             raise UserError(f"config file {path} must be a mapping of keys to values", "write one 'key: value' a line")
         sources = {k: v for k, v in read_sources(path).items() if k in values and k not in (overrides or {})}
@@ -429,6 +424,17 @@ class TrainConfig:
             key = line.split(":", 1)[0] if line[:1].isalpha() else None
             lines.append(f"{line}  # {sources[key]}" if key in sources and sources[key] != "default" else line)
         atomic.write_text(path, header + "\n".join(lines) + "\n")
+
+
+def read_yaml(path: str | Path, what: str, fix_missing: str) -> Any:
+    """A YAML file's data; a missing file or bad YAML is one UserError line naming `what` it is."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} not found: {path}", fix_missing)
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise UserError(f"{what} {path} is not valid YAML: {str(e).splitlines()[0]}", "fix its syntax") from None
 
 
 SOURCES = ("user", "tune", "recipe", "planner", "default")  # who set a value (tune: imagefit tune's search)

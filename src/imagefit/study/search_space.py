@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, get_type_hints
 
-from ..config import CHOICES, TrainConfig
+from ..config import CHOICES, TrainConfig, read_yaml
 from ..errors import UserError
 from ..plan.probe import FAMILY
 
@@ -135,17 +135,8 @@ def build_space(base: TrainConfig, pinned: set[str], search: dict | None, source
 
 def read_search(path: str, section: bool = False) -> dict | None:
     """The mapping of a search YAML file, or the `search:` section of a --config file (None when it has none)."""
-    from pathlib import Path
-
-    import yaml
-
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"search file not found: {path}", "pass a YAML file of 'key: range' lines to --search")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise UserError(f"{path} is not valid YAML: {str(e).splitlines()[0]}", "fix its syntax") from None
+    data = read_yaml(path, "config file" if section else "search file",
+                     "pass a YAML file of 'key: range' lines to --search") or {}
     if section:
         return data.get("search") if isinstance(data, dict) else None
     return data.get("search", data) if isinstance(data, dict) else data

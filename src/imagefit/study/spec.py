@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from ..config import TrainConfig
+from ..config import TrainConfig, read_yaml
 from ..data.sources import dataset_slug
 from ..errors import UserError
 
@@ -147,12 +146,7 @@ def spec_from_dict(data: Any, source: str, default_name: str | None = None) -> S
 def load_study(path: str | Path) -> StudySpec:
     """Read and check a study file; every mistake is one UserError line."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"study file not found: {path}", "pass a YAML file, or 'seed' for the built-in study")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise UserError(f"study file {path} is not valid YAML: {str(e).splitlines()[0]}", "fix its syntax") from None
+    data = read_yaml(path, "study file", "pass a YAML file, or 'seed' for the built-in study")
     return spec_from_dict(data, str(path), default_name=path.stem)
 
 
