@@ -44,3 +44,23 @@ def test_benchmark_refuses_a_missing_data_set(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "data set not found" in proc.stderr
+
+
+def test_step_profile_quick_prints_every_row(tmp_path):
+    """`python -m bench.step_profile --quick`: tiny batches, one repetition; the table's rows, not its numbers."""
+    from bench.step_profile import CATEGORIES
+
+    out = tmp_path / "step.md"
+    proc = subprocess.run([sys.executable, "-m", "bench.step_profile", "--quick", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = proc.stdout.strip()
+    assert out.read_text().strip() == table
+    lines = table.splitlines()
+    assert lines[1] == "|---|---|---|---|---|" and all(line.startswith("| ") for line in lines[:1] + lines[2:])
+    assert all(line.count("|") == 6 for line in lines)  # the row's name and 4 columns
+    assert "airbench93, 32 px" in lines[0] and "airbench94, 64 px" in lines[0]
+    rows = [line.split(" | ")[0][2:] for line in lines[2:]]
+    for row in ["bf16 matmul peak", "bf16 3x3 conv peak", "achieved conv GFLOP/s", "step wall time",
+                *CATEGORIES, *[f"conv {n} in the step" for n in range(1, 7)], "Lightning's overhead"]:
+        assert any(r.startswith(row) for r in rows), row
