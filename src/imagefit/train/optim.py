@@ -48,7 +48,10 @@ class MuonSGD(torch.optim.Optimizer):
                 if p.grad is None:
                     continue
                 g = p.grad if group["muon"] or not group["weight_decay"] else p.grad.add(p, alpha=group["weight_decay"])
-                buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(g))
+                state = self.state[p]
+                if "momentum_buffer" not in state:  # not setdefault: that would allocate a zero buffer every step
+                    state["momentum_buffer"] = torch.zeros_like(g)
+                buf = state["momentum_buffer"]
                 buf.mul_(group["momentum"]).add_(g)
                 g = g.add(buf, alpha=group["momentum"])  # Nesterov
                 if group["muon"]:
