@@ -9,14 +9,14 @@ import sys
 import pytest
 import yaml
 
+import optuna
+
 import imagefit
 from imagefit.errors import UserError
 from imagefit.study.search_space import build_space
-from imagefit.study.tune import label_issues_option
+from imagefit.study.tune import base_params, label_issues_option
 
 from helpers import run_imagefit, wait_for
-
-optuna = pytest.importorskip("optuna")
 
 # short trials: 3 epochs of 4 batches each (the budget is not spent: pinned epochs decide each run's length)
 QUICK = ["--dataset", "digits", "--epochs", 3, "--limit-train-batches", 4, "--no-find-label-issues"]
@@ -70,6 +70,9 @@ def test_tiny_tune_writes_trials_best_run_and_a_comparison(tiny):
     if len(complete) >= 2:  # fANOVA needs two finished trials (a pruned one does not count)
         assert (d / "importance.png").is_file() and "importance.png" in page
     assert sum(line.startswith("trial ") for line in lines) == 3
+    first = tuned.trials[0].params  # the reference trial: the run's own setting, untuned
+    assert first["augment"] == "basic" and first["label_smoothing"] == 0.0 and first["mixup"] == 0.0
+    assert first["ema"] is False and "lr_scale" not in first  # lr is pinned by the user
     assert [line.split(":")[0] for line in lines[3:]] == ["best", "best run", "comparison"]
     # the tune folder is a study that imagefit compare reads: every trial and the best run
     comparison = imagefit.compare([d], out=tmp / "again")
@@ -138,7 +141,9 @@ def test_search_space_yaml_pinned_keys_and_mistakes(tmp_path):
         with pytest.raises(UserError, match=words):
             build_space(base, {"dataset"}, bad)
     assert label_issues_option({"find_label_issues": False}) == {}
-    assert label_issues_option({}) == {"find_label_issues": True}  # always in the final run (cleanlab: imagefit[test])
+    assert label_issues_option({}) == {"find_label_issues": True}  # in the final run (cleanlab: imagefit[test])
+    assert label_issues_option({}, 3000, 50_000) == {"find_label_issues": True}  # 278 s of 3000: under a tenth
+    assert label_issues_option({}, 330, 50_000) == {}  # most of a 330-s final run: left out, with a note
     budgeted = imagefit.TrainConfig.from_dict({"dataset": "digits", "recipe": "fast", "time_budget": "20s"})
     assert "model" not in build_space(budgeted, {"dataset", "recipe", "time_budget"}, None)  # the planner's width
     fixed = imagefit.TrainConfig.from_dict({"dataset": "digits", "recipe": "fast", "epochs": 2})
@@ -153,3 +158,12 @@ def test_tune_without_budget_or_trials_and_a_bad_search_file_are_one_line(tmp_pa
                         *dirs(tmp_path), cwd=tmp_path, check=False)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "label_smoothing" in proc.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_first_trial_is_the_untuned_run():
+    base = imagefit.TrainConfig.from_dict({"dataset": "digits", "recipe": "fast", "epochs": 2})
+    space = build_space(base, {"dataset", "recipe", "epochs"}, None)
+    params = base_params(base, space)
+    assert params["lr_scale"] == 1.0 and params["augment"] == "light" and params["label_smoothing"] == 0.2
+    assert params["model"] == "airbench" and params["random_erasing"] == 0.0 and params["ema"] is False
+    assert params["weight_decay"] == pytest.approx(base.weight_decay)  # inside its range: a tenth to ten times

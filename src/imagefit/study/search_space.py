@@ -8,7 +8,8 @@ The default space is the keys the user did not pin (on the command line or in --
   final run (see study/tune.py), and a scale means the same rate in a 20-second trial and in the final hour;
 - `weight_decay` (log: a tenth to ten times the configured value, or 1e-5 to 1e-2 when that is 0);
 - `label_smoothing` (0 to 0.3), `augment` (every value TrainConfig offers);
-- `mixup`, `cutmix`, `random_erasing` (0 to 0.5) and `ema` (off or on), when TrainConfig has those keys;
+- `mixup` (off, 0.2 or 0.8), `cutmix` (off or 1.0), `random_erasing` (off or 0.25) and `ema` (off or on), when
+  TrainConfig has those keys: off or a usual strength, since a range from 0 would switch them on in every trial;
 - `model` (the airbench widths: airbench93 or airbench) with the fast recipe from scratch, no model named and
   --epochs pinned (with a budget the planner chooses the width for the final run's length, from measured speeds:
   a short trial would always favour the narrow net).
@@ -28,7 +29,9 @@ from ..errors import UserError
 from ..plan.probe import FAMILY
 
 LR_SCALE = (0.2, 5.0)  # the learning rate as a multiple of the reference rate: the default range, log
-FLOAT_RANGES = {"label_smoothing": (0.0, 0.3), "mixup": (0.0, 0.5), "cutmix": (0.0, 0.5), "random_erasing": (0.0, 0.5)}
+FLOAT_RANGES = {"label_smoothing": (0.0, 0.3)}
+# off, or a usual strength: a range from 0 would leave them on in every trial (a sampled float is never exactly 0)
+SWITCHES = {"mixup": [0.0, 0.2, 0.8], "cutmix": [0.0, 1.0], "random_erasing": [0.0, 0.25]}
 
 
 @dataclass
@@ -67,6 +70,9 @@ def default_space(base: TrainConfig, pinned: set[str]) -> dict[str, Dim]:
     for key, (low, high) in FLOAT_RANGES.items():
         if key in keys and key not in pinned:
             space[key] = Dim(key, low, high)
+    for key, values in SWITCHES.items():
+        if key in keys and key not in pinned:
+            space[key] = Dim(key, choices=list(values))
     if "augment" not in pinned:
         space["augment"] = Dim("augment", choices=list(CHOICES["augment"]))
     if "ema" in keys and "ema" not in pinned:

@@ -16,10 +16,10 @@ budgeted run, ends within 95-100% of its own budget, so the command ends within 
 --epochs pinned the runs are not budgeted (their epochs decide): the budget then only bounds the search.
 
 **Same meaning in trials and final run.** The planner picks the batch for the budget (smaller data, smaller
-batch), and the fast recipe's rate follows the batch. So the first trial runs with the rate and batch the run
-chooses itself (lr_scale 1, enqueued), and its batch, its rate (the reference rate) and its start (from scratch
-or ImageNet transfer) are pinned for every later trial and for the final run; the rate is searched as a multiple
-of the reference rate. The planner still chooses what is not tuned (epochs, network width, TTA) for each budget.
+batch), and the fast recipe's rate follows the batch. So the first trial is the run itself, untuned (enqueued:
+every searched key at the value the run would use), and its batch, its rate (the reference rate) and its start
+(from scratch or ImageNet transfer) are pinned for every later trial and for the final run; the rate is searched
+as a multiple of the reference rate. The planner still chooses what is not tuned (epochs, network width, TTA) for each budget.
 Tuned values are recorded with the source `tune` in each run's config.yaml.
 
 **Resume.** Run the same command again (after Ctrl-C or kill -9): finished trials (complete or pruned) stay, a
@@ -50,7 +50,8 @@ SEARCH_SHARE = 0.5  # of the budget, for the trials; the rest is the final run's
 DEFAULT_TRIALS = 10  # without --trials, the search share is cut into this many trial budgets
 STARTUP_TRIALS = 4  # random trials before TPE models the results (Optuna's default 10 would be all of them)
 MIN_TRIAL_SECONDS = 20.0  # decoding, the planner's probe and a few epochs
-REPORT_SECONDS = 1.0  # the comparison and Optuna's plots after the final run (measured 0.5 s for 2 runs on 2 cores)
+# the comparison, Optuna's plots and the exit after the final run (with 1.0, a 10-minute tune ended 2 s late)
+REPORT_SECONDS = 3.0
 REPORT_SECONDS_PER_RUN = 0.1
 OWNED = ("name", "runs_dir", "time_budget")  # the tune's, not the runs'
 
@@ -188,8 +189,8 @@ def _tune(optuna, tune_dir, base, given, sources, space, asked, budget, trials, 
     clock = _Clock(study, before, started)
     clock.save()
     waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-    if "lr_scale" in space and not study.user_attrs.get("reference") and not waiting:
-        study.enqueue_trial({"lr_scale": 1.0})  # the reference trial: the rate and batch the run chooses itself
+    if not study.user_attrs.get("reference") and not waiting and not study.trials:
+        study.enqueue_trial(base_params(base, space))  # the reference trial: `imagefit train` as it would run
     _write_yaml(tune_dir, asked, study)
     objective = _Objective(tune_dir, base, given, sources, space, study, trial_seconds, clock)
     finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
@@ -213,6 +214,21 @@ def _tune(optuna, tune_dir, base, given, sources, space, asked, budget, trials, 
     else:
         log.info("tune: the search is done (%d trials)", len(finished))
     return _finish(tune_dir, study, base, given, sources, space, asked, budget, clock, echo)
+
+
+def base_params(base: TrainConfig, space: dict[str, Dim]) -> dict:
+    """The first trial's values: the ones the run would use untuned (lr_scale 1, the configured weight decay, the
+    recipe's augmentation, ...), so the search starts from `imagefit train`'s own setting and is measured
+    against it. A value outside its searched range is left to the sampler."""
+    params = {"lr_scale": 1.0} if "lr_scale" in space else {}
+    for key, dim in space.items():
+        value = getattr(base, key, None)
+        if key == "lr_scale" or value is None:
+            continue
+        if dim.choices is not None and value in dim.choices or (
+                dim.choices is None and not isinstance(value, bool) and dim.low <= value <= dim.high):
+            params[key] = value
+    return params
 
 
 def _expected_trial(study, trial_seconds: float | None) -> float:
@@ -370,7 +386,9 @@ def _final_run(best_dir: Path, best, given, sources, study, left: float | None, 
     if left is not None and given.get("epochs") is None:
         extra["time_budget"] = f"{left:.1f}s"
     cfg = run_config(given, sources, dict(best.params), study.user_attrs.get("reference"),
-                     by_tune=label_issues_option(given), **extra)
+                     by_tune=label_issues_option(given, left if "time_budget" in extra else None,
+                                                 labelled_images(best_dir.parent / best.user_attrs.get("run", ""))),
+                     **extra)
     log.info("tune: retraining trial %d's setting in %s%s", best.number, best_dir,
              f" with {left:.0f} s" if "time_budget" in extra else "")
     study.set_user_attr("final_started", True)
@@ -378,13 +396,35 @@ def _final_run(best_dir: Path, best, given, sources, study, left: float | None, 
     return train(cfg)
 
 
-def label_issues_option(given: dict) -> dict:
-    """Label issues are always in the final run (unless the user pinned find_label_issues), when cleanlab is there."""
+LABEL_ISSUES_IMAGES_PER_SECOND = 180  # the label pass on 2 cores: 50,000 CIFAR-10 images in 274 s (features + CV)
+LABEL_ISSUES_SHARE = 0.1  # the most of the final run's budget the pass may take by default
+
+
+def labelled_images(trial_dir: Path) -> int | None:
+    """Training and validation images of a finished trial (what the label pass scores), from its metrics.json."""
+    import json
+
+    path = trial_dir / "metrics.json"
+    if not path.is_file():
+        return None
+    m = json.loads(path.read_text())
+    return (m.get("train_images") or 0) + (m.get("val_images") or 0) or None
+
+
+def label_issues_option(given: dict, seconds: float | None = None, images: int | None = None) -> dict:
+    """Label issues are in the final run (unless the user set find_label_issues), when cleanlab is there and,
+    with a budget, when their pass takes at most LABEL_ISSUES_SHARE of the final run's `seconds`: on 50,000
+    images it takes 4.6 minutes on 2 cores, which a 5-minute final run would otherwise lose to it."""
     if "find_label_issues" in given:
         return {}
     try:
         import cleanlab  # noqa: F401
     except ImportError:
         log.info("note: the final run looks for no label issues: pip install 'imagefit[clean]' for them")
+        return {}
+    cost = (images or 0) / LABEL_ISSUES_IMAGES_PER_SECOND
+    if seconds is not None and cost > LABEL_ISSUES_SHARE * seconds:
+        log.info("note: the final run looks for no label issues: on %d images they would take about %.0f s of its "
+                 "%.0f s; pass --find-label-issues to have them anyway", images, cost, seconds)
         return {}
     return {"find_label_issues": True}
