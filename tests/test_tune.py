@@ -14,7 +14,7 @@ import optuna
 import imagefit
 from imagefit.errors import UserError
 from imagefit.study.search_space import build_space
-from imagefit.study.tune import base_params, label_issues_option
+from imagefit.study.tune import label_issues_option
 
 from helpers import run_imagefit, wait_for
 
@@ -70,9 +70,9 @@ def test_tiny_tune_writes_trials_best_run_and_a_comparison(tiny):
     if len(complete) >= 2:  # fANOVA needs two finished trials (a pruned one does not count)
         assert (d / "importance.png").is_file() and "importance.png" in page
     assert sum(line.startswith("trial ") for line in lines) == 3
-    first = tuned.trials[0].params  # the reference trial: the run's own setting, untuned
-    assert first["augment"] == "basic" and first["label_smoothing"] == 0.0 and first["mixup"] == 0.0
-    assert first["ema"] is False and "lr_scale" not in first  # lr is pinned by the user
+    assert tuned.trials[0].params == {}  # the reference trial: the run as `imagefit train` makes it, untuned
+    assert "# tune" not in (d / "trials" / "trial-000" / "config.yaml").read_text()
+    assert all(t.params for t in tuned.trials[1:])
     assert [line.split(":")[0] for line in lines[3:]] == ["best", "best run", "comparison"]
     # the tune folder is a study that imagefit compare reads: every trial and the best run
     comparison = imagefit.compare([d], out=tmp / "again")
@@ -158,12 +158,3 @@ def test_tune_without_budget_or_trials_and_a_bad_search_file_are_one_line(tmp_pa
                         *dirs(tmp_path), cwd=tmp_path, check=False)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "label_smoothing" in proc.stderr
     assert not (tmp_path / "runs").exists()
-
-
-def test_the_first_trial_is_the_untuned_run():
-    base = imagefit.TrainConfig.from_dict({"dataset": "digits", "recipe": "fast", "epochs": 2})
-    space = build_space(base, {"dataset", "recipe", "epochs"}, None)
-    params = base_params(base, space)
-    assert params["lr_scale"] == 1.0 and params["augment"] == "light" and params["label_smoothing"] == 0.2
-    assert params["model"] == "airbench" and params["random_erasing"] == 0.0 and params["ema"] is False
-    assert params["weight_decay"] == pytest.approx(base.weight_decay)  # inside its range: a tenth to ten times

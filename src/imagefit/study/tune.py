@@ -16,8 +16,8 @@ budgeted run, ends within 95-100% of its own budget, so the command ends within 
 --epochs pinned the runs are not budgeted (their epochs decide): the budget then only bounds the search.
 
 **Same meaning in trials and final run.** The planner picks the batch for the budget (smaller data, smaller
-batch), and the fast recipe's rate follows the batch. So the first trial is the run itself, untuned (enqueued:
-every searched key at the value the run would use), and its batch, its rate (the reference rate) and its start
+batch), and the fast recipe's rate follows the batch. So the first trial is the run itself, untuned (it samples
+nothing: the recipe and the planner choose), and its batch, its rate (the reference rate) and its start
 (from scratch or ImageNet transfer) are pinned for every later trial and for the final run; the rate is searched
 as a multiple of the reference rate. The planner still chooses what is not tuned (epochs, network width, TTA) for each budget.
 Tuned values are recorded with the source `tune` in each run's config.yaml.
@@ -188,9 +188,6 @@ def _tune(optuna, tune_dir, base, given, sources, space, asked, budget, trials, 
     before = float(study.user_attrs.get("spent_seconds", 0.0)) + lost
     clock = _Clock(study, before, started)
     clock.save()
-    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-    if not study.user_attrs.get("reference") and not waiting and not study.trials:
-        study.enqueue_trial(base_params(base, space))  # the reference trial: `imagefit train` as it would run
     _write_yaml(tune_dir, asked, study)
     objective = _Objective(tune_dir, base, given, sources, space, study, trial_seconds, clock)
     finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
@@ -214,21 +211,6 @@ def _tune(optuna, tune_dir, base, given, sources, space, asked, budget, trials, 
     else:
         log.info("tune: the search is done (%d trials)", len(finished))
     return _finish(tune_dir, study, base, given, sources, space, asked, budget, clock, echo)
-
-
-def base_params(base: TrainConfig, space: dict[str, Dim]) -> dict:
-    """The first trial's values: the ones the run would use untuned (lr_scale 1, the configured weight decay, the
-    recipe's augmentation, ...), so the search starts from `imagefit train`'s own setting and is measured
-    against it. A value outside its searched range is left to the sampler."""
-    params = {"lr_scale": 1.0} if "lr_scale" in space else {}
-    for key, dim in space.items():
-        value = getattr(base, key, None)
-        if key == "lr_scale" or value is None:
-            continue
-        if dim.choices is not None and value in dim.choices or (
-                dim.choices is None and not isinstance(value, bool) and dim.low <= value <= dim.high):
-            params[key] = value
-    return params
 
 
 def _expected_trial(study, trial_seconds: float | None) -> float:
@@ -263,7 +245,10 @@ class _Objective:
 
         from ..train.run import train
 
-        params = {k: d.suggest(trial) for k, d in self.space.items()}
+        # the reference trial (the first to finish) samples nothing: it is `imagefit train` with the user's options,
+        # its recipe's and planner's choices untouched (recipe auto decides its start only once the data is read)
+        reference = not self.study.user_attrs.get("reference")
+        params = {} if reference else {k: d.suggest(trial) for k, d in self.space.items()}
         folder = _trial_dir(self.tune_dir, trial.number)
         _remove(folder)
         budget = {"time_budget": f"{self.trial_seconds:.0f}s"} if self.trial_seconds else {}
