@@ -105,7 +105,9 @@ def test_resumes_after_kill_9_without_repeating_finished_trials(tmp_path):
                             stderr=subprocess.STDOUT, env={**os.environ, "PYTHONWARNINGS": "ignore"},
                             start_new_session=True)
     try:
-        wait_for(lambda: (tune_dir / "optuna.db").is_file() and some_finished(tune_dir), timeout=240)
+        # the storage is read only once a trial has written its metrics: opening it earlier, while the tune creates
+        # its tables, can race with that (both would create them), and the tune dies of it
+        wait_for(lambda: any((tune_dir / "trials").glob("*/metrics.json")) and some_finished(tune_dir), timeout=240)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()

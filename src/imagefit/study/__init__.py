@@ -5,8 +5,8 @@ Names resolve lazily (as in imagefit.train), so that `import imagefit` does not 
 from importlib import import_module
 
 _HOMES = {"Study": "runner", "StudyRun": "runner", "study": "runner",
-          "RunSpec": "spec", "StudySpec": "spec", "load_study": "spec", "seed_study": "spec", "Tuned": "tune",
-          "tune": "tune"}
+          "RunSpec": "spec", "StudySpec": "spec", "load_study": "spec", "seed_study": "spec", "Tuned": "tune"}
+# `tune` itself is imagefit.tune (top level): here the name is its module's, study/tune.py
 __all__ = sorted(_HOMES)
 
 
