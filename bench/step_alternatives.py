@@ -15,15 +15,11 @@ import time
 import torch
 import torch.nn.functional as F
 
+from bench.step_profile import best_seconds
+
 
 def best_ms(fn, n: int = 5) -> float:
-    fn()
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * min(times)
+    return 1000 * best_seconds(fn, n)
 
 
 def pool() -> None:

@@ -7,6 +7,7 @@ torchvision.transforms.v2.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -102,10 +103,16 @@ class Policy:
         return basic(x, gen, flip)
 
 
+@lru_cache(maxsize=8)
+def erasing_module(p: float):
+    """One kornia module a probability, built once (not on every batch)."""
+    return kornia_module("erasing", p=p)
+
+
 def random_erasing(x: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
     """`--random-erasing P`: each image, with probability P, gets one random rectangle (2-33% of it) set to 0."""
     with seeded(gen, x.device):
-        return kornia_module("erasing", p=p)(to_unit(x))
+        return erasing_module(p)(to_unit(x))
 
 
 class Mixing:

@@ -17,7 +17,6 @@ from ..data.pipeline import PreparedData
 from ..recipes import FAST_BATCH, recipe_defaults
 from .budget import (TARGET_EPOCHS, BudgetPlan, Speed, Workload, candidate_sizes, choose_batch, early_size_for,
                      measure_speed, plan_budget)
-from ..train.optim import build_optimizer
 
 log = logging.getLogger("imagefit")
 PROBE_BATCH = 48  # images per probe step: cheap; optimistic at large sides (budget.required_epochs keeps a margin)
@@ -38,8 +37,10 @@ def workload(cfg: TrainConfig, data: PreparedData, train_images: int) -> Workloa
 
 def plan_run(cfg: TrainConfig, data: PreparedData, precision: str, spent, make_model, train_images=None,
              fixed_model=None, augment: bool = True, checkpoint_seconds: float = 0.0,
-             measured: Speed | None = None) -> BudgetPlan:
+             measured: Speed | None = None, make_optimizer=None) -> BudgetPlan:
     """`spent()`: seconds of the budget used so far. `make_model(name)`: a fresh model of that name.
+    `make_optimizer(params)`: the run's own optimizer (Muon's Newton-Schulz steps cost time too), built on the
+    probe's throw-away copy; the caller passes it, so planning does not reach up into training.
     `fixed_model`: the run's model when only the step count is the planner's (transfer, a pinned model);
     `measured`: its speed when already measured (the transfer planner measured the whole network)."""
     work = workload(cfg, data, train_images if train_images is not None else len(data.train))
@@ -60,11 +61,8 @@ def plan_run(cfg: TrainConfig, data: PreparedData, precision: str, spent, make_m
     augment = AUGMENTATIONS[cfg.augment] if augment else None
     speeds: list[Speed] = []
 
-    def optimizer(params):  # the run's own (Muon's Newton-Schulz steps cost time too), on the probe's throw-away copy
-        return build_optimizer(cfg.replace(lr=1e-9), params)
-
     def measure(model, name, size):
-        train, evaluate = measure_speed(model, sample, labels, precision, size, augment, make_optimizer=optimizer)
+        train, evaluate = measure_speed(model, sample, labels, precision, size, augment, make_optimizer=make_optimizer)
         speeds.append(Speed(name, size, train, evaluate))
         log.info("probe: %s at %d px trains %.0f images/s, evaluates %.0f", name, size, train, evaluate)
 

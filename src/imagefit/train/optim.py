@@ -86,6 +86,11 @@ def build_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
 
 
+def probe_optimizer(cfg: TrainConfig) -> Callable:
+    """The run's optimizer at a rate that leaves the planner's throw-away copy unchanged: its step is timed too."""
+    return lambda params: build_optimizer(cfg.replace(lr=1e-9), params)
+
+
 def schedule_factor(name: str, progress: float) -> float:
     """The learning rate as a fraction of the peak, at `progress` (0 to 1) of the planned steps.
 

@@ -42,6 +42,7 @@ from .distributed import RUN_DIR_ENV, launched_rank
 from .fit import Fitted, evaluate, fit, run_summary
 from .frozen_inputs import probe_features, trunk_activations
 from .rate_sweep import Sweep, check_range, find_lr, read_sweep, write_sweep
+from .optim import probe_optimizer
 from .outputs import finish_run
 from .run_lock import run_folder_lock
 from .state import Built, Session
@@ -208,7 +209,8 @@ def decide_network(cfg: TrainConfig, data: PreparedData, decisions: Decisions,
     plan = BudgetPlan.from_dict(saved) if saved else None
     if cfg.budget_seconds and plan is None and cfg.planned and not cfg.transfer and cfg.model in (None, *FAMILY):
         make = model_factory(cfg, data, input_size, session.device)
-        plan = session.shared.decide("plan", lambda: plan_run(cfg, data, session.precision, session.spent_planning, make),
+        plan = session.shared.decide("plan", lambda: plan_run(cfg, data, session.precision, session.spent_planning, make,
+                                                                        make_optimizer=probe_optimizer(cfg)),
                                      BudgetPlan.to_dict, BudgetPlan.from_dict)  # network and side are the planner's
         cfg = apply_plan(cfg, plan)
         session.watch.lap("probe")
@@ -294,7 +296,8 @@ def decide_steps(cfg: TrainConfig, built: Built, decisions: Decisions, session: 
         make = model_factory(cfg, built.data, decisions.input_size, session.device)
         plan = session.shared.decide("plan", lambda: plan_run(
             seen, built.data, session.precision, session.spent_planning, make, fixed_model=built.trainable,
-            augment=not built.cached, measured=measured, checkpoint_seconds=0.0), BudgetPlan.to_dict, BudgetPlan.from_dict)
+            augment=not built.cached, measured=measured, checkpoint_seconds=0.0,
+            make_optimizer=probe_optimizer(cfg)), BudgetPlan.to_dict, BudgetPlan.from_dict)
         cfg = apply_plan(cfg, plan)
     if plan is None:
         cfg = cfg.with_defaults()
