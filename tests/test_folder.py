@@ -253,7 +253,7 @@ def test_modes_are_scaled_by_mode_not_content(tmp_path):
 
 
 def test_zip_bad_members_are_skipped_and_never_escape(tmp_path, monkeypatch):
-    from imagefit.data import folder
+    from imagefit.data import decode
 
     good = io.BytesIO()
     with zipfile.ZipFile(good, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -272,7 +272,7 @@ def test_zip_bad_members_are_skipped_and_never_escape(tmp_path, monkeypatch):
     raw[start + 10:start + 60] = b"\xff" * 50
     archive = tmp_path / "pets.zip"
     archive.write_bytes(bytes(raw))
-    monkeypatch.setattr(folder, "MAX_MEMBER_BYTES", len(_png_bytes((32, 32))))  # dog/big.png declares more
+    monkeypatch.setattr(decode, "MAX_MEMBER_BYTES", len(_png_bytes((32, 32))))  # dog/big.png declares more
     src = load_folder(archive, 8, 0.2, 0, workers=1)
     assert src.class_names == ["cat", "dog"] and len(src.train) == 6
     reasons = {s["file"]: s["reason"] for s in src.skipped}

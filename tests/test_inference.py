@@ -84,7 +84,7 @@ def test_a_run_whose_planner_shrank_the_data_sees_new_files_the_same_way(digits_
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from imagefit.data.folder import decode_image
+    from imagefit.data.decode import decode_image
     from imagefit.data.resize import resize_data, resized
 
     data = prepare_data(digits_run.config.replace(image_size=16))

@@ -3,7 +3,7 @@
 A run folder's model.safetensors carries what prediction needs in its metadata (class names, the
 architecture, the data's image size and channels); the saved model itself holds the normalisation and
 the resize to the network's input. Images are decoded exactly as the training data was
-(`imagefit.data.folder.decode_image`: RGB, centre square, the run's size), so a photo is seen the way
+(`imagefit.data.decode.decode_image`: RGB, centre square, the run's size), so a photo is seen the way
 the training images were. An exported file (`imagefit export`) loads the same way, through
 `load_exported`: every way of reading a model back is here, and imagefit.export, which writes the files,
 imports from this module and never the reverse.
@@ -102,7 +102,7 @@ class Predictor:
         """A path, encoded bytes, PIL image or (C|1, H, W) uint8 tensor/array -> (channels, size, size) uint8, as in training."""
         from PIL import Image
 
-        from .data.folder import GRAY, decode_image, to_square_rgb
+        from .data.decode import GRAY, decode_image, to_square_rgb
 
         side = self.decode_size
         if isinstance(image, (str, Path)):
@@ -197,7 +197,7 @@ class Predictor:
     def _read(self, job) -> np.ndarray | str:
         from PIL import Image
 
-        from .data.folder import DECODE_ERRORS
+        from .data.decode import DECODE_ERRORS
 
         name, item = job
         try:
@@ -222,7 +222,7 @@ def expand(images: Iterable) -> Iterable[tuple[str, object]]:
 
 def images_as(images: torch.Tensor, channels: int) -> torch.Tensor:
     """uint8 (n, c, h, w) with the model's channels: RGB made gray as PIL's convert("L") does, gray repeated."""
-    from .data.folder import GRAY
+    from .data.decode import GRAY
 
     if images.shape[1] == channels:
         return images

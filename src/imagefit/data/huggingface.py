@@ -3,8 +3,8 @@ written by `save_to_disk`), through the `datasets` library (`pip install 'imagef
 
 The image column is the data set's `Image` feature and the label column its `ClassLabel` (whose names become the
 classes), unless `--image-column`/`--label-column` name them; the data set's own splits are kept (`validation` is
-imagefit's val). Each image's encoded bytes are decoded by the folder's own function, so an image reads as the
-same file in a folder would, and an unreadable one is skipped and listed. Downloads go under `--data-dir`;
+imagefit's val). Each image's encoded bytes are decoded by a folder's function (data/decode.py), so an image
+reads as the same file in a folder would, and an unreadable one is skipped and listed. Downloads go under `--data-dir`;
 offline, `datasets` reads what it has cached (HF_DATASETS_OFFLINE=1 skips the network).
 """
 from __future__ import annotations
@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from .folder import DECODE_ERRORS, SPLITS, decode_image, failure_reason, size_from_sides, skip
+from .decode import DECODE_ERRORS, decode_image, failure_reason, size_from_sides
+from .folder import SPLITS, skip
 
 PREFIX = "hf:"
 

@@ -6,7 +6,7 @@ os.pwrite into space reserved up front) holds only the chunks in flight, whateve
 files that could not be decoded are squeezed out afterwards in place (`keep`), so the file ends up exactly what
 `np.save` of the kept images would have written, byte for byte after the header.
 
-Only the parent process writes: the decode workers return chunks as before (folder._decode_chunk).
+Only the parent process writes: the decode workers return chunks as before (decode._decode_chunk).
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """One uploaded image through a run's model, for the page: the same numbers as `imagefit predict`, and a
 Grad-CAM map of the top class.
 
-The bytes go through `Predictor.to_array` (the training decoder, data/folder.py `decode_image`) and
+The bytes go through `Predictor.to_array` (the training decoder, data/decode.py `decode_image`) and
 `Predictor.probabilities`, the two steps `Predictor.predict` takes for every file, so the page and the command
 line agree to the last digit. Each run's model is loaded once and reused; one request at a time uses a model,
 since Grad-CAM hooks its layers for the pass.
@@ -33,7 +33,7 @@ def decode(predictor, data: bytes) -> np.ndarray:
     """(channels, size, size) uint8, as training decoded its files; BadImage with one line otherwise."""
     from PIL import Image
 
-    from ..data.folder import DECODE_ERRORS, failure_reason
+    from ..data.decode import DECODE_ERRORS, failure_reason
 
     if not data:
         raise BadImage("the file is empty (0 bytes)")
