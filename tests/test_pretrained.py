@@ -10,10 +10,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from imagefit.errors import UserError
-from imagefit.models.pretrained import (PACKAGES, PRETRAINED_CFG, available_offline, load_pretrained,
-                                         load_state_dict_safely, map_efficientnet_lite, mean_std,
-                                         package_weights_path, pretrained_cfg)
+from imagefit.models.pretrained import (PRETRAINED_CFG, load_pretrained, load_state_dict_safely,
+                                         map_efficientnet_lite, mean_std, pretrained_cfg)
 from imagefit.models.registry import ImageClassifier
+from imagefit.models.weight_sources import PACKAGES, available_offline, package_weights_path
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "weights"
 LITE0 = "tf_efficientnet_lite0"
@@ -175,9 +175,9 @@ def test_weights_of_another_network_are_refused_with_the_count_of_missing_tensor
 
 
 def test_no_hub_is_one_clear_error_not_a_minute_of_retries(monkeypatch):
-    from imagefit.models.pretrained import _timm_hub_file
+    from imagefit.models.weight_sources import timm_hub_file
 
-    if _timm_hub_file("resnet18")[1] is not None:
+    if timm_hub_file("resnet18")[1] is not None:
         pytest.skip("resnet18 is in timm's cache here; it would load from there")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(UserError, match="could not download ImageNet weights for resnet18") as err:

@@ -8,9 +8,9 @@ import torch
 
 from helpers import run_imagefit as imagefit
 from imagefit.errors import UserError
-from imagefit.models.pretrained import PACKAGES
 from imagefit.models.recommend import (BUDGET_SHARE, CANDIDATES, efficiency, input_side, recommend,
                                        seconds_needed)
+from imagefit.models.weight_sources import PACKAGES
 
 LITES = {"tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"}
 BY_NAME = {c.name: c for c in CANDIDATES}

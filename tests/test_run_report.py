@@ -11,7 +11,7 @@ from imagefit.config import TrainConfig
 from imagefit.errors import UserError
 from imagefit.evaluate import metrics as M
 from imagefit.report import rebuild_report, write_run_report
-from imagefit.report.run_report import overfitting_sentence, compare_test_val_sentence, val_loss_sentence
+from imagefit.report.observations import overfitting_sentence, compare_test_val_sentence, val_loss_sentence
 
 # val loss lowest at epoch 3 (0.5000), then rises to 0.8000 at epoch 6
 HISTORY = [

@@ -397,8 +397,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     import timm
 
     from .models import OWN_MODELS
-    from .models.pretrained import available_offline
     from .models.recommend import DEFAULT_GFLOPS, recommend
+    from .models.weight_sources import available_offline
 
     where = available_offline()
     picks = []

@@ -5,7 +5,7 @@ from typing import Any
 
 from ..evaluate.cells import number
 from .markdown import duration, integer, literal
-from .run_report import GAP_MILD, GAP_NONE
+from .observations import GAP_MILD, GAP_NONE
 from .runs import STOPPING_KEYS, STRATEGY_WORDS, Group, closest_partner, config_differences, is_transfer
 
 
