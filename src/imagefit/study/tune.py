@@ -257,7 +257,13 @@ class _Objective:
         report = ReportToTrial(trial)
         run = train(cfg, callbacks=[report])
         self.clock.save()
-        if not self.study.user_attrs.get("reference"):
+        if reference and cold_start(run.metrics, self.trial_seconds) and not self.study.user_attrs.get("cold"):
+            # the first trial decoded the images or cached the trunk's activations for every later trial: its
+            # score says little of the untuned setting, so that setting runs once more, warm
+            self.study.set_user_attr("cold", trial.number)
+            log.info("tune: trial %d spent most of its %.0f s on decoding and caches that later trials reuse; "
+                     "the untuned setting runs again", trial.number, self.trial_seconds)
+        elif not self.study.user_attrs.get("reference"):
             ref = {"batch_size": run.config.batch_size, "lr": float(run.config.lr) / params.get("lr_scale", 1.0),
                    "pretrained": bool(run.config.transfer), "trial": trial.number}
             self.study.set_user_attr("reference", ref)
@@ -272,6 +278,16 @@ class _Objective:
         if value is None:
             raise RuntimeError(f"trial {trial.number} has no validation accuracy")
         return float(value)
+
+
+COLD_SHARE = 0.5  # of a trial's budget: a first trial that spent more on one-time work runs again
+
+
+def cold_start(metrics: dict, trial_seconds: float | None) -> bool:
+    """Whether a trial spent over COLD_SHARE of its budget on work later trials skip: decoding (the decode cache)
+    and set-up (a transfer run's cached trunk activations). The probe is not counted: every trial repeats it."""
+    spent = metrics.get("time_breakdown") or {}
+    return bool(trial_seconds) and spent.get("decode", 0.0) + spent.get("setup", 0.0) > COLD_SHARE * trial_seconds
 
 
 def run_config(given: dict, sources: dict, params: dict, reference: dict | None, by_tune: dict | None = None,
