@@ -267,6 +267,9 @@ class _Objective:
             ref = {"batch_size": run.config.batch_size, "lr": float(run.config.lr) / params.get("lr_scale", 1.0),
                    "pretrained": bool(run.config.transfer), "trial": trial.number}
             self.study.set_user_attr("reference", ref)
+            note = short_trial_note(run.metrics, self.trial_seconds)
+            if note:
+                log.warning("tune: %s", note)
         if run.metrics.get("interrupted"):
             raise KeyboardInterrupt  # Ctrl-C inside the run: stop the search (the trial is marked failed)
         value = run.metrics.get("final_val_acc")
@@ -288,6 +291,18 @@ def cold_start(metrics: dict, trial_seconds: float | None) -> bool:
     and set-up (a transfer run's cached trunk activations). The probe is not counted: every trial repeats it."""
     spent = metrics.get("time_breakdown") or {}
     return bool(trial_seconds) and spent.get("decode", 0.0) + spent.get("setup", 0.0) > COLD_SHARE * trial_seconds
+
+
+def short_trial_note(metrics: dict, trial_seconds: float | None) -> str | None:
+    """When the untuned trial trains under an epoch, a sentence with the budget that would give each trial one:
+    trials that short rank settings by their first steps (bench/README.md, B10)."""
+    epochs, train = metrics.get("budget_epochs"), (metrics.get("time_breakdown") or {}).get("train")
+    if not trial_seconds or not epochs or not train or epochs >= 1:
+        return None
+    per_trial = trial_seconds - train + train / epochs  # the trial's fixed costs, then one epoch
+    return (f"each {trial_seconds:.0f}-s trial trains {epochs:.2f} epochs, too few to rank settings as the final run "
+            f"uses them: at 10 minutes `imagefit train` alone scored higher (bench/README.md, B10); a budget "
+            f"{per_trial / trial_seconds:.1f} times this one gives each trial an epoch")
 
 
 def run_config(given: dict, sources: dict, params: dict, reference: dict | None, by_tune: dict | None = None,
