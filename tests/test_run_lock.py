@@ -5,7 +5,7 @@ import pytest
 
 from helpers import run_imagefit, start_cli, wait_for
 from imagefit.errors import UserError
-from imagefit.study.runner import _clear
+from imagefit.study.runner import clear_run_folder
 from imagefit.train.run_lock import LOCK_FILE, run_folder_lock
 
 
@@ -22,7 +22,7 @@ def test_a_folder_being_written_is_refused_to_others_and_freed_by_kill_9(tmp_pat
         lines = second.stderr.strip().splitlines()
         assert len(lines) <= 2 and f"run folder {run_dir} is in use by another imagefit process" in lines[0], lines
         with pytest.raises(UserError, match="in use by another imagefit process"):
-            _clear(run_dir)  # a study redoing this run would have deleted it under the writer
+            clear_run_folder(run_dir)  # a study redoing this run would have deleted it under the writer
         assert (run_dir / "config.yaml").is_file()
         assert proc.poll() is None  # the first run is untouched and still training
     finally:
@@ -30,7 +30,7 @@ def test_a_folder_being_written_is_refused_to_others_and_freed_by_kill_9(tmp_pat
         proc.wait(timeout=60)
     with run_folder_lock(run_dir):  # the kernel dropped the dead process's lock: no stale lock to clean up
         assert (run_dir / LOCK_FILE).exists()
-    _clear(run_dir)
+    clear_run_folder(run_dir)
     assert not run_dir.exists()
 
 
@@ -39,10 +39,10 @@ def test_a_folder_left_with_only_its_lock_file_is_cleared(tmp_path):
     run_dir.mkdir()
     with run_folder_lock(run_dir):
         pass
-    _clear(run_dir)
+    clear_run_folder(run_dir)
     assert not run_dir.exists()
     stranger = tmp_path / "not-a-run"
     stranger.mkdir()
     (stranger / "notes.txt").write_text("mine")
     with pytest.raises(UserError, match="is not an imagefit run folder"):
-        _clear(stranger)
+        clear_run_folder(stranger)

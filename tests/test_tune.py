@@ -1,6 +1,5 @@
 """`imagefit tune` on real, short runs on digits: the folder it writes, the comparison, pinned keys, resume after
 kill -9, and its mistakes as one line."""
-import json
 import os
 import signal
 import subprocess
@@ -14,7 +13,7 @@ import optuna
 import imagefit
 from imagefit.errors import UserError
 from imagefit.study.search_space import build_space
-from imagefit.study.tune import cold_start, label_issues_option, short_trial_note
+from imagefit.study.trial_budget import cold_start, label_issues_option, short_trial_note
 
 from helpers import run_imagefit, wait_for
 

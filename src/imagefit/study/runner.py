@@ -126,7 +126,7 @@ def _read(path: Path, kind: str) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _clear(run_dir: Path) -> None:
+def clear_run_folder(run_dir: Path) -> None:
     """Remove a run folder the study is about to redo; never a folder that is not an imagefit run."""
     if not run_dir.exists():
         return
@@ -146,14 +146,14 @@ def run_one(r: StudyRun, rerun: bool) -> StudyRun:
     from ..train import resume, train
 
     if rerun:
-        _clear(r.dir)
+        clear_run_folder(r.dir)
     if r.dir.exists():
         saved = _read(r.dir / "config.yaml", "yaml")
         metrics = _read(r.dir / "metrics.json", "json")
         diffs = differences(saved, r.config) if saved else {"config.yaml": ("missing", "")}
         if diffs:
             log.info("study: %s: the configuration changed (%s); training it again", r.name, _describe(diffs))
-            _clear(r.dir)
+            clear_run_folder(r.dir)
         elif metrics and not metrics.get("interrupted"):
             log.info("study: %s already finished in %s (test accuracy %.4f); skipped, --rerun trains it again",
                      r.name, r.dir, metrics.get("test_accuracy", float("nan")))
@@ -168,7 +168,7 @@ def run_one(r: StudyRun, rerun: bool) -> StudyRun:
             return r
         else:
             log.info("study: %s has no checkpoint to resume from; training it again", r.name)
-            _clear(r.dir)
+            clear_run_folder(r.dir)
     log.info("study: training %s", r.name)
     run = train(r.config)
     if run.dir.resolve() != r.dir.resolve():  # cannot happen while the folder was cleared, but never lose a run
