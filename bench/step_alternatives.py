@@ -1,11 +1,14 @@
-"""Two alternatives to what bench/step_profile.py measured, timed as that script times: best of warm calls.
+"""Alternatives to what bench/step_profile.py measured, timed as that script times: best of warm calls.
 
     python -m bench.step_alternatives pool      # max-pool fwd+bwd by dtype and layout, and a reshape-amax instead
     python -m bench.step_alternatives compile   # an airbench93 step (32 px, batch 1024) eager and torch.compile'd
+    python -m bench.step_alternatives pad       # the first 3x3 conv: 24 input channels against the same padded to 32
 
 `pool`: the first max-pool of airbench (after a 3x3 conv) and the next ones, forward and backward, bf16 and fp32,
 channels-last and NCHW. `compile`: forward and backward under bf16 autocast, channels-last, 6 warm steps each;
-the first compiled step (the compile) is timed apart.
+the first compiled step (the compile) is timed apart. `pad`: airbench's first 3x3 convolution sees the whitening's
+24 channels (2x2 patches of RGB, each filter and its negative); padded to 32, oneDNN's kernels run more GFLOP/s
+but do a third more work. Forward and backward with the input's gradient (the whitening bias trains early on).
 """
 from __future__ import annotations
 
@@ -65,6 +68,22 @@ def compiled(name: str = "airbench93", size: int = 32, batch: int = 1024) -> Non
           f"first compiled step {first:.0f} s |")
 
 
+def pad() -> None:
+    print("| batch | side | input channels | fwd+bwd (ms) | GFLOP/s |\n|---|---|---|---|---|")
+    for batch, side in [(1024, 31), (256, 63)]:
+        for channels in (24, 32):
+            conv = torch.nn.Conv2d(channels, 64, 3, padding="same", bias=False).to(memory_format=torch.channels_last)
+            x = torch.randn(batch, channels, side, side).to(memory_format=torch.channels_last).requires_grad_(True)
+
+            def step():
+                with torch.autocast("cpu", torch.bfloat16):
+                    y = conv(x)
+                y.float().sum().backward()
+            ms = best_ms(step, 6)
+            flops = 3 * 2 * batch * 64 * channels * 9 * side * side  # forward, input grad, weight grad
+            print(f"| {batch} | {side} | {channels} | {ms:.1f} | {flops / ms / 1e6:.0f} |", flush=True)
+
+
 if __name__ == "__main__":
     torch.set_num_threads(2)
-    {"pool": pool, "compile": compiled}[sys.argv[1] if len(sys.argv) > 1 else "pool"]()
+    {"pool": pool, "compile": compiled, "pad": pad}[sys.argv[1] if len(sys.argv) > 1 else "pool"]()
