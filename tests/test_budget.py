@@ -93,6 +93,15 @@ def test_test_time_augmentation_only_when_affordable():
     assert TTA_VIEWS["flip"] == 2
 
 
+def test_without_a_test_pass_its_seconds_go_to_training():
+    """A tune's trial (test_pass false): no test images, no validation re-pass for the temperature, no TTA."""
+    with_test = plan_budget(60, 5, CIFAR, cifar_speeds())
+    without = plan_budget(60, 5, Workload(**{**CIFAR.__dict__, "test_images": 0}), cifar_speeds())
+    assert without.test_seconds == 0 and without.tta == "none" and with_test.test_seconds > 0
+    assert without.steps > with_test.steps
+    assert planned_seconds(without) == pytest.approx(planned_seconds(with_test), rel=0.05)
+
+
 def test_replanning_follows_the_measured_speed():
     plan = plan_budget(600, 20, CIFAR, cifar_speeds())
     slower = replan_steps(plan, 100, 150.0, 2.0, plan.epochs)

@@ -152,6 +152,23 @@ def test_same_seed_same_files_different_seed_differs(quick, settings):
     assert a.metrics["test_loss"] != c.metrics["test_loss"] and files(a)[0] != files(c)[0]
 
 
+def test_a_run_without_a_test_pass_never_reads_test_and_says_so(quick, tmp_path):
+    """--no-test-pass (a tune's trials): judged on validation; no test predictions, figures or temperature."""
+    run = imagefit.train(**quick, test_pass=False, name="nt")
+    m = run.metrics
+    assert m["test_pass"] is False and m["test_images"] == 0 and m.get("test_accuracy") is None
+    assert 0 < m["final_val_acc"] <= 1 and m["tta"] == "none"
+    files = {p.name for p in run.dir.iterdir()}
+    assert {"model.safetensors", "metrics.json", "config.yaml", "curves.png", "report.md", "report.html"} <= files
+    assert not files & {"predictions.safetensors", "confusion_matrix.csv", "classification_report.csv",
+                        "misclassified.png", "reliability.png"}
+    report = (run.dir / "report.md").read_text()
+    assert "No test pass" in report and "## Test metrics" not in report and "Final validation accuracy" in report
+    assert "test_pass: false  # user" in (run.dir / "config.yaml").read_text()
+    with safe_open(str(run.dir / "model.safetensors"), "pt") as f:  # still a model predict can load
+        assert "temperature" not in f.metadata() and json.loads(f.metadata()["class_names"]) == m["class_names"]
+
+
 def test_user_errors_leave_nothing_under_runs(quick, tmp_path):
     with pytest.raises(UserError, match="unknown model"):
         imagefit.train(**{**quick, "model": "no-such-net"})

@@ -1,5 +1,6 @@
 """`imagefit tune` on real, short runs on digits: the folder it writes, the comparison, pinned keys, resume after
 kill -9, and its mistakes as one line."""
+import json
 import os
 import signal
 import subprocess
@@ -70,7 +71,14 @@ def test_tiny_tune_writes_trials_best_run_and_a_comparison(tiny):
         assert (d / "importance.png").is_file() and "importance.png" in page
     assert sum(line.startswith("trial ") for line in lines) == 3
     assert tuned.trials[0].params == {}  # the reference trial: the run as `imagefit train` makes it, untuned
-    assert "# tune" not in (d / "trials" / "trial-000" / "config.yaml").read_text()
+    tuned_keys = [line for line in (d / "trials" / "trial-000" / "config.yaml").read_text().splitlines()
+                  if line.endswith("# tune")]
+    assert tuned_keys == ["test_pass: false  # tune"]  # trials are ranked on validation; the test split stays unread
+    for trial in (d / "trials").iterdir():
+        assert json.loads((trial / "metrics.json").read_text())["test_pass"] is False, trial
+        assert not (trial / "predictions.safetensors").exists()
+    best = json.loads((d / "best" / "metrics.json").read_text())
+    assert 0 < best["test_accuracy"] <= 1 and (d / "best" / "predictions.safetensors").is_file()
     assert all(t.params for t in tuned.trials[1:])
     assert [line.split(":")[0] for line in lines[3:]] == ["best", "best run", "comparison"]
     # the tune folder is a study that imagefit compare reads: every trial and the best run
@@ -181,3 +189,34 @@ def test_a_trial_under_an_epoch_says_what_budget_would_give_it_one():
     assert "0.25 epochs" in note and "2.6 times" in note
     assert short_trial_note({**short, "budget_epochs": 5.8}, 30.0) is None  # Imagenette's trials: epochs enough
     assert short_trial_note({"budget_epochs": None}, 30.0) is None and short_trial_note(short, None) is None
+
+
+def test_trials_keep_the_reference_transfer_plan_and_skip_what_cached_inputs_ignore():
+    """On Imagenette at 30 minutes, trials left to plan their own transfer chose 5, 8 or 11 blocks at 96 or 128 px
+    (each new cut re-cached the trunk: 28-48 s of a 90-s trial), and sampled augmentations that cached activations
+    never see. Trials now keep the reference's plan, and those keys leave the search; the final run plans its own."""
+    from imagefit.config import TrainConfig
+    from imagefit.study.trial_config import reference_of, run_config, trial_options
+
+    partial = TrainConfig.from_dict({"dataset": "digits", "pretrained": True, "transfer_strategy": "partial",
+                                     "trainable_blocks": 5, "image_size": 96, "batch_size": 128, "lr": 0.002})
+    space = build_space(partial, set(), None, "test")
+    ref = reference_of(partial, space, 1)
+    assert ref["transfer"] == {"transfer_strategy": "partial", "trainable_blocks": 5, "image_size": 96}
+    assert ref["inert"] == [k for k in ("augment", "mixup", "cutmix", "random_erasing") if k in space]
+    assert set(ref["inert"]) >= {"augment", "mixup"} and ref["batch_size"] == 128 and ref["pretrained"]
+    given = {"dataset": "digits", "time_budget": "60s"}
+    options = trial_options(given, ref)
+    assert options == {"test_pass": False, "transfer_strategy": "partial", "trainable_blocks": 5, "image_size": 96}
+    trial = run_config(given, {}, {"lr_scale": 2.0}, ref, by_tune=options)
+    assert (trial.transfer_strategy, trial.trainable_blocks, trial.image_size, trial.lr) == ("partial", 5, 96, 0.004)
+    assert trial.config_sources()["trainable_blocks"] == "tune" and trial.test_pass is False
+    final = run_config(given, {}, {"lr_scale": 2.0}, ref)  # the final run: its own plan, a test pass
+    assert final.transfer_strategy is None and final.image_size is None and final.test_pass is True
+    # a user's pin of any part of the plan leaves the rest to each trial's planner; their test_pass stands
+    assert trial_options({"image_size": 128, "test_pass": True}, ref) == {}
+    fine = reference_of(partial.replace(transfer_strategy="fine-tune", trainable_blocks=None), space, 1)
+    assert "inert" not in fine and fine["transfer"]["transfer_strategy"] == "fine-tune"
+    scratch = reference_of(TrainConfig.from_dict({"dataset": "digits", "batch_size": 64, "lr": 0.1}), space, 0)
+    assert "transfer" not in scratch and "inert" not in scratch
+    assert trial_options({}, scratch) == {"test_pass": False}

@@ -207,6 +207,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def result_head(m: dict, top5: bool = True) -> str:
+    """A finished run's result in one line's head: its test numbers, or its validation accuracy without a test pass."""
+    if m.get("test_pass") is False:
+        val = m.get("final_val_acc")
+        return f"no test pass; validation accuracy {val:.4f}" if val is not None else "no test pass, no validation"
+    if m.get("task") == "multilabel":
+        head = f"test mAP {m['test_map']:.4f}, macro F1 {m['f1_macro']:.4f} at the validation thresholds"
+    else:
+        head = f"test accuracy {m['test_accuracy']:.4f}"
+        head += f", top-5 {m['test_top5_accuracy']:.4f}" if top5 and "test_top5_accuracy" in m else ""
+    return f"{head}, test loss {m['test_loss']:.4f}"
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "config_file", "resume_dir")}
     if args.resume_dir:
@@ -221,11 +234,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         run = train(cfg, started=PROCESS_STARTED)
     if run.metrics:
         m = run.metrics
-        top5 = f", top-5 {m['test_top5_accuracy']:.4f}" if "test_top5_accuracy" in m else ""
         state = " (interrupted)" if m.get("interrupted") else ""
-        head = (f"test mAP {m['test_map']:.4f}, macro F1 {m['f1_macro']:.4f} at the validation thresholds"
-                if m.get("task") == "multilabel" else f"test accuracy {m['test_accuracy']:.4f}{top5}")
-        print(f"{head}, test loss {m['test_loss']:.4f}{state}; {m['epochs_run']} epochs in {m['wall_seconds']:.0f} s")
+        print(f"{result_head(m)}{state}; {m['epochs_run']} epochs in {m['wall_seconds']:.0f} s")
         if m.get("lr_found"):
             print(f"learning rate {m['lr_found']:g}, from the learning-rate finder: {run.dir / 'lr_find.png'}")
         for sentence in m.get("diagnosis") or []:
@@ -282,8 +292,8 @@ def cmd_study(args: argparse.Namespace) -> int:
     for r in result.runs:
         m = r.metrics
         if m:
-            print(f"{r.name:28s} {r.status:11s} test accuracy {m['test_accuracy']:.4f}, test loss {m['test_loss']:.4f}; "
-                  f"{m['epochs_run']} epochs, {m['wall_seconds']:.0f} s")
+            print(f"{r.name:28s} {r.status:11s} {result_head(m, top5=False)}; {m['epochs_run']} epochs, "
+                  f"{m['wall_seconds']:.0f} s")
     if result.comparison:
         print(f"comparison: {result.comparison.html}")
         print(f"            {result.comparison.markdown}")

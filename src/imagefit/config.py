@@ -178,6 +178,9 @@ class TrainConfig:
     min_delta: float = option(0.0, "early stopping: the smallest change that counts as an improvement")
     start_from_epoch: int = option(0, "epochs of warm-up before early stopping counts")
     restore_best: bool = option(True, "with early stopping: evaluate and save the best epoch's weights")
+    test_pass: bool = option(True, "evaluate the final model on the test split and write the full report; "
+                                   "--no-test-pass: validation only, and the pass's seconds go to training "
+                                   "(imagefit tune's trials: the search never looks at test)")
     time_budget: str | None = option(None, "the best model this wall-clock budget buys, e.g. 90s, 10m, 1h: without "
                                            "--epochs the planner chooses what you leave unset (network, side, batch, "
                                            "TTA, steps); unset: no budget")

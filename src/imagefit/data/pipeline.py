@@ -25,7 +25,7 @@ class PreparedData:
     class_names: list[str]
     train: ImageSet
     val: ImageSet | None
-    test: ImageSet
+    test: ImageSet | None  # None in a run without a test pass (--no-test-pass: a tune's trial)
     mean: list[float]
     std: list[float]
     loader: str  # "memory" or "stream"
@@ -46,6 +46,11 @@ class PreparedData:
     def test_pictures(self) -> ImageSet:
         """The test split as images (with their file names), whatever the model trained on."""
         return self.test_images if self.test_images is not None else self.test
+
+    @property
+    def test_count(self) -> int:
+        """Images the final pass evaluates (0 in a run without a test pass)."""
+        return len(self.test) if self.test is not None else 0
 
     @property
     def num_classes(self) -> int:
@@ -133,6 +138,10 @@ def prepare_data(cfg: TrainConfig) -> PreparedData:
 
         found = audit({"train": train, "val": val, "test": test}, source.class_names, source.originals, len(source.skipped))
         log.info("data audit: %s images in %.1f s", f"{found['images']:,}", found["seconds"])
+    if not cfg.test_pass:  # a tune's trial: ranked on validation, its test split never read
+        test = None
+        notes.append("No test pass (--no-test-pass): the run is judged on its validation split, and the seconds a "
+                     "test pass takes went to training.")
     if not lazy:  # one private in-memory copy per split; the memory map is dropped
         train, val, test = (s.materialize() if s is not None else None for s in (train, val, test))
     notes.append(why[0].upper() + why[1:] + ".")

@@ -176,6 +176,8 @@ def choose_batch(train_images: int, max_batch: int) -> int:
 
 
 def choose_tta(test_images: int, eval_per_second: float, budget_seconds: float) -> str:
+    if not test_images:  # no test pass
+        return "none"
     for tta in ("flip-translate", "flip", "none"):
         if test_images * TTA_VIEWS[tta] * TTA_EVAL_COST[tta] / eval_per_second <= TTA_SHARE * budget_seconds:
             return tta
@@ -208,6 +210,12 @@ def required_epochs(model: str, size: int, smallest: int) -> float:
     return TARGET_EPOCHS.get(model, DEFAULT_TARGET_EPOCHS) * (size / max(1, smallest)) ** EPOCHS_PER_PIXELS
 
 
+def final_pass_images(test_images: int, val_images: int) -> int:
+    """Images the final pass evaluates: test, and validation again for the temperature fit; none without a test
+    pass (a tune's trial is ranked on the validation accuracy training already measured)."""
+    return test_images + val_images if test_images else 0
+
+
 def plan_budget(budget_seconds: float, spent_seconds: float, work: Workload, speeds: list[Speed],
                 loop_seconds_per_step: float = LOOP_SECONDS_PER_STEP,
                 checkpoint_seconds: float = 0.0) -> BudgetPlan:
@@ -229,8 +237,7 @@ def plan_budget(budget_seconds: float, spent_seconds: float, work: Workload, spe
         step = batch / speed.train + loop_seconds_per_step
         early_step = batch / early_speed.train + loop_seconds_per_step if early else step
         tta = work.tta or choose_tta(work.test_images, speed.eval, budget_seconds)
-        # the final pass covers test, and validation again for the temperature fit (with the same views)
-        test = (work.test_images + work.val_images) * TTA_VIEWS[tta] * TTA_EVAL_COST[tta] / speed.eval
+        test = final_pass_images(work.test_images, work.val_images) * TTA_VIEWS[tta] * TTA_EVAL_COST[tta] / speed.eval
         val = work.val_images / speed.eval
         per_epoch = steps_per_epoch * (f * early_step + (1 - f) * step) + val + checkpoint_seconds
         available = budget_seconds * (1 - END_MARGIN) - spent_seconds - test - write

@@ -29,7 +29,7 @@ FAMILY = ("airbench93", "airbench")  # narrow first: its speeds bound the wide n
 
 def workload(cfg: TrainConfig, data: PreparedData, train_images: int) -> Workload:
     return Workload(train_images=train_images, val_images=len(data.val) if data.val is not None else 0,
-                    test_images=len(data.test), num_classes=data.num_classes, image_size=data.image_size,
+                    test_images=data.test_count, num_classes=data.num_classes, image_size=data.image_size,
                     max_batch=FAST_BATCH if cfg.recipe == "fast" else 128 if cfg.batch_size is None else cfg.batch_size,
                     batch_size=cfg.batch_size, tta=cfg.tta, early_size=cfg.early_size,
                     early_fraction=cfg.early_fraction)

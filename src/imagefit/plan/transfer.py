@@ -278,7 +278,7 @@ def plan_side(cfg, data, model, precision: str, seconds_left: float) -> Transfer
             speeds[size] = (0.0, forward_speed(model, sample, precision, forward_batch(size, len(sample))))
         else:
             speeds[size] = measure_speed(model, sample, labels, precision, size, AUGMENTATIONS[cfg.augment], steps=2)
-    choice = choose_side(strategy, seconds_left, len(data.train), val, len(data.test), speeds)
+    choice = choose_side(strategy, seconds_left, len(data.train), val, data.test_count, speeds)
     model.input_size = choice.input_size
     return choice
 
@@ -302,8 +302,8 @@ def plan_transfer(cfg, data, model, precision: str, seconds_left: float) -> Tran
     for size in ([model.input_size] if cfg.image_size else input_sizes(model.input_size)):
         model.input_size = size
         speeds = measure_transfer(model, sample, labels, precision, seconds_left, len(data.train), val,
-                                  len(data.test), AUGMENTATIONS[cfg.augment])
-        choice = choose_transfer(seconds_left, len(data.train), val, len(data.test), speeds, cfg.transfer_strategy)
+                                  data.test_count, AUGMENTATIONS[cfg.augment])
+        choice = choose_transfer(seconds_left, len(data.train), val, data.test_count, speeds, cfg.transfer_strategy)
         choice.input_size = size
         if choice.strategy == "fine-tune" and speeds.full_train:
             choice.speed = (speeds.full_train, speeds.full_eval)

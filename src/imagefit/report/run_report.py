@@ -157,6 +157,22 @@ def set_by(keys: tuple[str, ...], sources: dict) -> str:
 
 
 def _metric_rows(metrics: dict, has_val: bool) -> list[list[str]]:
+    rows = _test_rows(metrics) if metrics.get("test_pass") is not False else []
+    rows += [
+        ["Test images", integer(metrics.get("test_images"))],
+        ["Epochs run", f"{metrics.get('epochs_run', '–')} of {metrics.get('epochs', '–')}"],
+        [f"Best epoch ({'highest validation accuracy' if metrics.get('monitor') == 'val_acc' else 'lowest validation loss'})",
+         str(metrics.get("best_epoch") or "–") if has_val else "– (no validation)"],
+        ["Final validation accuracy", fixed(metrics.get("final_val_acc"))],
+        ["Best validation accuracy", fixed(metrics.get("best_val_acc"))],
+        ["Wall time", duration(metrics.get("wall_seconds"))],
+        ["Training time", duration(metrics.get("train_seconds"))],
+        ["Training images/s", integer(metrics.get("train_images_per_second"))],
+    ]
+    return rows
+
+
+def _test_rows(metrics: dict) -> list[list[str]]:
     rows = [["Test accuracy", fixed(metrics.get("test_accuracy"))]]
     if metrics.get("test_balanced_accuracy") is not None:
         rows.append(["Test balanced accuracy (mean per-class recall)", fixed(metrics["test_balanced_accuracy"])])
@@ -167,16 +183,6 @@ def _metric_rows(metrics: dict, has_val: bool) -> list[list[str]]:
         for m in ("precision", "recall", "f1"):
             label = "F1" if m == "f1" else m.capitalize()
             rows.append([f"{label} ({avg} average)", fixed(metrics.get(f"{m}_{avg}"))])
-    rows += [
-        ["Test images", integer(metrics.get("test_images"))],
-        ["Epochs run", f"{metrics.get('epochs_run', '–')} of {metrics.get('epochs', '–')}"],
-        [f"Best epoch ({'highest validation accuracy' if metrics.get('monitor') == 'val_acc' else 'lowest validation loss'})",
-         str(metrics.get("best_epoch") or "–") if has_val else "– (no validation)"],
-        ["Best validation accuracy", fixed(metrics.get("best_val_acc"))],
-        ["Wall time", duration(metrics.get("wall_seconds"))],
-        ["Training time", duration(metrics.get("train_seconds"))],
-        ["Training images/s", integer(metrics.get("train_images_per_second"))],
-    ]
     return rows
 
 
@@ -243,7 +249,10 @@ def write_run_report(run_dir: Path) -> Path:
     elif metrics.get("stopped_early"):
         lines += [f"> Early stopping ended training after {epochs_run} of {epochs} epochs.", ""]
     lines += diagnosis_lines(metrics)
-    if metrics.get("test_accuracy") is None:
+    if metrics.get("test_pass") is False:
+        lines += ["> No test pass (`test_pass: false`, as in a tune's trials): this run is judged on its validation "
+                  "split; its test split was never read.", ""]
+    elif metrics.get("test_accuracy") is None:
         lines += ["> No test metrics: `predictions.safetensors` was not written or not evaluated.", ""]
     has_val = any(r.get("val_loss") is not None for r in history) or metrics.get("best_val_loss") is not None
     if not has_val:
@@ -275,6 +284,8 @@ def write_run_report(run_dir: Path) -> Path:
 
         said = observations({**metrics, "test_accuracy": None, "best_val_acc": None}, history, [], {})
         lines += multilabel_sections(run_dir, metrics, has_val, said)
+    elif metrics.get("test_pass") is False:
+        lines += ["## Metrics", ""] + table(["Metric", "Value"], _metric_rows(metrics, has_val))
     else:
         lines += ["## Test metrics", ""] + table(["Metric", "Value"], _metric_rows(metrics, has_val))
         lines += ["## Per-class results", ""] + _class_section(class_rows)

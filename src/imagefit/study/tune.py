@@ -10,7 +10,8 @@ accuracy, `timeout=`); each trial is an ordinary run, and the tune folder is a s
     runs/<tune>/comparison.*           the trials and the best run compared, with importance.png and history.png
 
 **Budget.** Half of `time_budget` goes to the search, each trial an ordinary run with a short budget of its own
-(the search half over --trials, else over 10, at least 20 s); Optuna starts no trial that would end past the
+(the search half over --trials, else over 10, at least 20 s), with no test pass (ranked on validation: the
+search never reads test, and the seconds go to training); Optuna starts no trial that would end past the
 search half. The final run gets what is left, less a margin for the comparison written after it, and, as every
 budgeted run, ends within 95-100% of its own budget, so the command ends within 95-100% of the whole. With
 --epochs pinned the runs are not budgeted (their epochs decide): the budget then only bounds the search.
@@ -20,6 +21,8 @@ batch), and the fast recipe's rate follows the batch. So the first trial is the 
 nothing: the recipe and the planner choose), and its batch, its rate (the reference rate) and its start
 (from scratch or ImageNet transfer) are pinned for every later trial and for the final run; the rate is searched
 as a multiple of the reference rate. The planner still chooses what is not tuned (epochs, network width, TTA) for each budget.
+From ImageNet weights the first trial's transfer plan is pinned for the trials too (not the final run), and the
+image augmentations leave the search when that plan trains on cached activations (reference_of, trial_options).
 Tuned values are recorded with the source `tune` in each run's config.yaml.
 
 **Resume.** Run the same command again (after Ctrl-C or kill -9): finished trials (complete or pruned) stay, a
@@ -42,6 +45,7 @@ from ..config import TrainConfig, read_sources, rename_legacy_keys
 from ..data.sources import dataset_slug
 from ..errors import UserError
 from .search_space import Dim, build_space, read_search
+from .trial_config import reference_of, run_config, trial_options
 from .trial_budget import (DEFAULT_TRIALS, MIN_TRIAL_SECONDS, REPORT_SECONDS, REPORT_SECONDS_PER_RUN, SEARCH_SHARE,
                            cold_start, label_issues_option, labelled_images, short_trial_note)
 
@@ -242,12 +246,14 @@ class _Objective:
 
         # the reference trial (the first to finish) samples nothing: it is `imagefit train` with the user's options,
         # its recipe's and planner's choices untouched (recipe auto decides its start only once the data is read)
-        reference = not self.study.user_attrs.get("reference")
-        params = {} if reference else {k: d.suggest(trial) for k, d in self.space.items()}
+        ref = self.study.user_attrs.get("reference")
+        reference = not ref
+        inert = set(ref.get("inert", ())) if ref else set()
+        params = {} if reference else {k: d.suggest(trial) for k, d in self.space.items() if k not in inert}
         folder = _trial_dir(self.tune_dir, trial.number)
         _remove(folder)
         budget = {"time_budget": f"{self.trial_seconds:.0f}s"} if self.trial_seconds else {}
-        cfg = run_config(self.given, self.sources, params, self.study.user_attrs.get("reference"),
+        cfg = run_config(self.given, self.sources, params, ref, by_tune=trial_options(self.given, ref),
                          name=folder.name, runs_dir=str(folder.parent), **budget)
         report = ReportToTrial(trial)
         run = train(cfg, callbacks=[report])
@@ -259,9 +265,13 @@ class _Objective:
             log.info("tune: trial %d spent most of its %.0f s on decoding and caches that later trials reuse; "
                      "the untuned setting runs again", trial.number, self.trial_seconds)
         elif not self.study.user_attrs.get("reference"):
-            ref = {"batch_size": run.config.batch_size, "lr": float(run.config.lr) / params.get("lr_scale", 1.0),
-                   "pretrained": bool(run.config.transfer), "trial": trial.number}
+            ref = reference_of(run.config, self.space, trial.number)
             self.study.set_user_attr("reference", ref)
+            if ref.get("inert"):
+                log.info("tune: the trials train on the frozen part's cached %s, where %s do nothing: left out "
+                         "of the search (the final run keeps their configured values)",
+                         "features" if ref["transfer"]["transfer_strategy"] == "linear-probe" else "activations",
+                         ", ".join(ref["inert"]))
             note = short_trial_note(run.metrics, self.trial_seconds)
             if note:
                 log.warning("tune: %s", note)
@@ -276,22 +286,6 @@ class _Objective:
         if value is None:
             raise RuntimeError(f"trial {trial.number} has no validation accuracy")
         return float(value)
-
-
-def run_config(given: dict, sources: dict, params: dict, reference: dict | None, by_tune: dict | None = None,
-               **extra) -> TrainConfig:
-    """A trial's (or the final run's) configuration: the user's keys, the tuned ones and the reference's pins."""
-    tuned = {k: v for k, v in params.items() if k != "lr_scale"}
-    if reference:
-        pins = {"batch_size": reference["batch_size"]}
-        if "pretrained" not in given and "weights" not in given:
-            pins["pretrained"] = reference["pretrained"]
-        if "lr_scale" in params:
-            pins["lr"] = reference["lr"] * params["lr_scale"]
-        tuned = {**{k: v for k, v in pins.items() if k not in given}, **tuned}
-    tuned.update(by_tune or {})
-    values = {**given, **tuned, **extra}
-    return TrainConfig.from_dict(values, source="the tune", sources={**sources, **dict.fromkeys(tuned, "tune")})
 
 
 def _trial_dir(tune_dir: Path, number: int) -> Path:
@@ -369,7 +363,9 @@ def _final_run(best_dir: Path, best, given, sources, study, left: float | None, 
         return resume(best_dir)
     _remove(best_dir)
     if left is not None and left < MIN_TRIAL_SECONDS and given.get("epochs") is None:
-        log.info("tune: %.0f s left, too little to retrain: the best trial is the result", max(0.0, left))
+        log.info("tune: %.0f s left, too little to retrain: the best trial is the result (trials skip the test "
+                 "pass: imagefit evaluate %s --dataset <data> --split test scores it)", max(0.0, left),
+                 best_dir.parent / best.user_attrs.get("run", ""))
         return None
     extra = {"name": best_dir.name, "runs_dir": str(best_dir.parent)}
     if left is not None and given.get("epochs") is None:

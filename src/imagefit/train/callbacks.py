@@ -236,7 +236,7 @@ class FollowPlan(L.Callback):
         self._val_start = time.perf_counter()
 
     def on_validation_epoch_end(self, trainer, pl_module):
-        from ..plan.budget import TTA_EVAL_COST, TTA_VIEWS
+        from ..plan.budget import TTA_EVAL_COST, TTA_VIEWS, final_pass_images
 
         if self._val_start is None or not self.val_images:
             return
@@ -244,7 +244,7 @@ class FollowPlan(L.Callback):
         per_image = seconds / self.val_images
         plan = self.plan
         plan.val_seconds = seconds
-        plan.test_seconds = (per_image * (self.test_images + self.val_images)  # test, and validation for the temperature
+        plan.test_seconds = (per_image * final_pass_images(self.test_images, self.val_images)
                              * TTA_VIEWS[plan.tta] * TTA_EVAL_COST[plan.tta])
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):

@@ -44,9 +44,9 @@ class Fitted:
 
 @dataclass
 class Evaluation:
-    logits: torch.Tensor  # test logits of the evaluated model
-    labels: torch.Tensor
-    final: dict  # the final model's test metrics (the evaluated one may be the best epoch's)
+    logits: torch.Tensor | None  # test logits of the evaluated model (None: no test pass)
+    labels: torch.Tensor | None
+    final: dict  # the final model's test metrics (the evaluated one may be the best epoch's); {}: no test pass
     evaluated: str  # "final" or "best"
     val_logits: torch.Tensor | None  # temperature scaling is fitted on these, never on test
     device: str  # where the test predictions ran (a silent fall-back to the CPU shows here)
@@ -105,7 +105,7 @@ def callbacks_of(cfg: TrainConfig, built: Built, decisions: Decisions, loaders, 
                           f"step{'' if cfg.ema_decay else f', a memory of a tenth of the {steps} steps'}).")
     follow = None
     if plan:
-        follow = FollowPlan(plan, session.spent, len(data.test), len(data.val) if data.val is not None else 0)
+        follow = FollowPlan(plan, session.spent, data.test_count, len(data.val) if data.val is not None else 0)
         callbacks.append(follow)
     return callbacks, bar, checkpoints, stopper, follow, tracking
 
@@ -156,12 +156,17 @@ def evaluate(cfg: TrainConfig, built: Built, fitted: Fitted, session: Session) -
     data, module, device = built.data, fitted.module, session.device
     # images the network resizes (a fine-tune at 128 px) go in small batches on a CPU; cached activations do not
     batch = forward_batch(built.eval_side, cfg.batch_size * 2, cfg.on_cuda)
-    final_logits, labels = predict_logits(module.model, data.test, batch, session.precision, device, cfg.tta)
     ran_on = str(next(module.model.parameters()).device)
+    best_path = fitted.checkpoints.best_model_path
+    restore = bool(cfg.early_stopping and cfg.restore_best and best_path and Path(best_path).is_file())
+    if data.test is None:  # --no-test-pass: the model saved is still the one a test pass would have evaluated
+        if restore:
+            module.load_state_dict(read_checkpoint(best_path)["state_dict"])
+        return Evaluation(None, None, {}, "best" if restore else "final", None, ran_on)
+    final_logits, labels = predict_logits(module.model, data.test, batch, session.precision, device, cfg.tta)
     final = test_metrics(final_logits, labels, data.class_names)
     logits, evaluated = final_logits, "final"
-    best_path = fitted.checkpoints.best_model_path
-    if cfg.early_stopping and cfg.restore_best and best_path and Path(best_path).is_file():
+    if restore:
         module.load_state_dict(read_checkpoint(best_path)["state_dict"])
         logits, _ = predict_logits(module.model, data.test, batch, session.precision, device, cfg.tta)
         evaluated = "best"
@@ -177,7 +182,8 @@ def run_summary(cfg: TrainConfig, built: Built, decisions: Decisions, fitted: Fi
     stopped_early = bool(fitted.stopper and fitted.stopper.stopped_epoch > 0)
     extra = {
         "evaluated_model": evaluation.evaluated,
-        "final_model_test": {k: evaluation.final[k] for k in ("test_accuracy", "test_loss", "f1_macro")},
+        "final_model_test": {k: evaluation.final[k] for k in ("test_accuracy", "test_loss", "f1_macro")}
+        if evaluation.final else None,
         "stopped_early": stopped_early,
         "stop_epoch": len(rows) if stopped_early else None,
         "epochs_saved": fitted.planned_epochs - len(rows) if stopped_early else 0,

@@ -35,7 +35,7 @@ def multilabel_thresholds(cfg: TrainConfig, data: PreparedData, val_logits: torc
 
 
 def finish_run(run_dir: Path, cfg: TrainConfig, data: PreparedData, model: torch.nn.Module,
-               logits: torch.Tensor, labels: torch.Tensor, history: HistoryWriter, precision: str,
+               logits: torch.Tensor | None, labels: torch.Tensor | None, history: HistoryWriter, precision: str,
                total_params: int, trainable_params: int, started: float, interrupted: bool,
                extra: dict | None = None, watch: Stopwatch | None = None,
                val_logits: torch.Tensor | None = None) -> dict:
@@ -55,21 +55,26 @@ def finish_run(run_dir: Path, cfg: TrainConfig, data: PreparedData, model: torch
             "format": "imagefit-1"}
     if data.decoded_side and data.decoded_side != data.image_size:  # new images go the same way (data/resize.py)
         meta["decoded_size"] = str(data.decoded_side)
-    if labels.ndim == 2:  # multi-label: thresholds chosen on validation travel with the model
+    if data.train.multilabel:  # multi-label: thresholds chosen on validation travel with the model
         analysis = multilabel_thresholds(cfg, data, val_logits)
         meta.update(task="multilabel", thresholds=json.dumps(analysis["thresholds"]))
-    else:
+    elif labels is not None:
         analysis = write_error_analysis(run_dir, data, logits, labels, val_logits, model=model)
+    else:  # --no-test-pass: nothing was predicted; the model is saved as it trained
+        analysis = {}
     if analysis.get("temperature") is not None:  # fitted on validation: a later predict divides by it
         meta["temperature"] = repr(analysis["temperature"])
     with atomic.atomic_path(run_dir / "model.safetensors") as tmp:
         save_file(state, str(tmp), metadata=meta)
-    saved = {"logits": logits.contiguous(), "labels": labels.contiguous()}
-    if val_logits is not None:
-        saved.update(val_logits=val_logits.contiguous(), val_labels=data.val.labels.contiguous())
-    with atomic.atomic_path(run_dir / "predictions.safetensors") as tmp:
-        save_file(saved, str(tmp))
-    if labels.ndim == 2:
+    if labels is not None:
+        saved = {"logits": logits.contiguous(), "labels": labels.contiguous()}
+        if val_logits is not None:
+            saved.update(val_logits=val_logits.contiguous(), val_labels=data.val.labels.contiguous())
+        with atomic.atomic_path(run_dir / "predictions.safetensors") as tmp:
+            save_file(saved, str(tmp))
+    if labels is None:
+        test = {"test_pass": False, **analysis, **({"task": "multilabel"} if data.train.multilabel else {})}
+    elif labels.ndim == 2:
         from ..evaluate.multilabel import write_multilabel_evaluation
 
         pictures = data.test_pictures
@@ -83,7 +88,7 @@ def finish_run(run_dir: Path, cfg: TrainConfig, data: PreparedData, model: torch
         "dataset": cfg.dataset, "model": cfg.model, "params": total_params, "trainable_params": trainable_params,
         "num_classes": data.num_classes, "class_names": data.class_names, "image_size": data.image_size,
         "channels": data.channels,
-        "train_images": len(data.train), "val_images": len(data.val) if data.val else 0, "test_images": len(data.test),
+        "train_images": len(data.train), "val_images": len(data.val) if data.val else 0, "test_images": data.test_count,
         "epochs": cfg.epochs or history.planned_epochs, "epochs_run": epochs_run, "monitor": cfg.monitor,
         "best_epoch": best["epoch"] if best else None,
         "wall_seconds": round(history.elapsed_before + time.perf_counter() - started, 2),
@@ -96,7 +101,8 @@ def finish_run(run_dir: Path, cfg: TrainConfig, data: PreparedData, model: torch
         "best_val_acc": max(r["val_acc"] for r in with_val) if with_val else None,
         "best_val_map": max(r["val_map"] for r in with_val) if with_val and "val_map" in with_val[0] else None,
         "data_notes": data.notes, "interrupted": bool(interrupted), "frozen_inputs_from_cache": data.frozen_from_cache,
-        "predicted_classes": int(logits.argmax(1).unique().numel()) if len(logits) and labels.ndim == 1 else None,
+        "predicted_classes": int(logits.argmax(1).unique().numel())
+        if labels is not None and len(logits) and labels.ndim == 1 else None,
         "skipped_files": {"count": len(data.skipped), "files": data.skipped[:SKIPPED_SHOWN]},
         "data_audit": audit_summary(data.audit) if data.audit is not None else None,
         **(extra or {}),
