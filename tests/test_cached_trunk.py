@@ -60,9 +60,11 @@ def test_training_views_are_the_image_and_its_mirror(tmp_path, photos):
 
 
 def test_trunk_stays_as_pretrained_while_the_top_trains(quick, photos):
-    run = imagefit.train(**partial_args(quick, photos, lr=0.01))
+    run = imagefit.train(**partial_args(quick, photos, lr=0.01, augment="randaugment", mixup=0.2))
     m = run.metrics
     assert m["transfer_strategy"] == "partial" and m["test_accuracy"] > 0.5
+    # what cannot reach cached activations is said, not silently dropped
+    assert any("--augment randaugment, --mixup 0.2 do not apply" in n for n in m["data_notes"]), m["data_notes"]
     saved = load_file(run.dir / "model.safetensors")  # the whole network: predict and export need nothing else
     fresh = create_model("tf_efficientnet_lite0", 3, pretrained=True, image_size=64).state_dict()
     # Lite0's blocks: stages of 1, 2, 2, 3, 3, 4, 1; the last 3 blocks are stage 5's last two and stage 6

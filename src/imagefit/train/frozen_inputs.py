@@ -11,6 +11,7 @@ run on the same data skips the expensive forward pass. The test images themselve
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 from ..config import TrainConfig
@@ -19,6 +20,21 @@ from ..evaluate.predict import forward_batch
 from ..models.split import split_model
 from .cached_trunk import cached_trunk_split
 from .transfer import cached_features
+
+log = logging.getLogger("imagefit")
+
+
+def unused_augmentation(cfg: TrainConfig) -> str:
+    """A sentence naming the image augmentations asked for that cached inputs cannot apply ('' when none)."""
+    asked = [f"--augment {cfg.augment}"] if cfg.augment not in ("none", "basic", "light") else []
+    asked += [f"--{k.replace('_', '-')} {getattr(cfg, k):g}" for k in ("mixup", "cutmix", "random_erasing")
+              if getattr(cfg, k)]
+    if not asked:
+        return ""
+    said = (f"{', '.join(asked)} {'does' if len(asked) == 1 else 'do'} not apply: training sees the frozen part's "
+            "cached outputs, not images (--transfer-strategy fine-tune trains on images).")
+    log.warning(said)
+    return " " + said
 
 
 def probe_features(cfg: TrainConfig, data: PreparedData, model, input_size: int, precision: str) -> PreparedData:
@@ -33,7 +49,8 @@ def probe_features(cfg: TrainConfig, data: PreparedData, model, input_size: int,
             hits += hit
     note = ("Linear probe: the frozen backbone's features of unaugmented images were "
             + ("read from the feature cache" if hits == len(splits) else "computed once and cached")
-            + f" ({splits['train'].images.shape[1]} per image); augmentation does not apply.")
+            + f" ({splits['train'].images.shape[1]} per image); augmentation does not apply."
+            + unused_augmentation(cfg))
     return dataclasses.replace(data, notes=data.notes + [note], test_images=data.test,
                                frozen_from_cache=hits == len(splits), **splits)
 
@@ -55,6 +72,7 @@ def trunk_activations(cfg: TrainConfig, data: PreparedData, model, input_size: i
     shape = "x".join(map(str, splits["train"].images.shape[-3:]))
     note = (f"Partial fine-tuning: the last {cfg.trainable_blocks} blocks and the head trained on the frozen trunk's "
             f"activations ({shape} per image; training images and their mirrors), "
-            + ("read from the trunk cache." if hits == len(splits) else "computed once and cached."))
+            + ("read from the trunk cache." if hits == len(splits) else "computed once and cached.")
+            + unused_augmentation(cfg))
     return dataclasses.replace(data, notes=data.notes + [note], test_images=data.test,
                                frozen_from_cache=hits == len(splits), **splits), top
