@@ -1,6 +1,5 @@
 """--ema: Lightning's EMAWeightAveraging, checked where it can go wrong: which weights are validated, tested and
 saved, and whether a resumed run keeps both the raw weights and their average."""
-import shutil
 
 import pytest
 import torch

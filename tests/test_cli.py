@@ -138,7 +138,7 @@ def _options(parser):
 
 
 def test_every_option_of_every_command_explains_itself():
-    from imagefit.cli import build_parser
+    from imagefit.cli_parser import build_parser
     from imagefit.config import TrainConfig
 
     parser = build_parser()

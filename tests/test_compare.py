@@ -316,7 +316,7 @@ def test_evaluation_folders_are_compared_beside_their_run(trained_digits, tmp_pa
     assert float(rows["real on 2026"]["test_accuracy"]) == m2026["test_accuracy"]
     assert float(rows["real"]["test_accuracy"]) == trained_digits.metrics["test_accuracy"]
     # the same model's two years, in a sentence with both numbers; the exported copy scores as its run
-    assert (f"real on 2025: the same model as real, scored on" in printed and
+    assert ("real on 2025: the same model as real, scored on" in printed and
             f"{metrics_of(folders[0])['test_accuracy']:.3f}" in printed)
     assert float(rows["onnx-2026"]["test_accuracy"]) == pytest.approx(m2026["test_accuracy"])
     assert "the exported model" in page and "[report](../runs/real/evaluations/2026/report.md)" in page

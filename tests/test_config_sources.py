@@ -5,7 +5,8 @@ import json
 import yaml
 
 import imagefit
-from imagefit.config import SOURCES, TrainConfig, read_sources
+from imagefit.config import TrainConfig
+from imagefit.config_values import SOURCES, read_sources
 
 
 def non_default(sources: dict) -> dict:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import atomic
-from ..config import transfer_strategy_of
+from ..config_values import transfer_strategy_of
 from ..errors import UserError
 from ..evaluate.cells import number
 from .findings import epochs_text, per_class_changes, per_class_sentence, sentences

@@ -11,7 +11,8 @@ import csv
 from pathlib import Path
 
 from .. import atomic
-from ..config import TrainConfig, rename_legacy_keys, transfer_strategy_of
+from ..config import TrainConfig
+from ..config_values import rename_legacy_keys, transfer_strategy_of
 from ..errors import UserError
 from ..evaluate.cells import SUMMARY_ROWS, number
 from .audit_section import audit_lines

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import rename_legacy_keys, transfer_strategy_of
+from ..config_values import rename_legacy_keys, transfer_strategy_of
 from ..errors import UserError
 from ..evaluate.cells import SUMMARY_ROWS, number
 from .run_files import read_csv, read_history, read_json, read_yaml

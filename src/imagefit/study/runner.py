@@ -22,7 +22,8 @@ from typing import Any
 import yaml
 
 from .. import atomic
-from ..config import TrainConfig, rename_legacy_keys
+from ..config import TrainConfig
+from ..config_values import rename_legacy_keys
 from ..errors import UserError
 from ..report.compare import Comparison, compare
 from ..report.runs import BOOKKEEPING, config_differences

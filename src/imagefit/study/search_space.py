@@ -24,7 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, get_type_hints
 
-from ..config import CHOICES, TrainConfig, read_yaml
+from ..config import TrainConfig
+from ..config_values import CHOICES, read_yaml
 from ..errors import UserError
 from ..plan.probe import FAMILY
 

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import TrainConfig, read_yaml
+from ..config import TrainConfig
+from ..config_values import read_yaml
 from ..data.sources import dataset_slug
 from ..errors import UserError
 

@@ -41,7 +41,8 @@ from typing import Any
 import yaml
 
 from .. import atomic
-from ..config import TrainConfig, read_sources, rename_legacy_keys
+from ..config import TrainConfig
+from ..config_values import read_sources, rename_legacy_keys
 from ..data.sources import dataset_slug
 from ..errors import UserError
 from .search_space import Dim, build_space, read_search

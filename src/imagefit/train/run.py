@@ -41,9 +41,9 @@ from .before_fit import make_loaders, unique_run_dir
 from .distributed import RUN_DIR_ENV, launched_rank
 from .fit import Fitted, evaluate, fit, run_summary
 from .frozen_inputs import probe_features, trunk_activations
-from .rate_sweep import Sweep, check_range, find_lr, read_sweep, write_sweep
 from .optim import probe_optimizer
 from .outputs import finish_run
+from .rate_sweep import Sweep, check_range, find_lr, read_sweep, write_sweep
 from .run_lock import run_folder_lock
 from .state import Built, Session
 from .transfer import default_input_size, keeps_statistics, parameter_groups
@@ -210,7 +210,7 @@ def decide_network(cfg: TrainConfig, data: PreparedData, decisions: Decisions,
     if cfg.budget_seconds and plan is None and cfg.planned and not cfg.transfer and cfg.model in (None, *FAMILY):
         make = model_factory(cfg, data, input_size, session.device)
         plan = session.shared.decide("plan", lambda: plan_run(cfg, data, session.precision, session.spent_planning, make,
-                                                                        make_optimizer=probe_optimizer(cfg)),
+                                                              make_optimizer=probe_optimizer(cfg)),
                                      BudgetPlan.to_dict, BudgetPlan.from_dict)  # network and side are the planner's
         cfg = apply_plan(cfg, plan)
         session.watch.lap("probe")
