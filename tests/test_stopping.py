@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -118,7 +119,14 @@ def test_a_time_budget_is_kept_to_and_the_schedule_fits_it(quick):
         steps = m["budget_plan"]["steps"]
         assert m["steps_run"] == steps and m["epochs_run"] == math.ceil(m["budget_epochs"])
         # the last rate recorded: the last step's (1/steps of the way from zero), or zero where the step after it
-        # was begun and cut by the plan's end
+        # was begun and cut by the plan's end. A re-plan at the last step itself (the steps measured slower: fewer
+        # in all, but never fewer than have run) ends the schedule where it stands: that step's rate was set for the
+        # longer plan before it (seen in CI under load: 195 steps, the last rate set for 206)
+        total = steps
+        last = re.search(r"step (\d+): steps took [\d.]+x the planned time, so (\d+) steps in all instead of (\d+)",
+                         (m["budget_plan"]["replans"] or [""])[-1])
+        if last and int(last[1]) == int(last[2]) == steps:
+            total = int(last[3])
         last_rate = float(rows[-1].split(",")[5])
-        assert last_rate <= 0.01 * schedule_factor("onecycle", (steps - 1) / steps) * (1 + 1e-4)
+        assert last_rate <= 0.01 * schedule_factor("onecycle", (steps - 1) / total) * (1 + 1e-4)
     assert "Time budget 12 s" in (run.dir / "report.md").read_text()
